@@ -1,0 +1,41 @@
+# Two commands do all the set-up on a fresh machine:
+#   make demo   - install into .venv and run `shadowproxy demo` (nothing else needs to run)
+#   make test   - install test tools and services, start them when down, run lint + tests
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+
+.PHONY: demo test lint unit bench services install install-test clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+install: $(BIN)/python
+	$(BIN)/pip install -q -e .
+
+install-test: $(BIN)/python
+	$(BIN)/pip install -q -e '.[test]'
+
+demo: install
+	$(BIN)/shadowproxy demo $(DEMO_ARGS)
+
+services:
+	bash scripts/services.sh
+
+lint: install-test
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: install-test services lint
+	$(BIN)/pytest
+
+unit: install-test
+	$(BIN)/pytest tests/unit
+
+bench: install-test
+	$(BIN)/python tests/benchmarks/http_proxy.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

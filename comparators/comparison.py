@@ -1,0 +1,123 @@
+"""``compare``: normalise both sides, canonical bytes fast path, then diff or summarise.
+
+A mismatch is *summarised* instead of walked when the larger side's canonical bytes exceed
+``max_diff_bytes``, when the value is nested too deeply to walk, or when the diff budget has no
+token (unless tolerances are configured and the value is at most the budget's
+``tolerance_walk_bytes``: then it is walked anyway, since a summary could be a false
+mismatch). A summarised comparison is a ``MISMATCH`` with ``summarised=True`` whose
+differences have kind ``summarised`` and no values: one per top-level key whose canonical
+bytes differ when both sides are dicts, else one at the root. Note a summary only says the
+bytes differ: with tolerances or numbers written differently (``1`` vs ``1.0``) it may be a
+false mismatch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from comparators.budget import DiffBudget
+from comparators.canonical import canonical
+from comparators.diff import diff
+from comparators.model import Comparison, Difference, Outcome
+from comparators.paths import render_path
+from comparators.rules import Rules
+
+MATCH = Comparison(Outcome.MATCH)
+_EXACT = frozenset((str, int, bool))
+SUMMARISED = "summarised"
+
+
+@dataclass(frozen=True, slots=True)
+class Partial:
+    """Differences found so far, before capping them into a :class:`Comparison`."""
+
+    differences: tuple[Difference, ...] = ()
+    total: int = 0
+    summarised: bool = False
+    reason: str = ""
+
+
+NO_DIFFERENCES = Partial()
+
+
+def compare(
+    primary: Any, shadow: Any, rules: Rules, *, budget: DiffBudget | None = None
+) -> Comparison:
+    """Compare two JSON-like values (store records, parsed bodies) under ``rules``.
+
+    Paths in the result have no prefix (``items[2].email``; the root itself is ``$``).
+    """
+    found = compare_values(primary, shadow, rules, budget=budget)
+    return MATCH if found is NO_DIFFERENCES else finish(found, rules)
+
+
+def compare_values(
+    primary: Any, shadow: Any, rules: Rules, *, budget: DiffBudget | None, prefix: str = ""
+) -> Partial:
+    primary = rules.normalise(primary)
+    shadow = rules.normalise(shadow)
+    primary_bytes, shadow_bytes = canonical(primary), canonical(shadow)
+    if primary_bytes == shadow_bytes:
+        return NO_DIFFERENCES
+    size = max(len(primary_bytes), len(shadow_bytes))
+    reason = _summary_reason(size, rules, budget)
+    if not reason:
+        try:
+            found = diff(primary, shadow, rules, prefix=prefix)
+        except RecursionError:
+            reason = "structured diff skipped: value nested too deeply"
+        else:
+            if budget is not None:
+                budget.record_walked()
+            if not found.total:
+                return NO_DIFFERENCES
+            return Partial(found.differences, found.total)
+    if budget is not None:
+        budget.record_summarised()
+    return summarise(primary, shadow, prefix, reason)
+
+
+def summarise(primary: Any, shadow: Any, prefix: str, reason: str) -> Partial:
+    """Differences at the coarsest level, from canonical bytes of the top-level keys."""
+    keys: list[Any] = []
+    if isinstance(primary, dict) and isinstance(shadow, dict):
+        keys = [k for k in primary if k not in shadow or _differs(primary[k], shadow[k])]
+        keys.extend(k for k in shadow if k not in primary)
+    paths = [render_path(prefix, (_segment(k),)) for k in keys] or [render_path(prefix, ())]
+    found = tuple(Difference(path, SUMMARISED) for path in paths)
+    return Partial(found, len(found), True, reason)
+
+
+def finish(found: Partial, rules: Rules) -> Comparison:
+    """Cap the differences and say what was left out."""
+    shown = found.differences[: rules.max_differences]
+    notes = [found.reason] if found.reason else []
+    if found.total > len(shown):
+        notes.append(
+            f"{found.total - len(shown)} more differences not shown"
+            f" (max_differences={rules.max_differences})"
+        )
+    return Comparison(Outcome.MISMATCH, shown, found.summarised, "; ".join(notes))
+
+
+def _summary_reason(size: int, rules: Rules, budget: DiffBudget | None) -> str:
+    if size > rules.max_diff_bytes:
+        return f"structured diff skipped: {size} bytes > max_diff_bytes {rules.max_diff_bytes}"
+    if budget is None or budget.try_acquire():
+        return ""
+    if rules.has_tolerances and size <= budget.tolerance_walk_bytes:
+        return ""
+    return "structured diff skipped: diff budget exhausted"
+
+
+def _differs(a: Any, b: Any) -> bool:
+    if a is b:
+        return False
+    if type(a) is type(b) and type(a) in _EXACT:
+        return bool(a != b)
+    return canonical(a) != canonical(b)
+
+
+def _segment(key: Any) -> str:
+    return key if isinstance(key, str) else str(key)

@@ -1,0 +1,110 @@
+"""``compare_http``: status, allowlisted headers, then the body (JSON-aware when it parses).
+
+Paths: ``status``, ``headers.<lower-cased name>``, ``body`` / ``body.items[2].email``.
+A header's values are a string when it came once, else the list of values in order.
+A non-JSON body that differs is one ``changed`` difference at ``body`` whose values are short
+previews: ``"<length> bytes sha256:<12 hex> <repr of the first 64 bytes>"``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+import orjson
+
+from comparators.budget import DiffBudget
+from comparators.comparison import MATCH, NO_DIFFERENCES, Partial, compare_values, finish
+from comparators.model import Comparison, Difference, HttpSnapshot, Outcome
+from comparators.rules import Rules
+
+BODY = "body"
+PREVIEW_BYTES = 64
+OVER_CAP = Comparison(Outcome.SKIPPED, detail="body over cap")
+_JSON_START = re.compile(rb"\s*[\[{]")
+_NOT_JSON: object = object()
+
+
+def compare_http(
+    primary: HttpSnapshot, shadow: HttpSnapshot, rules: Rules, *, budget: DiffBudget | None = None
+) -> Comparison:
+    """Compare two HTTP answers under ``rules``.
+
+    Byte-equal bodies are never parsed. When a body is ``None`` (over the proxy's cap) the
+    comparison is ``SKIPPED`` unless status or headers already differ: that is a ``MISMATCH``
+    whose detail says the body was not compared.
+    """
+    head = _head_differences(primary, shadow, rules)
+    if primary.body is None or shadow.body is None:
+        if not head:
+            return OVER_CAP
+        found = Partial(head, len(head), reason="body over cap, not compared")
+        return finish(found, rules)
+    body = NO_DIFFERENCES
+    if primary.body != shadow.body:
+        body = _compare_bodies(primary, shadow, primary.body, shadow.body, rules, budget)
+    if not head and body is NO_DIFFERENCES:
+        return MATCH
+    found = Partial(head + body.differences, len(head) + body.total, body.summarised, body.reason)
+    return finish(found, rules)
+
+
+def preview(body: bytes) -> str:
+    digest = hashlib.sha256(body).hexdigest()[:12]
+    more = "..." if len(body) > PREVIEW_BYTES else ""
+    return f"{len(body)} bytes sha256:{digest} {body[:PREVIEW_BYTES]!r}{more}"
+
+
+def _head_differences(
+    primary: HttpSnapshot, shadow: HttpSnapshot, rules: Rules
+) -> tuple[Difference, ...]:
+    found: list[Difference] = []
+    if rules.compare_status and primary.status != shadow.status:
+        found.append(Difference("status", "changed", primary.status, shadow.status))
+    for name in rules.headers:
+        ours, theirs = _header(primary, name), _header(shadow, name)
+        if ours != theirs:
+            kind = "added" if not ours else "removed" if not theirs else "changed"
+            found.append(Difference(f"headers.{name}", kind, _shown(ours), _shown(theirs)))
+    return tuple(found)
+
+
+def _header(snapshot: HttpSnapshot, name: str) -> list[str]:
+    return [value for key, value in snapshot.headers if key.lower() == name]
+
+
+def _shown(values: list[str]) -> str | list[str] | None:
+    if not values:
+        return None
+    return values[0] if len(values) == 1 else values
+
+
+def _compare_bodies(
+    primary: HttpSnapshot,
+    shadow: HttpSnapshot,
+    primary_body: bytes,
+    shadow_body: bytes,
+    rules: Rules,
+    budget: DiffBudget | None,
+) -> Partial:
+    ours, theirs = _json(primary, primary_body), _json(shadow, shadow_body)
+    if ours is _NOT_JSON or theirs is _NOT_JSON:
+        change = Difference(BODY, "changed", preview(primary_body), preview(shadow_body))
+        return Partial((change,), 1)
+    return compare_values(ours, theirs, rules, budget=budget, prefix=BODY)
+
+
+def _json(snapshot: HttpSnapshot, body: bytes) -> object:
+    if not (_JSON_START.match(body) or "json" in _content_type(snapshot)):
+        return _NOT_JSON
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return _NOT_JSON
+
+
+def _content_type(snapshot: HttpSnapshot) -> str:
+    for key, value in snapshot.headers:
+        if key.lower() == "content-type":
+            return value.lower()
+    return ""

@@ -1,0 +1,83 @@
+"""The admin listener: /metrics, /healthz and the token-guarded endpoints."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+from prometheus_client.aiohttp import make_aiohttp_handler
+
+from proxy.errors import BadRequest, HTTPProblem, problem_response
+from proxy.forward import request_id
+from proxy.metrics import exposition_registry
+from proxy.shadow import ShadowRunner
+from proxy.sinks import BufferedSink
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+MAX_MISMATCHES = 1000
+
+
+class Unauthorized(HTTPProblem):
+    status, code = 401, "unauthorized"
+
+
+class Forbidden(HTTPProblem):
+    status, code = 403, "forbidden"
+
+
+def require_token(token: str | None, handler: Handler) -> Handler:
+    """Bearer token (``Authorization: Bearer …`` or ``X-Admin-Token``), constant-time compare.
+    With no token configured the endpoint is closed, not open."""
+    expected = token.encode() if token else None
+
+    async def guarded(request: web.Request) -> web.StreamResponse:
+        rid = request_id(request)
+        if expected is None:
+            return problem_response(
+                Forbidden("admin endpoints are disabled: no admin token is configured"), rid
+            )
+        given = request.headers.get("X-Admin-Token", "")
+        auth = request.headers.get("Authorization", "")
+        if auth.lower().startswith("bearer "):
+            given = auth[7:].strip()
+        if not hmac.compare_digest(given.encode("utf-8", "surrogateescape"), expected):
+            return problem_response(Unauthorized("missing or wrong admin token"), rid)
+        try:
+            return await handler(request)
+        except HTTPProblem as problem:
+            return problem_response(problem, rid)
+
+    return guarded
+
+
+def parse_limit(raw: str | None, default: int = 50) -> int:
+    if raw is None:
+        return default
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_MISMATCHES:
+        raise BadRequest(f"limit must be an integer from 1 to {MAX_MISMATCHES}, got {raw!r}")
+    return int(raw)
+
+
+def build_admin_app(
+    *,
+    registry: CollectorRegistry,
+    runner: ShadowRunner,
+    sink: BufferedSink,
+    token: str | None,
+) -> web.Application:
+    app = web.Application()
+
+    async def healthz(request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok", "shadow_queue_depth": runner.depth})
+
+    async def mismatches(request: web.Request) -> web.Response:
+        limit = parse_limit(request.query.get("limit"))
+        records = await sink.recent(limit)
+        return web.json_response({"count": len(records), "mismatches": records})
+
+    app.router.add_get("/metrics", make_aiohttp_handler(exposition_registry(registry)))
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/mismatches", require_token(token, mismatches))
+    return app

@@ -1,0 +1,109 @@
+"""The composition root: the one place that turns Settings into running parts."""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from functools import partial
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from comparators import DiffBudget, Redactor
+from proxy import wire
+from proxy.admin import build_admin_app
+from proxy.forward import ForwardContext, handle
+from proxy.http_routes import build_route
+from proxy.metrics import Metrics
+from proxy.publish import Publisher
+from proxy.routing import Router
+from proxy.settings import Settings
+from proxy.shadow import ShadowRunner
+from proxy.sinks import make_sink
+from proxy.upstream import HttpUpstream
+
+log = logging.getLogger("shadowproxy")
+
+
+@dataclass(frozen=True)
+class Apps:
+    proxy: web.Application
+    admin: web.Application
+    metrics: Metrics
+    runner: ShadowRunner
+
+
+def redaction_key(settings: Settings, env: Mapping[str, str]) -> bytes:
+    value = env.get(settings.redaction.key_env)
+    if value:
+        return value.encode()
+    log.warning(
+        "no redaction key set: hashes of sensitive values are comparable only within this "
+        "process; set %s to compare them across processes and restarts",
+        settings.redaction.key_env,
+    )
+    return secrets.token_bytes(32)
+
+
+def build(
+    settings: Settings, *, registry: CollectorRegistry, env: Mapping[str, str] | None = None
+) -> Apps:
+    env = os.environ if env is None else env
+    wire.install()
+    metrics = Metrics.create(registry)
+    upstreams = {name: HttpUpstream(name, cfg) for name, cfg in settings.backends.items()}
+    routes = [build_route(i, r, upstreams) for i, r in enumerate(settings.routes)]
+    router = Router(
+        [(r.path, r.methods, built) for r, built in zip(settings.routes, routes, strict=True)]
+    )
+    runner = ShadowRunner(
+        queue_size=settings.shadow.queue_size,
+        concurrency=settings.shadow.concurrency,
+        metrics=metrics,
+    )
+    sink = make_sink(settings.sink, metrics)
+    redactor = Redactor(frozenset(settings.redaction.fields), redaction_key(settings, env))
+    ctx = ForwardContext(
+        router=router,
+        runner=runner,
+        publisher=Publisher(metrics=metrics, sink=sink, redactor=redactor),
+        metrics=metrics,
+        budget=DiffBudget(
+            per_second=settings.shadow.diff_per_second, burst=settings.shadow.diff_burst
+        ),
+        max_request_body=settings.limits.max_body_bytes,
+        compare_body_cap=settings.shadow.body_max_bytes,
+        shadow_timeout=settings.shadow.timeout_seconds,
+        requester_header=settings.requesters.header,
+        known_requesters=frozenset(settings.requesters.known),
+        access_log=settings.logging.access_log,
+    )
+
+    proxy_app = web.Application()
+    proxy_app.router.add_route("*", "/{tail:.*}", partial(handle, ctx))
+
+    async def upstreams_ctx(_: web.Application) -> AsyncIterator[None]:
+        for upstream in upstreams.values():
+            await upstream.start()
+        yield
+        for upstream in upstreams.values():
+            await upstream.close()
+
+    async def sink_ctx(_: web.Application) -> AsyncIterator[None]:
+        yield
+        await sink.close()
+
+    async def runner_ctx(_: web.Application) -> AsyncIterator[None]:
+        await runner.start()
+        yield
+        await runner.drain(settings.shadow.drain_seconds)
+
+    # Unwound in reverse: shadow work drains, then the sink flushes, then pools close.
+    proxy_app.cleanup_ctx.extend([upstreams_ctx, sink_ctx, runner_ctx])
+    admin_app = build_admin_app(
+        registry=registry, runner=runner, sink=sink, token=env.get(settings.admin.token_env)
+    )
+    return Apps(proxy=proxy_app, admin=admin_app, metrics=metrics, runner=runner)

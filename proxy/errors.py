@@ -1,0 +1,103 @@
+"""The error tree, and the one JSON envelope every error response uses.
+
+ShadowProxyError
+├── ConfigError          bad configuration: names the key path and the bad value
+└── HTTPProblem          an error answered to a client, with status and code
+    ├── BadRequest       400  malformed request (bad JSON, wrong types, unknown fields)
+    ├── NotFound         404
+    ├── Conflict         409
+    ├── PayloadTooLarge  413
+    ├── UnsupportedMedia 415
+    ├── Unprocessable    422
+    ├── TooManyRequests  429
+    ├── BadGateway       502  the primary failed or answered garbage
+    ├── Unavailable      503
+    └── GatewayTimeout   504  the primary did not answer in time
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import orjson
+from aiohttp import web
+
+
+class ShadowProxyError(Exception):
+    """Base of every error this package raises on purpose."""
+
+
+class ConfigError(ShadowProxyError):
+    """A configuration value is wrong; the message names the key path and the value."""
+
+
+class HTTPProblem(ShadowProxyError):
+    status: ClassVar[int] = 500
+    code: ClassVar[str] = "internal"
+
+    def __init__(self, message: str, *, details: Any = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+
+class BadRequest(HTTPProblem):
+    status, code = 400, "bad_request"
+
+
+class NotFound(HTTPProblem):
+    status, code = 404, "not_found"
+
+
+class MethodNotAllowed(HTTPProblem):
+    status, code = 405, "method_not_allowed"
+
+
+class Conflict(HTTPProblem):
+    status, code = 409, "conflict"
+
+
+class PayloadTooLarge(HTTPProblem):
+    status, code = 413, "payload_too_large"
+
+
+class UnsupportedMedia(HTTPProblem):
+    status, code = 415, "unsupported_media_type"
+
+
+class Unprocessable(HTTPProblem):
+    status, code = 422, "unprocessable"
+
+
+class TooManyRequests(HTTPProblem):
+    status, code = 429, "rate_limited"
+
+
+class BadGateway(HTTPProblem):
+    status, code = 502, "bad_gateway"
+
+
+class Unavailable(HTTPProblem):
+    status, code = 503, "unavailable"
+
+
+class GatewayTimeout(HTTPProblem):
+    status, code = 504, "gateway_timeout"
+
+
+def envelope(
+    status: int, code: str, message: str, request_id: str, details: Any = None
+) -> web.Response:
+    body = {"error": {"code": code, "message": message, "request_id": request_id}}
+    if details is not None:
+        body["error"]["details"] = details
+    return web.Response(
+        status=status,
+        body=orjson.dumps(body),
+        content_type="application/json",
+        headers={"X-Request-ID": request_id},
+    )
+
+
+def problem_response(problem: HTTPProblem, request_id: str) -> web.Response:
+    return envelope(problem.status, problem.code, problem.message, request_id, problem.details)

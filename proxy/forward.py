@@ -1,0 +1,299 @@
+"""The drop-in path: answer from the primary exactly, hand a copy to the shadow runner."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from functools import partial
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDict
+
+from comparators import DiffBudget, compare_http
+from comparators.model import Comparison, HttpSnapshot, Outcome
+from proxy.errors import (
+    BadGateway,
+    GatewayTimeout,
+    HTTPProblem,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    problem_response,
+)
+from proxy.http_routes import HttpRoute
+from proxy.metrics import Metrics
+from proxy.publish import Experiment, Publisher
+from proxy.routing import Router
+from proxy.shadow import ShadowRunner
+from proxy.upstream import backend_error_kind, end_to_end
+
+log = logging.getLogger("shadowproxy.access")
+errlog = logging.getLogger("shadowproxy.proxy")
+
+# Responses up to this size (with a Content-Length) are read whole and sent in one write;
+# larger or chunked ones are streamed through chunk by chunk.
+SMALL_BODY = 256 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class ForwardContext:
+    router: Router[HttpRoute]
+    runner: ShadowRunner
+    publisher: Publisher
+    metrics: Metrics
+    budget: DiffBudget
+    max_request_body: int
+    compare_body_cap: int
+    shadow_timeout: float
+    requester_header: str
+    known_requesters: frozenset[str]
+    access_log: bool
+
+
+def request_id(request: web.Request) -> str:
+    return request.headers.get("X-Request-ID") or os.urandom(16).hex()
+
+
+def requester_label(value: str | None, known: frozenset[str]) -> str:
+    if value is None:
+        return "none"
+    return value if value in known else "other"
+
+
+async def read_request_body(request: web.Request, limit: int) -> bytes | None:
+    if not request.body_exists:
+        return None
+    if request.content_length is not None and request.content_length > limit:
+        raise PayloadTooLarge(f"request body over {limit} bytes")
+    chunks, size = [], 0
+    async for chunk in request.content.iter_any():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"request body over {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def upstream_headers(request: web.Request, rid: str) -> CIMultiDict[str]:
+    headers = end_to_end(request.headers)
+    headers.popall("Host", None)
+    headers.popall("Content-Length", None)
+    peer = request.remote or ""
+    prior = headers.get("X-Forwarded-For")
+    headers["X-Forwarded-For"] = f"{prior}, {peer}" if prior else peer
+    headers["X-Forwarded-Proto"] = request.scheme
+    headers["X-Forwarded-Host"] = request.host
+    headers["X-Request-ID"] = rid
+    return headers
+
+
+async def handle(ctx: ForwardContext, request: web.Request) -> web.StreamResponse:
+    started = time.perf_counter()
+    rid = request_id(request)
+    requester = request.headers.get(ctx.requester_header)
+    route, path_known = ctx.router.match(request.method, request.path)
+    route_name = route.name if route is not None else "unmatched"
+    status = 0
+    primary_seconds = 0.0
+    try:
+        if route is None:
+            if path_known:
+                raise MethodNotAllowed(f"{request.method} is not routed for {request.path}")
+            raise NotFound(f"no route for {request.path}")
+        body = await read_request_body(request, ctx.max_request_body)
+        headers = upstream_headers(request, rid)
+        sampled = route.sampled(request)
+        response, snapshot, primary_seconds = await _primary(
+            ctx, route, request, headers, body, rid, sampled
+        )
+        status = response.status
+        if snapshot is not None:
+            job = partial(
+                _shadow_job, ctx, route, request.method, request.raw_path, headers, body,
+                snapshot, primary_seconds, rid, requester,
+            )  # fmt: skip
+            ctx.runner.submit(route.name, job)
+        return response
+    except HTTPProblem as problem:
+        status = problem.status
+        if problem.status >= 500:
+            errlog.warning(
+                problem.message, extra={"request_id": rid, "route": route_name, "status": status}
+            )
+        return problem_response(problem, rid)
+    finally:
+        label = requester_label(requester, ctx.known_requesters)
+        ctx.metrics.requests.labels(route_name, request.method, str(status), label).inc()
+        if ctx.access_log:
+            log.info(
+                "request",
+                extra={
+                    "request_id": rid,
+                    "requester": requester,
+                    "method": request.method,
+                    "path": request.path,
+                    "route": route_name,
+                    "status": status,
+                    "primary_ms": round(primary_seconds * 1000, 3),
+                    "total_ms": round((time.perf_counter() - started) * 1000, 3),
+                },
+            )
+
+
+async def _primary(
+    ctx: ForwardContext,
+    route: HttpRoute,
+    request: web.Request,
+    headers: CIMultiDict[str],
+    body: bytes | None,
+    rid: str,
+    sampled: bool,
+) -> tuple[web.StreamResponse, HttpSnapshot | None, float]:
+    backend = route.primary
+    started = time.perf_counter()
+    try:
+        upstream = await backend.send(request.method, request.raw_path, headers, body)
+    except TimeoutError as e:
+        _backend_failed(ctx, route, backend.name, e, sampled)
+        raise GatewayTimeout(f"primary backend {backend.name} did not answer in time") from e
+    except aiohttp.ClientError as e:
+        _backend_failed(ctx, route, backend.name, e, sampled)
+        raise BadGateway(f"primary backend {backend.name} failed: {type(e).__name__}") from e
+    try:
+        out_headers = end_to_end(upstream.headers)
+        out_headers["X-Request-ID"] = rid
+        length = upstream.content_length
+        response: web.StreamResponse
+        if request.method == "HEAD" or (length is not None and length <= SMALL_BODY):
+            payload = await upstream.read()
+            response = _whole(upstream.status, upstream.reason, out_headers, payload)
+            captured: bytes | None = payload
+        else:
+            response, captured = await _stream(
+                request, upstream, out_headers, ctx.compare_body_cap if sampled else -1
+            )
+    except (TimeoutError, aiohttp.ClientError) as e:
+        _backend_failed(ctx, route, backend.name, e, sampled)
+        if isinstance(e, TimeoutError):
+            raise GatewayTimeout(f"primary backend {backend.name} timed out mid-body") from e
+        raise BadGateway(f"primary backend {backend.name} broke off the body") from e
+    finally:
+        upstream.release()
+    seconds = time.perf_counter() - started
+    ctx.metrics.backend_latency.labels(backend.name, "primary", route.name).observe(seconds)
+    snapshot = None
+    if sampled:
+        if captured is not None and len(captured) > ctx.compare_body_cap:
+            captured = None
+        snapshot = HttpSnapshot(upstream.status, _lowered(out_headers), captured)
+    return response, snapshot, seconds
+
+
+def _whole(status: int, reason: str | None, headers: CIMultiDict[str], body: bytes) -> web.Response:
+    # Bytes bodies keep the primary's Content-Type and Content-Length (also for HEAD).
+    return web.Response(status=status, reason=reason, headers=headers, body=body)
+
+
+async def _stream(
+    request: web.Request,
+    upstream: aiohttp.ClientResponse,
+    headers: CIMultiDict[str],
+    cap: int,
+) -> tuple[web.StreamResponse, bytes | None]:
+    response = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=headers)
+    await response.prepare(request)
+    kept: list[bytes] | None = [] if cap >= 0 else None
+    size = 0
+    try:
+        async for chunk in upstream.content.iter_any():
+            await response.write(chunk)
+            if kept is not None:
+                size += len(chunk)
+                if size > cap:
+                    kept = None
+                else:
+                    kept.append(chunk)
+    except (TimeoutError, aiohttp.ClientError):
+        # Headers are gone already: the only honest signal left is a cut connection.
+        if request.transport is not None:
+            request.transport.close()
+        raise
+    await response.write_eof()
+    return response, (b"".join(kept) if kept is not None else None)
+
+
+def _lowered(headers: CIMultiDict[str]) -> tuple[tuple[str, str], ...]:
+    return tuple((k.lower(), v) for k, v in headers.items())
+
+
+def _backend_failed(
+    ctx: ForwardContext, route: HttpRoute, backend: str, error: BaseException, sampled: bool
+) -> None:
+    ctx.metrics.backend_errors.labels(backend, "primary", backend_error_kind(error)).inc()
+    if sampled:
+        ctx.metrics.comparisons.labels(route.name, Outcome.PRIMARY_ERROR.value).inc()
+
+
+async def _shadow_job(
+    ctx: ForwardContext,
+    route: HttpRoute,
+    method: str,
+    raw_path: str,
+    headers: CIMultiDict[str],
+    body: bytes | None,
+    primary: HttpSnapshot,
+    primary_seconds: float,
+    rid: str,
+    requester: str | None,
+) -> None:
+    shadow = route.shadow
+    if shadow is None:  # pragma: no cover - sampled() guarantees a shadow
+        return
+    started = time.perf_counter()
+    snapshot: HttpSnapshot | None = None
+    try:
+        timeout = min(ctx.shadow_timeout, shadow.config.timeout_seconds)
+        upstream = await shadow.send(method, raw_path, headers, body, timeout=timeout)
+        try:
+            payload = await _read_capped(upstream, ctx.compare_body_cap)
+        finally:
+            upstream.release()
+        snapshot = HttpSnapshot(upstream.status, _lowered(end_to_end(upstream.headers)), payload)
+    except (TimeoutError, aiohttp.ClientError) as e:
+        kind = backend_error_kind(e)
+        ctx.metrics.backend_errors.labels(shadow.name, "shadow", kind).inc()
+        outcome = Outcome.TIMEOUT if kind == "timeout" else Outcome.SHADOW_ERROR
+        comparison = Comparison(outcome, detail=f"{type(e).__name__}: {e}"[:300])
+    seconds = time.perf_counter() - started
+    ctx.metrics.backend_latency.labels(shadow.name, "shadow", route.name).observe(seconds)
+    if snapshot is not None:
+        comparison = compare_http(primary, snapshot, route.rules, budget=ctx.budget)
+    ctx.publisher.publish(
+        Experiment(
+            route=route.name,
+            method=method,
+            path=raw_path,
+            request_id=rid,
+            requester=requester,
+            primary_status=primary.status,
+            shadow_status=snapshot.status if snapshot else None,
+            primary_seconds=primary_seconds,
+            shadow_seconds=seconds,
+            comparison=comparison,
+        )
+    )
+
+
+async def _read_capped(response: aiohttp.ClientResponse, cap: int) -> bytes | None:
+    if response.content_length is not None and response.content_length > cap:
+        return None
+    chunks, size = [], 0
+    async for chunk in response.content.iter_any():
+        size += len(chunk)
+        if size > cap:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)

@@ -1,0 +1,114 @@
+"""Every metric shadowproxy exports, created against an injected registry."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.multiprocess import MultiProcessCollector
+
+LATENCY_BUCKETS = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)  # fmt: skip
+MAX_FIELDS_PER_ROUTE = 200
+OTHER = "other"
+
+
+@dataclass(frozen=True)
+class Metrics:
+    requests: Counter
+    backend_latency: Histogram
+    backend_errors: Counter
+    comparisons: Counter
+    mismatch_fields: Counter
+    diff_summarised: Counter
+    shadow_queue_depth: Gauge
+    shadow_dropped: Counter
+    sink_records: Counter
+    internal_errors: Counter
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry) -> Metrics:
+        def counter(name: str, doc: str, labels: tuple[str, ...]) -> Counter:
+            return Counter(f"shadowproxy_{name}", doc, labels, registry=registry)
+
+        return cls(
+            requests=counter(
+                "requests",
+                "Client requests answered, by route, method, status and requester.",
+                ("route", "method", "status", "requester"),
+            ),
+            backend_latency=Histogram(
+                "shadowproxy_backend_request_duration_seconds",
+                "Backend call latency until the response body was read, by role.",
+                ("backend", "role", "route"),
+                buckets=LATENCY_BUCKETS,
+                registry=registry,
+            ),
+            backend_errors=counter(
+                "backend_errors",
+                "Backend calls that failed (connect, timeout, protocol), by role and kind.",
+                ("backend", "role", "kind"),
+            ),
+            comparisons=counter(
+                "comparisons", "Shadow comparison outcomes by route.", ("route", "outcome")
+            ),
+            mismatch_fields=counter(
+                "mismatch_fields",
+                "Mismatching fields (list indexes collapsed) by route.",
+                ("route", "field"),
+            ),
+            diff_summarised=counter(
+                "diff_summarised",
+                "Mismatches only summarised (structured diff over its CPU budget or size cap).",
+                ("route",),
+            ),
+            shadow_queue_depth=Gauge(
+                "shadowproxy_shadow_queue_depth",
+                "Shadow jobs waiting or running.",
+                registry=registry,
+                multiprocess_mode="livesum",
+            ),
+            shadow_dropped=counter(
+                "shadow_dropped",
+                "Shadow requests dropped instead of waited for, by route and reason.",
+                ("route", "reason"),
+            ),
+            sink_records=counter(
+                "sink_records", "Mismatch records written, by result.", ("sink", "result")
+            ),
+            internal_errors=counter(
+                "internal_errors",
+                "Failures on the secondary path (shadow, compare, publish) by operation.",
+                ("operation",),
+            ),
+        )
+
+
+class FieldLabels:
+    """Caps the distinct ``field`` label values per route so a broken candidate cannot
+    explode the series count; the overflow is counted under ``other``."""
+
+    def __init__(self, limit: int = MAX_FIELDS_PER_ROUTE) -> None:
+        self._limit = limit
+        self._seen: dict[str, set[str]] = {}
+
+    def label(self, route: str, field: str) -> str:
+        seen = self._seen.setdefault(route, set())
+        if field in seen:
+            return field
+        if len(seen) >= self._limit:
+            return OTHER
+        seen.add(field)
+        return field
+
+
+def exposition_registry(registry: CollectorRegistry) -> CollectorRegistry:
+    """The registry /metrics serves: the process's own, or the sum over all workers."""
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not directory:
+        return registry
+    merged = CollectorRegistry()
+    MultiProcessCollector(merged, path=directory)  # type: ignore[no-untyped-call]
+    return merged

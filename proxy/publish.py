@@ -1,0 +1,104 @@
+"""Where every finished comparison goes: outcome metrics, field metrics, redacted records."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl, urlencode
+
+from comparators import Redactor
+from comparators.model import Comparison, Outcome
+from proxy.metrics import FieldLabels, Metrics
+from proxy.sinks import BufferedSink
+
+log = logging.getLogger("shadowproxy.compare")
+
+
+@dataclass(frozen=True, slots=True)
+class Experiment:
+    """One request's two sides, as much as a record needs."""
+
+    route: str
+    method: str
+    path: str
+    request_id: str
+    requester: str | None
+    primary_status: int | None
+    shadow_status: int | None
+    primary_seconds: float
+    shadow_seconds: float | None
+    comparison: Comparison
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def redact_query(path: str, redactor: Redactor) -> str:
+    """Query values of sensitive names (``?email=...``) are replaced like any field value."""
+    base, sep, query = path.partition("?")
+    if not sep:
+        return path
+    pairs = parse_qsl(query, keep_blank_values=True)
+    return base + "?" + urlencode([(k, redactor.tree({k: v})[k]) for k, v in pairs])
+
+
+class Publisher:
+    def __init__(self, *, metrics: Metrics, sink: BufferedSink, redactor: Redactor) -> None:
+        self._metrics = metrics
+        self._sink = sink
+        self._redactor = redactor
+        self._fields = FieldLabels()
+
+    def publish(self, exp: Experiment) -> None:
+        """Count and record; never raises (a publish failure is counted and logged)."""
+        try:
+            self._publish(exp)
+        except Exception:
+            self._metrics.internal_errors.labels("publish").inc()
+            log.exception("publishing a comparison failed", extra={"request_id": exp.request_id})
+
+    def _publish(self, exp: Experiment) -> None:
+        comparison = exp.comparison
+        self._metrics.comparisons.labels(exp.route, comparison.outcome.value).inc()
+        if comparison.outcome is not Outcome.MISMATCH:
+            return
+        for name in comparison.fields:
+            label = self._fields.label(exp.route, name)
+            self._metrics.mismatch_fields.labels(exp.route, label).inc()
+        if comparison.summarised:
+            self._metrics.diff_summarised.labels(exp.route).inc()
+        record = self.record(exp)
+        self._sink.submit(record)
+        log.info(
+            "mismatch",
+            extra={
+                "request_id": exp.request_id,
+                "route": exp.route,
+                "fields": list(comparison.fields)[:20],
+            },
+        )
+
+    def record(self, exp: Experiment) -> dict[str, Any]:
+        redact = self._redactor
+        return {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "route": exp.route,
+            "method": exp.method,
+            "path": redact_query(exp.path, redact),
+            "request_id": exp.request_id,
+            "requester": exp.requester,
+            "outcome": exp.comparison.outcome.value,
+            "primary_status": exp.primary_status,
+            "shadow_status": exp.shadow_status,
+            "primary_ms": round(exp.primary_seconds * 1000, 3),
+            "shadow_ms": None
+            if exp.shadow_seconds is None
+            else round(exp.shadow_seconds * 1000, 3),
+            "summarised": exp.comparison.summarised,
+            "detail": exp.comparison.detail,
+            "differences": [
+                {"path": d.path, "kind": d.kind, "primary": d.primary, "shadow": d.shadow}
+                for d in map(redact.difference, exp.comparison.differences)
+            ],
+            **redact.tree(exp.extra),
+        }

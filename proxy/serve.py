@@ -1,0 +1,105 @@
+"""Running the service: one process, or N worker processes sharing the ports."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from proxy.app import build
+from proxy.settings import Settings
+
+log = logging.getLogger("shadowproxy")
+
+
+async def serve(
+    settings: Settings,
+    *,
+    reuse_port: bool = False,
+    stop: asyncio.Event | None = None,
+    on_ready: Callable[[list[str]], Awaitable[None] | None] | None = None,
+) -> None:
+    """Serve until SIGTERM/SIGINT (or ``stop``), then shut down gracefully:
+    stop accepting, finish in-flight requests, drain shadow work, flush the sink."""
+    apps = build(settings, registry=CollectorRegistry())
+    proxy_runner = web.AppRunner(
+        apps.proxy, handle_signals=False, access_log=None, shutdown_timeout=30
+    )
+    admin_runner = web.AppRunner(apps.admin, handle_signals=False, access_log=None)
+    await proxy_runner.setup()
+    await admin_runner.setup()
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        listen, admin = settings.listen, settings.admin
+        await web.TCPSite(
+            proxy_runner, listen.host, listen.port, reuse_port=reuse_port, backlog=1024
+        ).start()
+        await web.TCPSite(admin_runner, admin.host, admin.port, reuse_port=reuse_port).start()
+        urls = [_url(a) for a in proxy_runner.addresses] + [_url(a) for a in admin_runner.addresses]
+        log.info("serving", extra={"proxy": urls[0], "admin": urls[-1], "pid": os.getpid()})
+        if on_ready is not None:
+            result = on_ready(urls)
+            if result is not None:
+                await result
+        await stop.wait()
+        log.info("shutting down", extra={"pid": os.getpid()})
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        await proxy_runner.cleanup()
+        await admin_runner.cleanup()
+
+
+def _url(address: object) -> str:
+    host, port = address[:2]  # type: ignore[index]
+    return f"http://{host}:{port}"
+
+
+def run_workers(config_path: str, workers: int) -> int:
+    """Start ``workers`` processes on the same ports (SO_REUSEPORT), forward SIGTERM/SIGINT,
+    and aggregate their metrics through prometheus-client's multiprocess mode."""
+    metrics_dir = tempfile.mkdtemp(prefix="shadowproxy-metrics-")
+    env = dict(os.environ, PROMETHEUS_MULTIPROC_DIR=metrics_dir, SHADOWPROXY_WORKER="1")
+    env.setdefault("SHADOWPROXY_REDACTION_KEY", secrets.token_hex(32))
+    cmd = [sys.executable, "-m", "proxy", "serve", "-c", config_path, "--workers", "1"]
+    children = [subprocess.Popen(cmd, env=env) for _ in range(workers)]
+
+    def forward(signum: int, _frame: object) -> None:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    code = 0
+    try:
+        remaining = list(children)
+        while remaining:
+            for child in list(remaining):
+                rc = child.poll()
+                if rc is None:
+                    continue
+                remaining.remove(child)
+                if rc != 0:
+                    code = code or rc
+                    forward(signal.SIGTERM, None)
+            if remaining:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    remaining[0].wait(timeout=0.5)
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+    return code

@@ -1,0 +1,292 @@
+"""Configuration: YAML file + ``SHADOWPROXY__`` environment overrides, validated once.
+
+Override scheme: ``SHADOWPROXY__<KEY>__<KEY>...=<YAML value>``; keys are matched
+case-insensitively, list items by index. Examples::
+
+    SHADOWPROXY__LISTEN__PORT=8081
+    SHADOWPROXY__BACKENDS__LEGACY__URL=http://10.0.0.5:8000
+    SHADOWPROXY__ROUTES__0__SAMPLE=0.25
+
+Secrets never live in the file: the admin token and the redaction key are read from the
+environment variables the config names (``SHADOWPROXY_ADMIN_TOKEN`` and
+``SHADOWPROXY_REDACTION_KEY`` by default).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from proxy.errors import ConfigError
+
+ENV_PREFIX = "SHADOWPROXY__"
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+SAFE_METHODS = frozenset({"GET", "HEAD"})
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Listen(_Model):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+
+
+class Admin(_Model):
+    host: str = "127.0.0.1"
+    port: int = Field(9090, ge=0, le=65535)
+    token_env: str = "SHADOWPROXY_ADMIN_TOKEN"
+
+
+class Logging(_Model):
+    format: Literal["auto", "json", "text"] = "auto"
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    access_log: bool = True
+
+
+class Requesters(_Model):
+    header: str = "X-Requester-ID"
+    known: tuple[str, ...] = ()
+
+
+class HttpBackend(_Model):
+    kind: Literal["http"]
+    url: str
+    timeout_seconds: float = Field(10.0, gt=0)
+    connect_timeout_seconds: float = Field(2.0, gt=0)
+    max_connections: int = Field(256, ge=1)
+    retries: int = Field(0, ge=0, le=10)
+    retry_backoff_seconds: float = Field(0.05, ge=0)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, v: str) -> str:
+        if not re.fullmatch(r"https?://[^/\s?#]+(/[^\s?#]*)?", v):
+            raise ValueError("must be an absolute http:// or https:// URL without query")
+        return v.rstrip("/")
+
+
+class CompareConfig(_Model):
+    status: bool = True
+    headers: tuple[str, ...] = ("content-type",)
+    ignore: tuple[str, ...] = ()
+    numeric_tolerance: float = Field(0.0, ge=0)
+    numeric_tolerances: dict[str, float] = {}
+    timestamp_tolerance_seconds: float = Field(0.0, ge=0)
+    timestamp_tolerances: dict[str, float] = {}
+    unordered: tuple[str, ...] = ()
+    keyed: dict[str, str] = {}
+    max_diff_bytes: int = Field(256 * 1024, ge=0)
+
+
+class Route(_Model):
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    path: str
+    methods: tuple[str, ...] = ("GET", "HEAD")
+    primary: str
+    shadow: str | None = None
+    sample: float = Field(1.0, ge=0, le=1)
+    sample_key: str | None = None
+    shadow_methods: tuple[str, ...] = ("GET", "HEAD")
+    compare: CompareConfig = CompareConfig()
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, v: str) -> str:
+        if not v.startswith("/"):
+            raise ValueError("must start with '/'")
+        return v
+
+    @field_validator("methods", "shadow_methods")
+    @classmethod
+    def _methods(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        upper = tuple(m.upper() for m in v)
+        bad = [m for m in upper if m not in _METHODS and m != "*"]
+        if bad:
+            raise ValueError(f"unknown HTTP method {bad[0]!r}")
+        return upper
+
+    @field_validator("sample_key")
+    @classmethod
+    def _sample_key(cls, v: str | None) -> str | None:
+        if v is None or v == "path" or re.fullmatch(r"(header|query):[A-Za-z0-9_-]+", v):
+            return v
+        raise ValueError("must be 'path', 'header:<name>' or 'query:<name>'")
+
+
+class ShadowConfig(_Model):
+    queue_size: int = Field(1024, ge=1)
+    concurrency: int = Field(64, ge=1)
+    timeout_seconds: float = Field(5.0, gt=0)
+    body_max_bytes: int = Field(1024 * 1024, ge=0)
+    drain_seconds: float = Field(5.0, ge=0)
+    diff_per_second: float = Field(200.0, ge=0)
+    diff_burst: int = Field(50, ge=1)
+
+
+class Redaction(_Model):
+    fields: tuple[str, ...] = ("email", "phone", "password", "ssn", "token")
+    key_env: str = "SHADOWPROXY_REDACTION_KEY"
+
+
+class JsonlSink(_Model):
+    kind: Literal["jsonl"] = "jsonl"
+    path: str = "shadowproxy-mismatches.jsonl"
+    max_bytes: int = Field(50 * 1024 * 1024, ge=1024)
+    backups: int = Field(3, ge=0)
+
+
+class RedisSink(_Model):
+    kind: Literal["redis"]
+    url: str = "redis://127.0.0.1:6379/0"
+    stream: str = "shadowproxy:mismatches"
+    maxlen: int = Field(10_000, ge=1)
+
+
+class Limits(_Model):
+    max_body_bytes: int = Field(10 * 1024 * 1024, ge=0)
+
+
+Sink = Annotated[JsonlSink | RedisSink, Field(discriminator="kind")]
+
+
+class Settings(_Model):
+    listen: Listen = Listen()
+    admin: Admin = Admin()
+    workers: int = Field(1, ge=1, le=64)
+    logging: Logging = Logging()
+    requesters: Requesters = Requesters()
+    backends: dict[str, HttpBackend] = {}
+    routes: tuple[Route, ...] = ()
+    shadow: ShadowConfig = ShadowConfig()
+    redaction: Redaction = Redaction()
+    sink: Sink = JsonlSink()
+    limits: Limits = Limits()
+
+    @model_validator(mode="after")
+    def _references(self) -> Settings:
+        names: set[str] = set()
+        for i, route in enumerate(self.routes):
+            if route.name in names:
+                raise ValueError(f"routes[{i}].name = {route.name!r}: duplicate route name")
+            names.add(route.name)
+            for role in ("primary", "shadow"):
+                ref = getattr(route, role)
+                if ref is not None and ref not in self.backends:
+                    raise ValueError(
+                        f"routes[{i}].{role} = {ref!r}: no such backend "
+                        f"(known: {', '.join(sorted(self.backends)) or 'none'})"
+                    )
+            if route.shadow is not None and route.shadow == route.primary:
+                raise ValueError(f"routes[{i}].shadow = {route.shadow!r}: same as primary")
+        return self
+
+
+def load_settings(path: str | Path | None, env: Mapping[str, str] | None = None) -> Settings:
+    """Read, override from the environment and validate; raise ConfigError on any fault."""
+    raw: Any = {}
+    source = str(path) if path is not None else "<defaults>"
+    if path is not None:
+        try:
+            raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        except OSError as e:
+            raise ConfigError(f"cannot read config file {source}: {e.strerror}") from e
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config file {source} is not valid YAML: {e}") from e
+    return settings_from_mapping(raw, source=source, env=os.environ if env is None else env)
+
+
+def settings_from_mapping(
+    raw: Any, *, source: str = "<config>", env: Mapping[str, str] | None = None
+) -> Settings:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: top level must be a mapping, got {type(raw).__name__}")
+    data = apply_env_overrides(raw, env or {})
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(f"{source}: {format_validation_error(e)}") from e
+
+
+def format_validation_error(e: ValidationError) -> str:
+    lines = []
+    for err in e.errors():
+        key = _key_path(err["loc"])
+        value = err.get("input")
+        if err["type"] == "missing":
+            lines.append(f"{key}: required key is missing")
+        elif err["type"] == "extra_forbidden":
+            lines.append(f"{key}: unknown key")
+        elif key:
+            lines.append(f"{key} = {value!r}: {_message(err['msg'])}")
+        else:
+            lines.append(_message(err["msg"]))
+    return "; ".join(lines)
+
+
+def _message(msg: str) -> str:
+    return msg.removeprefix("Value error, ")
+
+
+def _key_path(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in ("http", "jsonl", "redis") and out:
+            continue  # pydantic's discriminator tag, not a key the user wrote
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def apply_env_overrides(raw: dict[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
+    data: dict[str, Any] = _deep_copy(raw)
+    for name in sorted(env):
+        if not name.startswith(ENV_PREFIX):
+            continue
+        parts = [p.lower() for p in name[len(ENV_PREFIX) :].split("__") if p]
+        if not parts:
+            continue
+        try:
+            value = yaml.safe_load(env[name])
+        except yaml.YAMLError as e:
+            raise ConfigError(f"environment {name} = {env[name]!r}: not a YAML value") from e
+        _set_path(data, parts, value, name)
+    return data
+
+
+def _set_path(data: Any, parts: list[str], value: Any, env_name: str) -> None:
+    node = data
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise ConfigError(f"environment {env_name}: no list item {part!r}")
+            if last:
+                node[int(part)] = value
+            else:
+                node = node[int(part)]
+            continue
+        if not isinstance(node, dict):
+            raise ConfigError(f"environment {env_name}: cannot descend into {part!r}")
+        key = next((k for k in node if str(k).lower() == part), part)
+        if last:
+            node[key] = value
+        else:
+            node = node.setdefault(key, {})
+
+
+def _deep_copy(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _deep_copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_deep_copy(v) for v in value]
+    return value

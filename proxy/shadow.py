@@ -1,0 +1,87 @@
+"""The shadow runner: bounded queue, bounded concurrency, never waited for by a client.
+
+Every shadow experiment (an HTTP route's or a store resource's) goes through one runner:
+``submit()`` either queues the job or drops it and counts the drop; a fixed pool of worker
+tasks runs the jobs; any failure in a job is logged and counted, never raised to the caller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from comparators.model import Outcome
+from proxy.metrics import Metrics
+from proxy.tasks import spawn
+
+log = logging.getLogger("shadowproxy.shadow")
+
+Job = Callable[[], Awaitable[None]]
+
+
+class ShadowRunner:
+    def __init__(self, *, queue_size: int, concurrency: int, metrics: Metrics) -> None:
+        self._queue: asyncio.Queue[tuple[str, Job]] = asyncio.Queue(queue_size)
+        self._concurrency = concurrency
+        self._metrics = metrics
+        self._workers: list[asyncio.Task[Any]] = []
+        self._accepting = False
+
+    @property
+    def depth(self) -> int:
+        return self._queue.qsize()
+
+    async def start(self) -> None:
+        self._accepting = True
+        self._workers = [
+            spawn(self._work(), name=f"shadow-worker-{i}") for i in range(self._concurrency)
+        ]
+
+    def submit(self, route: str, job: Job) -> bool:
+        """Queue a job; never blocks. False (and counted as dropped) when full or stopping."""
+        if not self._accepting:
+            self._dropped(route, "shutdown")
+            return False
+        try:
+            self._queue.put_nowait((route, job))
+        except asyncio.QueueFull:
+            self._dropped(route, "queue_full")
+            return False
+        self._metrics.shadow_queue_depth.inc()
+        return True
+
+    def _dropped(self, route: str, reason: str) -> None:
+        self._metrics.shadow_dropped.labels(route, reason).inc()
+        self._metrics.comparisons.labels(route, Outcome.DROPPED.value).inc()
+
+    async def _work(self) -> None:
+        while True:
+            route, job = await self._queue.get()
+            try:
+                await job()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                self._metrics.internal_errors.labels("shadow").inc()
+                log.exception("shadow job failed", extra={"route": route})
+            finally:
+                self._metrics.shadow_queue_depth.dec()
+                self._queue.task_done()
+
+    async def drain(self, timeout: float) -> None:
+        """Stop accepting, give queued work ``timeout`` seconds, then cancel the rest."""
+        self._accepting = False
+        try:
+            await asyncio.wait_for(self._queue.join(), timeout)
+        except TimeoutError:
+            log.warning("shadow drain timed out", extra={"pending": self._queue.qsize()})
+        for task in self._workers:
+            task.cancel()
+        await asyncio.gather(*self._workers, return_exceptions=True)
+        while not self._queue.empty():
+            route, _ = self._queue.get_nowait()
+            self._metrics.shadow_queue_depth.dec()
+            self._dropped(route, "shutdown")
+        self._workers = []

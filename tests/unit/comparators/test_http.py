@@ -1,0 +1,148 @@
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import orjson
+import pytest
+
+from comparators import (
+    Comparison,
+    DiffBudget,
+    Difference,
+    HttpSnapshot,
+    Outcome,
+    RuleSpec,
+    compare_http,
+    compile_rules,
+)
+from comparators.http import preview
+
+JSON = (("content-type", "application/json"),)
+
+
+def rules(**spec: Any) -> Any:
+    return compile_rules(RuleSpec(**spec))
+
+
+def snap(body: bytes | None, status: int = 200, headers: tuple[tuple[str, str], ...] = JSON) -> Any:
+    return HttpSnapshot(status, headers, body)
+
+
+def test_byte_equal_bodies_are_never_parsed(monkeypatch: pytest.MonkeyPatch) -> None:
+    def boom(*args: object) -> None:
+        raise AssertionError("parsed")
+
+    monkeypatch.setattr(orjson, "loads", boom)
+    body = b'{"a": 1}'
+    assert compare_http(snap(body), snap(body), rules()) == Comparison(Outcome.MATCH)
+    assert compare_http(snap(b"not json"), snap(b"not json"), rules()).outcome is Outcome.MATCH
+
+
+def test_equal_after_parse_matches() -> None:
+    result = compare_http(snap(b'{"a": 1, "b": [1]}'), snap(b'{"b":[1],"a":1}'), rules())
+    assert result.outcome is Outcome.MATCH
+
+
+def test_json_differences_are_prefixed_body() -> None:
+    result = compare_http(
+        snap(b'{"items": [{"e": "a"}]}'), snap(b'{"items": [{"e": "b"}]}'), rules()
+    )
+    assert result.differences == (Difference("body.items[0].e", "changed", "a", "b"),)
+    root = compare_http(snap(b"[1]"), snap(b"[2]", headers=()), rules(max_diff_bytes=1))
+    assert root.differences == (Difference("body", "summarised"),)
+
+
+def test_rules_apply_to_the_body_root() -> None:
+    result = compare_http(
+        snap(b'{"updated_at": "1", "a": 1}'),
+        snap(b'{"updated_at": "2", "a": 1}'),
+        rules(ignore=("updated_at",)),
+    )
+    assert result.outcome is Outcome.MATCH
+
+
+def test_json_by_content_type_even_for_scalars() -> None:
+    result = compare_http(snap(b'"a"'), snap(b' "b"'), rules())
+    assert result.differences == (Difference("body", "changed", "a", "b"),)
+
+
+def test_non_json_bodies_compare_bytewise_with_previews() -> None:
+    primary, shadow = b"hello " * 20, b"world"
+    result = compare_http(snap(primary, headers=()), snap(shadow, headers=()), rules())
+    assert result.outcome is Outcome.MISMATCH
+    (difference,) = result.differences
+    assert (difference.path, difference.kind) == ("body", "changed")
+    digest = hashlib.sha256(primary).hexdigest()[:12]
+    assert difference.primary == f"120 bytes sha256:{digest} {primary[:64]!r}..."
+    assert difference.shadow == preview(shadow)
+    assert not preview(shadow).endswith("...")
+
+
+def test_body_that_looks_like_json_but_is_not() -> None:
+    result = compare_http(snap(b"{nope"), snap(b'{"a": 1}'), rules())
+    assert [d.path for d in result.differences] == ["body"]
+    empty = compare_http(snap(b""), snap(b"{}"), rules())
+    assert empty.differences[0].primary == preview(b"")
+
+
+def test_status() -> None:
+    result = compare_http(snap(b"{}", 200), snap(b"{}", 500), rules())
+    assert result.differences == (Difference("status", "changed", 200, 500),)
+    assert compare_http(snap(b"{}", 200), snap(b"{}", 500), rules(compare_status=False)) == (
+        Comparison(Outcome.MATCH)
+    )
+
+
+def test_allowlisted_headers_case_insensitively_and_in_order() -> None:
+    primary = snap(b"", headers=(("ETag", "1"), ("vary", "a"), ("Vary", "b"), ("x-only-p", "p")))
+    shadow = snap(b"", headers=(("etag", "2"), ("vary", "b"), ("vary", "a"), ("x-only-s", "s")))
+    result = compare_http(
+        primary, shadow, rules(headers=("etag", "Vary", "x-only-p", "x-only-s", "x-none"))
+    )
+    assert result.differences == (
+        Difference("headers.etag", "changed", "1", "2"),
+        Difference("headers.vary", "changed", ["a", "b"], ["b", "a"]),
+        Difference("headers.x-only-p", "removed", "p", None),
+        Difference("headers.x-only-s", "added", None, "s"),
+    )
+
+
+def test_headers_not_allowlisted_are_ignored() -> None:
+    primary = snap(b"{}", headers=(("date", "a"),))
+    assert compare_http(primary, snap(b"{}", headers=(("date", "b"),)), rules()).outcome is (
+        Outcome.MATCH
+    )
+
+
+def test_body_over_cap_is_skipped() -> None:
+    assert compare_http(snap(None), snap(b"{}"), rules()) == Comparison(
+        Outcome.SKIPPED, detail="body over cap"
+    )
+    assert compare_http(snap(b"{}"), snap(None), rules()).outcome is Outcome.SKIPPED
+
+
+def test_body_over_cap_with_a_status_difference_is_still_a_mismatch() -> None:
+    result = compare_http(snap(None, 200), snap(None, 404), rules())
+    assert result.outcome is Outcome.MISMATCH
+    assert result.differences == (Difference("status", "changed", 200, 404),)
+    assert result.detail == "body over cap, not compared"
+
+
+def test_head_and_body_differences_together_are_capped() -> None:
+    result = compare_http(
+        snap(b'{"a": 1, "b": 1}', 200),
+        snap(b'{"a": 2, "b": 2}', 201),
+        rules(max_differences=2),
+    )
+    assert [d.path for d in result.differences] == ["status", "body.a"]
+    assert result.detail == "1 more differences not shown (max_differences=2)"
+
+
+def test_budget_summarises_bodies() -> None:
+    budget = DiffBudget(per_second=0, burst=0)
+    result = compare_http(snap(b'{"a": 1}'), snap(b'{"a": 2}'), rules(), budget=budget)
+    assert result.summarised
+    assert result.differences == (Difference("body.a", "summarised"),)
+    assert result.detail == "structured diff skipped: diff budget exhausted"
+    assert budget.summarised_total == 1
