@@ -31,7 +31,13 @@ _PLAIN_KEY = re.compile(r'[^.\[\]"*\s=]+')
 _KEY_FIELD = re.compile(r'[^.\[\]"*\s=#]+')
 _QUOTED = r'"(?:[^"\\]|\\.)*"'
 _COLLAPSIBLE = re.compile(
-    r"\[(?:\d+|" + _KEY_FIELD.pattern + r"=(?:" + _QUOTED + r'(?:#\d+)?|[^\]"]*))\]'
+    r"(?P<name>\["
+    + _QUOTED
+    + r"\])|\[(?:\d+|"
+    + _KEY_FIELD.pattern
+    + r"=(?:"
+    + _QUOTED
+    + r'(?:#\d+)?|[^\]"]*))\]'
 )
 _PATTERN_TOKEN = re.compile(
     r"(?P<dot>\.)|(?P<any_index>\[\*\])|\[(?P<index>\d+)\]|\[(?P<quoted>"
@@ -80,12 +86,6 @@ def is_key_field(name: str) -> bool:
     return _KEY_FIELD.fullmatch(name) is not None
 
 
-def render_key(key: str) -> str:
-    if _PLAIN_KEY.fullmatch(key):
-        return key
-    return orjson.dumps(key).decode()
-
-
 def render_path(prefix: str, segments: Sequence[Segment]) -> str:
     """``render_path("body", ["items", 3, "a"])`` -> ``body.items[3].a``."""
     out = prefix
@@ -110,7 +110,11 @@ def collapse_indexes(path: str) -> str:
     """
     if "[" not in path:
         return path
-    return _COLLAPSIBLE.sub("[]", path)
+    return _COLLAPSIBLE.sub(_collapse, path)
+
+
+def _collapse(match: re.Match[str]) -> str:
+    return match[0] if match["name"] else "[]"
 
 
 def parse_pattern(pattern: str) -> tuple[PatternSegment, ...]:

@@ -55,9 +55,12 @@ class RuleSpec:
     max_differences: int = DEFAULT_MAX_DIFFERENCES
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class Rules:
-    """Compiled rules; build with :func:`compile_rules`, share freely, never mutate."""
+    """Compiled rules; build with :func:`compile_rules`, share freely, never mutate.
+
+    Compared and hashed by identity (the spec may hold dicts).
+    """
 
     spec: RuleSpec
     normalisers: tuple[Normalizer, ...]

@@ -19,8 +19,9 @@ from proxy.forward import ForwardContext, handle
 from proxy.http_routes import build_route
 from proxy.metrics import Metrics
 from proxy.publish import Publisher
+from proxy.resources.wiring import Resources, build_resources
 from proxy.routing import Router
-from proxy.settings import Settings
+from proxy.settings import HttpBackend, Settings
 from proxy.shadow import ShadowRunner
 from proxy.sinks import make_sink
 from proxy.upstream import HttpUpstream
@@ -34,6 +35,7 @@ class Apps:
     admin: web.Application
     metrics: Metrics
     runner: ShadowRunner
+    resources: Resources
 
 
 def redaction_key(settings: Settings, env: Mapping[str, str]) -> bytes:
@@ -54,7 +56,11 @@ def build(
     env = os.environ if env is None else env
     wire.install()
     metrics = Metrics.create(registry)
-    upstreams = {name: HttpUpstream(name, cfg) for name, cfg in settings.backends.items()}
+    upstreams = {
+        name: HttpUpstream(name, cfg)
+        for name, cfg in settings.backends.items()
+        if isinstance(cfg, HttpBackend)
+    }
     routes = [build_route(i, r, upstreams) for i, r in enumerate(settings.routes)]
     router = Router(
         [(r.path, r.methods, built) for r, built in zip(settings.routes, routes, strict=True)]
@@ -65,15 +71,31 @@ def build(
         metrics=metrics,
     )
     sink = make_sink(settings.sink, metrics)
-    redactor = Redactor(frozenset(settings.redaction.fields), redaction_key(settings, env))
+    sensitive = set(settings.redaction.fields)
+    for resource in settings.resources.values():
+        sensitive |= {name for name, f in resource.fields.items() if f.sensitive}
+    redactor = Redactor(frozenset(sensitive), redaction_key(settings, env))
+    publisher = Publisher(metrics=metrics, sink=sink, redactor=redactor)
+    budget = DiffBudget(
+        per_second=settings.shadow.diff_per_second, burst=settings.shadow.diff_burst
+    )
+    resources = build_resources(
+        settings,
+        flags=lambda name: settings.resources[name].flags,
+        runner=runner,
+        publisher=publisher,
+        metrics=metrics,
+        budget=budget,
+        cache=None,
+        repair_log=None,
+        env=env,
+    )
     ctx = ForwardContext(
         router=router,
         runner=runner,
-        publisher=Publisher(metrics=metrics, sink=sink, redactor=redactor),
+        publisher=publisher,
         metrics=metrics,
-        budget=DiffBudget(
-            per_second=settings.shadow.diff_per_second, burst=settings.shadow.diff_burst
-        ),
+        budget=budget,
         max_request_body=settings.limits.max_body_bytes,
         compare_body_cap=settings.shadow.body_max_bytes,
         shadow_timeout=settings.shadow.timeout_seconds,
@@ -83,7 +105,9 @@ def build(
     )
 
     proxy_app = web.Application()
-    proxy_app.router.add_route("*", "/{tail:.*}", partial(handle, ctx))
+    proxy_app.router.add_routes(resources.routes())
+    if settings.routes:
+        proxy_app.router.add_route("*", "/{tail:.*}", partial(handle, ctx))
 
     async def upstreams_ctx(_: web.Application) -> AsyncIterator[None]:
         for upstream in upstreams.values():
@@ -102,8 +126,10 @@ def build(
         await runner.drain(settings.shadow.drain_seconds)
 
     # Unwound in reverse: shadow work drains, then the sink flushes, then pools close.
-    proxy_app.cleanup_ctx.extend([upstreams_ctx, sink_ctx, runner_ctx])
+    proxy_app.cleanup_ctx.extend([upstreams_ctx, resources.lifecycle, sink_ctx, runner_ctx])
     admin_app = build_admin_app(
         registry=registry, runner=runner, sink=sink, token=env.get(settings.admin.token_env)
     )
-    return Apps(proxy=proxy_app, admin=admin_app, metrics=metrics, runner=runner)
+    return Apps(
+        proxy=proxy_app, admin=admin_app, metrics=metrics, runner=runner, resources=resources
+    )

@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from proxy.errors import ConfigError
 from proxy.logs import configure_logging
 from proxy.settings import load_settings
+from proxy.store.base import StoreError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -27,6 +28,9 @@ def _parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-config", help="validate a config file and exit")
     check.add_argument("-c", "--config", required=True)
 
+    init = sub.add_parser("init-stores", help="create missing tables and indexes (idempotent)")
+    init.add_argument("-c", "--config", required=True)
+
     demo = sub.add_parser("demo", help="run a self-contained demo on embedded services")
     demo.add_argument("--duration", type=float, default=None, help="stop after S seconds")
     demo.add_argument("--requests", type=int, default=400, help="demo requests to send")
@@ -38,8 +42,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "check-config":
             settings = load_settings(args.config)
-            routes = len(settings.routes)
-            print(f"{args.config}: OK ({len(settings.backends)} backends, {routes} routes)")
+            routes, resources = len(settings.routes), len(settings.resources)
+            print(
+                f"{args.config}: OK ({len(settings.backends)} backends, {routes} routes, "
+                f"{resources} resources)"
+            )
+            return 0
+        if args.command == "init-stores":
+            from proxy.resources.admin_ops import init_stores
+
+            for line in asyncio.run(init_stores(load_settings(args.config))):
+                print(line)
             return 0
         if args.command == "serve":
             return _serve(args.config, args.workers)
@@ -50,6 +63,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as e:
         print(f"shadowproxy: config error: {e}", file=sys.stderr)
         return 2
+    except StoreError as e:
+        print(f"shadowproxy: store error: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
     return 2  # pragma: no cover - argparse rejects unknown commands

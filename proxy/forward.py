@@ -115,7 +115,7 @@ async def handle(ctx: ForwardContext, request: web.Request) -> web.StreamRespons
                 _shadow_job, ctx, route, request.method, request.raw_path, headers, body,
                 snapshot, primary_seconds, rid, requester,
             )  # fmt: skip
-            ctx.runner.submit(route.name, job)
+            ctx.runner.submit(route.name, request.method, job)
         return response
     except HTTPProblem as problem:
         status = problem.status
@@ -157,10 +157,10 @@ async def _primary(
     try:
         upstream = await backend.send(request.method, request.raw_path, headers, body)
     except TimeoutError as e:
-        _backend_failed(ctx, route, backend.name, e, sampled)
+        _backend_failed(ctx, route, request.method, backend.name, e, sampled)
         raise GatewayTimeout(f"primary backend {backend.name} did not answer in time") from e
     except aiohttp.ClientError as e:
-        _backend_failed(ctx, route, backend.name, e, sampled)
+        _backend_failed(ctx, route, request.method, backend.name, e, sampled)
         raise BadGateway(f"primary backend {backend.name} failed: {type(e).__name__}") from e
     try:
         out_headers = end_to_end(upstream.headers)
@@ -176,14 +176,17 @@ async def _primary(
                 request, upstream, out_headers, ctx.compare_body_cap if sampled else -1
             )
     except (TimeoutError, aiohttp.ClientError) as e:
-        _backend_failed(ctx, route, backend.name, e, sampled)
+        _backend_failed(ctx, route, request.method, backend.name, e, sampled)
         if isinstance(e, TimeoutError):
             raise GatewayTimeout(f"primary backend {backend.name} timed out mid-body") from e
         raise BadGateway(f"primary backend {backend.name} broke off the body") from e
     finally:
         upstream.release()
     seconds = time.perf_counter() - started
-    ctx.metrics.backend_latency.labels(backend.name, "primary", route.name).observe(seconds)
+    latency = ctx.metrics.backend_latency.labels(
+        backend.name, "primary", route.name, request.method
+    )
+    latency.observe(seconds)
     snapshot = None
     if sampled:
         if captured is not None and len(captured) > ctx.compare_body_cap:
@@ -230,11 +233,16 @@ def _lowered(headers: CIMultiDict[str]) -> tuple[tuple[str, str], ...]:
 
 
 def _backend_failed(
-    ctx: ForwardContext, route: HttpRoute, backend: str, error: BaseException, sampled: bool
+    ctx: ForwardContext,
+    route: HttpRoute,
+    method: str,
+    backend: str,
+    error: BaseException,
+    sampled: bool,
 ) -> None:
     ctx.metrics.backend_errors.labels(backend, "primary", backend_error_kind(error)).inc()
     if sampled:
-        ctx.metrics.comparisons.labels(route.name, Outcome.PRIMARY_ERROR.value).inc()
+        ctx.metrics.comparisons.labels(route.name, method, Outcome.PRIMARY_ERROR.value).inc()
 
 
 async def _shadow_job(
@@ -268,12 +276,13 @@ async def _shadow_job(
         outcome = Outcome.TIMEOUT if kind == "timeout" else Outcome.SHADOW_ERROR
         comparison = Comparison(outcome, detail=f"{type(e).__name__}: {e}"[:300])
     seconds = time.perf_counter() - started
-    ctx.metrics.backend_latency.labels(shadow.name, "shadow", route.name).observe(seconds)
+    ctx.metrics.backend_latency.labels(shadow.name, "shadow", route.name, method).observe(seconds)
     if snapshot is not None:
         comparison = compare_http(primary, snapshot, route.rules, budget=ctx.budget)
     ctx.publisher.publish(
         Experiment(
             route=route.name,
+            operation=method,
             method=method,
             path=raw_path,
             request_id=rid,

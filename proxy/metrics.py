@@ -27,6 +27,8 @@ class Metrics:
     shadow_dropped: Counter
     sink_records: Counter
     internal_errors: Counter
+    dual_write_failures: Counter
+    repair_log_errors: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> Metrics:
@@ -42,7 +44,7 @@ class Metrics:
             backend_latency=Histogram(
                 "shadowproxy_backend_request_duration_seconds",
                 "Backend call latency until the response body was read, by role.",
-                ("backend", "role", "route"),
+                ("backend", "role", "route", "operation"),
                 buckets=LATENCY_BUCKETS,
                 registry=registry,
             ),
@@ -52,7 +54,9 @@ class Metrics:
                 ("backend", "role", "kind"),
             ),
             comparisons=counter(
-                "comparisons", "Shadow comparison outcomes by route.", ("route", "outcome")
+                "comparisons",
+                "Shadow comparison outcomes by route and operation.",
+                ("route", "operation", "outcome"),
             ),
             mismatch_fields=counter(
                 "mismatch_fields",
@@ -82,6 +86,17 @@ class Metrics:
                 "internal_errors",
                 "Failures on the secondary path (shadow, compare, publish) by operation.",
                 ("operation",),
+            ),
+            dual_write_failures=counter(
+                "dual_write_failures",
+                "Writes to a secondary store that failed or were skipped; each key went to "
+                "the repair log.",
+                ("resource", "store", "operation"),
+            ),
+            repair_log_errors=counter(
+                "repair_log_errors",
+                "Keys that could not be appended to the repair log (logged loudly).",
+                ("resource",),
             ),
         )
 

@@ -21,6 +21,7 @@ class Experiment:
     """One request's two sides, as much as a record needs."""
 
     route: str
+    operation: str
     method: str
     path: str
     request_id: str
@@ -59,7 +60,7 @@ class Publisher:
 
     def _publish(self, exp: Experiment) -> None:
         comparison = exp.comparison
-        self._metrics.comparisons.labels(exp.route, comparison.outcome.value).inc()
+        self._metrics.comparisons.labels(exp.route, exp.operation, comparison.outcome.value).inc()
         if comparison.outcome is not Outcome.MISMATCH:
             return
         for name in comparison.fields:
@@ -83,6 +84,7 @@ class Publisher:
         return {
             "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "route": exp.route,
+            "operation": exp.operation,
             "method": exp.method,
             "path": redact_query(exp.path, redact),
             "request_id": exp.request_id,

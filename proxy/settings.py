@@ -24,6 +24,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from proxy.errors import ConfigError
+from proxy.store.schema import ResourceConfig
 
 ENV_PREFIX = "SHADOWPROXY__"
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -71,6 +72,29 @@ class HttpBackend(_Model):
         if not re.fullmatch(r"https?://[^/\s?#]+(/[^\s?#]*)?", v):
             raise ValueError("must be an absolute http:// or https:// URL without query")
         return v.rstrip("/")
+
+
+class PostgresBackend(_Model):
+    kind: Literal["postgres"]
+    dsn: str = "postgresql://postgres@127.0.0.1:5432/postgres"
+    pool_min: int = Field(1, ge=0)
+    pool_max: int = Field(10, ge=1)
+    timeout_seconds: float = Field(5.0, gt=0)
+    connect_timeout_seconds: float = Field(5.0, gt=0)
+
+
+class DynamoDBBackend(_Model):
+    kind: Literal["dynamodb"]
+    endpoint_url: str | None = None
+    region: str = "us-east-1"
+    timeout_seconds: float = Field(5.0, gt=0)
+    connect_timeout_seconds: float = Field(2.0, gt=0)
+    max_attempts: int = Field(8, ge=1, le=20)
+    access_key_id_env: str = "AWS_ACCESS_KEY_ID"
+    secret_access_key_env: str = "AWS_SECRET_ACCESS_KEY"
+
+
+Backend = Annotated[HttpBackend | PostgresBackend | DynamoDBBackend, Field(discriminator="kind")]
 
 
 class CompareConfig(_Model):
@@ -131,6 +155,65 @@ class ShadowConfig(_Model):
     diff_burst: int = Field(50, ge=1)
 
 
+class ResourceFlags(_Model):
+    """Which store serves reads, which stores receive writes, what share of reads is shadowed."""
+
+    read_from: str
+    write_to: tuple[str, ...]
+    shadow_reads: float = Field(1.0, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _safe(self) -> ResourceFlags:
+        if not self.write_to:
+            raise ValueError("write_to must name at least one store")
+        if self.read_from not in self.write_to:
+            raise ValueError(
+                f"read_from = {self.read_from!r} must be in write_to: reading from a store "
+                "that no longer receives writes serves stale data"
+            )
+        return self
+
+
+class ResourceSettings(ResourceConfig):
+    """A resource as declared in config: the schema contract plus how it is served."""
+
+    flags: ResourceFlags
+    compare: CompareConfig = CompareConfig(headers=())
+    recheck_delay_seconds: float = Field(0.2, ge=0, le=30)
+    secondary_write_timeout_seconds: float = Field(5.0, gt=0)
+    max_batch_items: int = Field(1000, ge=1, le=10_000)
+    max_list_limit: int = Field(1000, ge=1)
+    cache_ttl_seconds: float = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _flag_stores(self) -> ResourceSettings:
+        for name in (self.flags.read_from, *self.flags.write_to):
+            if name not in self.stores:
+                raise ValueError(
+                    f"flags name store {name!r}, which is not under stores "
+                    f"(declared: {', '.join(sorted(self.stores)) or 'none'})"
+                )
+        return self
+
+
+class CacheSettings(_Model):
+    url: str = "redis://127.0.0.1:6379/0"
+    prefix: str = "shadowproxy:cache"
+    socket_timeout_seconds: float = Field(0.25, gt=0)
+    enabled: bool = True
+
+
+class RepairSettings(_Model):
+    kind: Literal["redis", "postgres"] = "redis"
+    url: str = "redis://127.0.0.1:6379/0"
+    dsn: str = "postgresql://postgres@127.0.0.1:5432/postgres"
+    stream: str = "shadowproxy:repair"
+    table: str = "shadowproxy_repair_log"
+    interval_seconds: float = Field(1.0, gt=0)
+    batch: int = Field(100, ge=1)
+    max_attempts: int = Field(20, ge=1)
+
+
 class Redaction(_Model):
     fields: tuple[str, ...] = ("email", "phone", "password", "ssn", "token")
     key_env: str = "SHADOWPROXY_REDACTION_KEY"
@@ -163,15 +246,42 @@ class Settings(_Model):
     workers: int = Field(1, ge=1, le=64)
     logging: Logging = Logging()
     requesters: Requesters = Requesters()
-    backends: dict[str, HttpBackend] = {}
+    backends: dict[str, Backend] = {}
     routes: tuple[Route, ...] = ()
+    resources: dict[str, ResourceSettings] = {}
+    cache: CacheSettings | None = None
+    repair: RepairSettings | None = None
     shadow: ShadowConfig = ShadowConfig()
     redaction: Redaction = Redaction()
     sink: Sink = JsonlSink()
     limits: Limits = Limits()
 
+    @model_validator(mode="before")
+    @classmethod
+    def _resource_names(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("resources"), dict):
+            data = dict(data)
+            data["resources"] = {
+                name: {"name": name, **spec} if isinstance(spec, dict) else spec
+                for name, spec in data["resources"].items()
+            }
+        return data
+
     @model_validator(mode="after")
     def _references(self) -> Settings:
+        for name, resource in self.resources.items():
+            for store, table in resource.stores.items():
+                backend = self.backends.get(table.backend)
+                if backend is None:
+                    raise ValueError(
+                        f"resources.{name}.stores.{store}.backend = {table.backend!r}: "
+                        f"no such backend (known: {', '.join(sorted(self.backends)) or 'none'})"
+                    )
+                if backend.kind == "http":
+                    raise ValueError(
+                        f"resources.{name}.stores.{store}.backend = {table.backend!r}: "
+                        "a store backend must be of kind postgres or dynamodb"
+                    )
         names: set[str] = set()
         for i, route in enumerate(self.routes):
             if route.name in names:
@@ -184,6 +294,8 @@ class Settings(_Model):
                         f"routes[{i}].{role} = {ref!r}: no such backend "
                         f"(known: {', '.join(sorted(self.backends)) or 'none'})"
                     )
+                if ref is not None and self.backends[ref].kind != "http":
+                    raise ValueError(f"routes[{i}].{role} = {ref!r}: routes need an http backend")
             if route.shadow is not None and route.shadow == route.primary:
                 raise ValueError(f"routes[{i}].shadow = {route.shadow!r}: same as primary")
         return self
@@ -240,7 +352,7 @@ def _key_path(loc: tuple[Any, ...]) -> str:
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part in ("http", "jsonl", "redis") and out:
+        elif part in ("http", "postgres", "dynamodb", "jsonl", "redis") and out:
             continue  # pydantic's discriminator tag, not a key the user wrote
         else:
             out += f".{part}" if out else str(part)

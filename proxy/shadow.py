@@ -23,7 +23,7 @@ Job = Callable[[], Awaitable[None]]
 
 class ShadowRunner:
     def __init__(self, *, queue_size: int, concurrency: int, metrics: Metrics) -> None:
-        self._queue: asyncio.Queue[tuple[str, Job]] = asyncio.Queue(queue_size)
+        self._queue: asyncio.Queue[tuple[str, str, Job]] = asyncio.Queue(queue_size)
         self._concurrency = concurrency
         self._metrics = metrics
         self._workers: list[asyncio.Task[Any]] = []
@@ -39,26 +39,26 @@ class ShadowRunner:
             spawn(self._work(), name=f"shadow-worker-{i}") for i in range(self._concurrency)
         ]
 
-    def submit(self, route: str, job: Job) -> bool:
+    def submit(self, route: str, operation: str, job: Job) -> bool:
         """Queue a job; never blocks. False (and counted as dropped) when full or stopping."""
         if not self._accepting:
-            self._dropped(route, "shutdown")
+            self._dropped(route, operation, "shutdown")
             return False
         try:
-            self._queue.put_nowait((route, job))
+            self._queue.put_nowait((route, operation, job))
         except asyncio.QueueFull:
-            self._dropped(route, "queue_full")
+            self._dropped(route, operation, "queue_full")
             return False
         self._metrics.shadow_queue_depth.inc()
         return True
 
-    def _dropped(self, route: str, reason: str) -> None:
+    def _dropped(self, route: str, operation: str, reason: str) -> None:
         self._metrics.shadow_dropped.labels(route, reason).inc()
-        self._metrics.comparisons.labels(route, Outcome.DROPPED.value).inc()
+        self._metrics.comparisons.labels(route, operation, Outcome.DROPPED.value).inc()
 
     async def _work(self) -> None:
         while True:
-            route, job = await self._queue.get()
+            route, _, job = await self._queue.get()
             try:
                 await job()
             except asyncio.CancelledError:
@@ -81,7 +81,7 @@ class ShadowRunner:
             task.cancel()
         await asyncio.gather(*self._workers, return_exceptions=True)
         while not self._queue.empty():
-            route, _ = self._queue.get_nowait()
+            route, operation, _ = self._queue.get_nowait()
             self._metrics.shadow_queue_depth.dec()
-            self._dropped(route, "shutdown")
+            self._dropped(route, operation, "shutdown")
         self._workers = []

@@ -20,7 +20,12 @@ C = "shadowproxy_comparisons_total"
 
 def outcomes(proxy: RunningProxy, route: str = "r") -> dict[str, float]:
     names = ["match", "mismatch", "shadow_error", "timeout", "dropped", "skipped", "primary_error"]
-    return {n: v for n in names if (v := proxy.value(C, route=route, outcome=n))}
+    found: dict[str, float] = {}
+    for op in ("GET", "POST", "HEAD"):
+        for n in names:
+            if v := proxy.value(C, route=route, operation=op, outcome=n):
+                found[n] = found.get(n, 0) + v
+    return found
 
 
 def total(proxy: RunningProxy, route: str = "r") -> float:
@@ -180,10 +185,10 @@ async def test_full_queue_drops_and_counts(
         async with client.get(proxy.url + "/x") as r:
             assert r.status == 200
     # one job running, two waiting, seven dropped
-    await proxy.wait_for(lambda: proxy.value(C, route="r", outcome="dropped") == 7)
+    await proxy.wait_for(lambda: outcomes(proxy).get("dropped") == 7)
     assert proxy.value("shadowproxy_shadow_dropped_total", route="r", reason="queue_full") == 7
     gate.set()
-    await proxy.wait_for(lambda: proxy.value(C, route="r", outcome="match") == 3)
+    await proxy.wait_for(lambda: outcomes(proxy).get("match") == 3)
 
 
 async def test_unsafe_methods_are_not_shadowed_unless_configured(

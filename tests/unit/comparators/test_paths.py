@@ -11,7 +11,6 @@ from comparators.paths import (
     is_key_field,
     parse_path,
     parse_pattern,
-    render_key,
     render_path,
 )
 
@@ -37,11 +36,6 @@ def test_render_path(prefix: str, segments: list[str | int | Keyed], expected: s
     assert render_path(prefix, segments) == expected
 
 
-def test_render_key_quotes_only_odd_names() -> None:
-    assert render_key("email") == "email"
-    assert render_key("e.mail") == '"e.mail"'
-
-
 @pytest.mark.parametrize(
     ("path", "expected"),
     [
@@ -51,6 +45,8 @@ def test_render_key_quotes_only_odd_names() -> None:
         ("items[id=?].a", "items[].a"),
         ("a[1][2]", "a[][]"),
         ('meta["a.b"]', 'meta["a.b"]'),
+        ('meta["x[0]"][3]', 'meta["x[0]"][]'),
+        ('l[2]["k\\"[1]"]', 'l[]["k\\"[1]"]'),
         ("plain.path", "plain.path"),
         ("users[email=redacted:0123abcd].name", "users[].name"),
     ],

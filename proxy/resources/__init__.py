@@ -1,0 +1,1 @@
+"""Store mode: typed resources served from PostgreSQL and DynamoDB."""

@@ -1,0 +1,365 @@
+"""The resource API over HTTP: parse and validate, call the service, map errors.
+
+    GET    /users/{key}?fields=a,b      one record; 404 when absent
+    GET    /users?email=x               equality lookup on a declared index
+    GET    /users?first_name=x&limit=&cursor=   filtered list, opaque cursor
+    POST   /users                       create; 201; 409 when the key exists
+    PUT    /users/{key}                 replace (upsert)
+    PATCH  /users/{key}                 partial update; 404 when absent
+    DELETE /users/{key}                 204; 404 when absent
+    POST   /users/batch                 upsert many; per-item results
+    POST   /users/batch-get             many keys
+
+A bad request never reaches a store: every body, key and parameter is validated first.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from proxy.errors import (
+    BadGateway,
+    BadRequest,
+    Conflict,
+    GatewayTimeout,
+    HTTPProblem,
+    NotFound,
+    PayloadTooLarge,
+    Unavailable,
+    Unprocessable,
+    UnsupportedMedia,
+    problem_response,
+)
+from proxy.metrics import Metrics
+from proxy.resources.service import RequestInfo, ResourceService
+from proxy.store import base as store_errors
+from proxy.store.schema import SchemaError
+
+log = logging.getLogger("shadowproxy.access")
+errlog = logging.getLogger("shadowproxy.resources")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+RESERVED_PARAMS = frozenset({"limit", "cursor", "fields"})
+DEFAULT_LIMIT = 100
+
+
+def _json_response(body: bytes, status: int = 200, rid: str = "") -> web.Response:
+    return web.Response(
+        body=body, status=status, content_type="application/json", headers={"X-Request-ID": rid}
+    )
+
+
+async def read_json(request: web.Request, limit: int) -> Any:
+    ctype = request.content_type
+    if ctype != "application/json" and not ctype.endswith("+json"):
+        raise UnsupportedMedia(f"expected Content-Type application/json, got {ctype!r}")
+    if request.content_length is not None and request.content_length > limit:
+        raise PayloadTooLarge(f"request body over {limit} bytes")
+    chunks, size = [], 0
+    async for chunk in request.content.iter_any():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"request body over {limit} bytes")
+        chunks.append(chunk)
+    try:
+        return orjson.loads(b"".join(chunks))
+    except orjson.JSONDecodeError as e:
+        raise BadRequest(f"malformed JSON: {e}") from e
+
+
+def _schema_problem(error: SchemaError) -> Unprocessable:
+    return Unprocessable("the request does not match the resource schema", details=error.errors)
+
+
+def _store_problem(error: store_errors.StoreError, resource: str) -> HTTPProblem:
+    text = str(error) or type(error).__name__
+    if isinstance(error, store_errors.NotFound):
+        return NotFound(f"{resource} not found")
+    if isinstance(error, store_errors.Conflict):
+        return Conflict(f"{resource} already exists: {text}")
+    if isinstance(error, store_errors.LimitExceeded):
+        return PayloadTooLarge(text)
+    if isinstance(error, store_errors.InvalidCursor):
+        return BadRequest(f"invalid cursor: {text}")
+    if isinstance(error, store_errors.StoreTimeout):
+        return GatewayTimeout(f"the primary store timed out: {text}")
+    if isinstance(error, store_errors.StoreUnavailable):
+        return Unavailable(f"the primary store is unavailable: {text}")
+    return BadGateway(f"the primary store failed: {text}")
+
+
+def _limit(raw: str | None, maximum: int) -> int:
+    if raw is None:
+        return min(DEFAULT_LIMIT, maximum)
+    if not raw.isdigit() or not 1 <= int(raw) <= maximum:
+        raise BadRequest(f"limit must be an integer from 1 to {maximum}, got {raw!r}")
+    return int(raw)
+
+
+class ResourceAPI:
+    def __init__(
+        self,
+        service: ResourceService,
+        *,
+        metrics: Metrics,
+        max_body: int,
+        requester_header: str,
+        known_requesters: frozenset[str],
+        access_log: bool,
+    ) -> None:
+        self.service = service
+        self.schema = service.schema
+        self.settings = service.parts.settings
+        self._metrics = metrics
+        self._max_body = max_body
+        self._requester_header = requester_header
+        self._known = known_requesters
+        self._access_log = access_log
+
+    def routes(self) -> list[web.RouteDef]:
+        p = self.settings.prefix
+        wrap = self._wrap
+        return [
+            web.post(f"{p}/batch", wrap("batch_put", self.batch_put)),
+            web.post(f"{p}/batch-get", wrap("batch_get", self.batch_get)),
+            web.get(f"{p}/{{key}}", wrap("get", self.get), allow_head=False),
+            web.put(f"{p}/{{key}}", wrap("put", self.replace)),
+            web.patch(f"{p}/{{key}}", wrap("update", self.update)),
+            web.delete(f"{p}/{{key}}", wrap("delete", self.delete)),
+            web.get(p, wrap("query", self.query), allow_head=False),
+            web.post(p, wrap("create", self.create)),
+        ]
+
+    def _wrap(
+        self, operation: str, handler: Callable[[web.Request, RequestInfo], Awaitable[web.Response]]
+    ) -> Handler:
+        async def handle(request: web.Request) -> web.StreamResponse:
+            started = time.perf_counter()
+            rid = request.headers.get("X-Request-ID") or os.urandom(16).hex()
+            requester = request.headers.get(self._requester_header)
+            info = RequestInfo(rid, requester, request.method, request.path_qs)
+            status = 500
+            try:
+                response = await handler(request, info)
+                response.headers["X-Request-ID"] = rid
+                status = response.status
+                return response
+            except SchemaError as e:
+                problem: HTTPProblem = _schema_problem(e)
+            except store_errors.StoreError as e:
+                problem = _store_problem(e, self.settings.name)
+            except HTTPProblem as e:
+                problem = e
+            except Exception:
+                errlog.exception("unexpected error", extra={"request_id": rid})
+                problem = HTTPProblem("internal error")
+            finally:
+                self._account(request, operation, status, requester, rid, started)
+            status = problem.status
+            self._account(request, operation, status, requester, rid, started, final=True)
+            if status >= 500:
+                errlog.warning(problem.message, extra={"request_id": rid, "status": status})
+            return problem_response(problem, rid)
+
+        return handle
+
+    def _account(
+        self,
+        request: web.Request,
+        operation: str,
+        status: int,
+        requester: str | None,
+        rid: str,
+        started: float,
+        *,
+        final: bool = False,
+    ) -> None:
+        # Called once on success (from finally) or twice on error: count only the real one.
+        if status == 500 and not final:
+            return
+        label = "none" if requester is None else requester if requester in self._known else "other"
+        self._metrics.requests.labels(self.settings.name, request.method, str(status), label).inc()
+        if self._access_log:
+            log.info(
+                "request",
+                extra={
+                    "request_id": rid,
+                    "requester": requester,
+                    "method": request.method,
+                    "path": request.path,
+                    "route": self.settings.name,
+                    "operation": operation,
+                    "status": status,
+                    "total_ms": round((time.perf_counter() - started) * 1000, 3),
+                },
+            )
+
+    # --- handlers ---------------------------------------------------------------------------
+
+    def _key(self, request: web.Request) -> Any:
+        return self.schema.parse_key(request.match_info["key"])
+
+    def _fields(self, request: web.Request) -> tuple[str, ...] | None:
+        raw = request.query.get("fields")
+        if raw is None:
+            return None
+        return self.schema.check_fields(f for f in raw.split(",") if f)
+
+    async def get(self, request: web.Request, info: RequestInfo) -> web.Response:
+        self._only(request, {"fields"})
+        key = self._key(request)
+        body = await self.service.get(key, self._fields(request), info)
+        if body is None:
+            raise NotFound(f"{self.settings.name} {request.match_info['key']!r} not found")
+        return _json_response(body)
+
+    async def query(self, request: web.Request, info: RequestInfo) -> web.Response:
+        params = {k: v for k, v in request.query.items() if k not in RESERVED_PARAMS}
+        if len(params) != len(set(request.query.keys()) - RESERVED_PARAMS):
+            raise BadRequest("a query parameter is repeated")
+        limit = _limit(request.query.get("limit"), self.settings.max_list_limit)
+        fields = self._fields(request)
+        filters = self.schema.parse_filters(params)
+        index = self._index_for(filters)
+        if index is not None and "cursor" not in request.query:
+            records = await self.service.lookup(
+                index, filters[self._index_field(index)], limit, info
+            )
+            items = [self.schema.to_json(r, fields=fields) for r in records]
+            return _json_response(orjson.dumps({"items": items, "next_cursor": None}))
+        records, cursor = await self.service.list_records(
+            filters, limit, request.query.get("cursor"), info
+        )
+        items = [self.schema.to_json(r, fields=fields) for r in records]
+        return _json_response(orjson.dumps({"items": items, "next_cursor": cursor}))
+
+    def _index_field(self, index: str) -> str:
+        return self.schema.indexes[index].field
+
+    def _index_for(self, filters: dict[str, Any]) -> str | None:
+        if len(filters) != 1:
+            return None
+        (field,) = filters
+        for name, index in self.schema.indexes.items():
+            if index.field == field:
+                return name
+        return None
+
+    async def create(self, request: web.Request, info: RequestInfo) -> web.Response:
+        self._only(request, set())
+        record = self.schema.validate(
+            self._object(await read_json(request, self._max_body)), partial=False
+        )
+        created = await self.service.create(record)
+        return _json_response(self.schema.dumps(created), status=201)
+
+    async def replace(self, request: web.Request, info: RequestInfo) -> web.Response:
+        self._only(request, set())
+        key = self._key(request)
+        body = self._object(await read_json(request, self._max_body))
+        body.setdefault(self.schema.key, request.match_info["key"])
+        record = self.schema.validate(body, partial=False)
+        if record[self.schema.key] != key:
+            raise Unprocessable(
+                "the key in the body differs from the key in the path",
+                details=[{"field": self.schema.key, "message": "does not match the path"}],
+            )
+        return _json_response(self.schema.dumps(await self.service.replace(record)))
+
+    async def update(self, request: web.Request, info: RequestInfo) -> web.Response:
+        self._only(request, set())
+        key = self._key(request)
+        body = self._object(await read_json(request, self._max_body))
+        changes = self.schema.check_changes(key, self.schema.validate(body, partial=True))
+        if not changes:
+            raise Unprocessable("nothing to update: the body names no field besides the key")
+        return _json_response(self.schema.dumps(await self.service.update(key, changes)))
+
+    async def delete(self, request: web.Request, info: RequestInfo) -> web.Response:
+        self._only(request, set())
+        await self.service.delete(self._key(request))
+        return web.Response(status=204)
+
+    async def batch_put(self, request: web.Request, info: RequestInfo) -> web.Response:
+        body = self._object(await read_json(request, self._max_body))
+        items = body.get("items")
+        if set(body) != {"items"} or not isinstance(items, list):
+            raise BadRequest('expected {"items": [record, ...]}')
+        self._batch_size(len(items))
+        records: list[dict[str, Any]] = []
+        errors: list[dict[str, Any]] = []
+        seen: set[Any] = set()
+        for i, item in enumerate(items):
+            try:
+                record = self.schema.validate(self._object(item), partial=False)
+            except (SchemaError, BadRequest) as e:
+                details = e.errors if isinstance(e, SchemaError) else [{"message": str(e)}]
+                errors.extend({"item": i, **d} for d in details)
+                continue
+            key = record[self.schema.key]
+            if key in seen:
+                errors.append({"item": i, "field": self.schema.key, "message": "duplicate key"})
+            seen.add(key)
+            records.append(record)
+        if errors:
+            raise Unprocessable(
+                "some items do not match the schema; nothing was written", details=errors
+            )
+        results = await self.service.batch_put(records)
+        out = [
+            {"key": self.schema.render_key(r.key), "status": "ok"}
+            if r.ok
+            else {"key": self.schema.render_key(r.key), "status": "error", "error": str(r.error)}
+            for r in results
+        ]
+        failed = sum(1 for r in results if not r.ok)
+        return _json_response(
+            orjson.dumps({"results": out, "written": len(out) - failed, "failed": failed})
+        )
+
+    async def batch_get(self, request: web.Request, info: RequestInfo) -> web.Response:
+        body = self._object(await read_json(request, self._max_body))
+        keys = body.get("keys")
+        if set(body) != {"keys"} or not isinstance(keys, list):
+            raise BadRequest('expected {"keys": [key, ...]}')
+        self._batch_size(len(keys))
+        parsed = [self.schema.validate_value(self.schema.key, k) for k in keys]
+        unique = list(dict.fromkeys(parsed))
+        records = await self.service.batch_get(unique, info)
+        fields = self._fields(request)
+        found = {r[self.schema.key] for r in records}
+        return _json_response(
+            orjson.dumps(
+                {
+                    "items": [self.schema.to_json(r, fields=fields) for r in records],
+                    "missing": [self.schema.render_key(k) for k in unique if k not in found],
+                }
+            )
+        )
+
+    # --- checks -----------------------------------------------------------------------------
+
+    def _object(self, value: Any) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            raise BadRequest(f"expected a JSON object, got {type(value).__name__}")
+        return value
+
+    def _batch_size(self, count: int) -> None:
+        if count == 0:
+            raise BadRequest("the batch is empty")
+        if count > self.settings.max_batch_items:
+            raise PayloadTooLarge(
+                f"{count} items in one batch; at most {self.settings.max_batch_items}"
+            )
+
+    def _only(self, request: web.Request, allowed: set[str]) -> None:
+        unknown = sorted(set(request.query.keys()) - allowed)
+        if unknown:
+            raise BadRequest(f"unknown query parameter {unknown[0]!r}")

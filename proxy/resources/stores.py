@@ -1,0 +1,57 @@
+"""Build store objects from backend config. asyncpg and aioboto3 stay behind these imports."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+from proxy.errors import ConfigError
+from proxy.settings import Backend, DynamoDBBackend, PostgresBackend, ResourceSettings
+from proxy.store.base import Store
+from proxy.store.retry import RetryPolicy
+from proxy.store.schema import Schema
+
+
+def build_store(
+    backend: Backend, table: str, schema: Schema, env: Mapping[str, str] | None = None
+) -> Store:
+    env = os.environ if env is None else env
+    if isinstance(backend, PostgresBackend):
+        from proxy.store.postgres import PostgresStore
+
+        return PostgresStore(
+            backend.dsn,
+            table,
+            schema,
+            min_size=backend.pool_min,
+            max_size=backend.pool_max,
+            command_timeout=backend.timeout_seconds,
+            connect_timeout=backend.connect_timeout_seconds,
+        )
+    if isinstance(backend, DynamoDBBackend):
+        from proxy.store.dynamodb import DynamoDBStore
+
+        return DynamoDBStore(
+            backend.endpoint_url,
+            backend.region,
+            table,
+            schema,
+            retry=RetryPolicy(max_attempts=backend.max_attempts),
+            aws_access_key_id=env.get(backend.access_key_id_env) or "test",
+            aws_secret_access_key=env.get(backend.secret_access_key_env) or "test",
+            connect_timeout=backend.connect_timeout_seconds,
+            read_timeout=backend.timeout_seconds,
+        )
+    raise ConfigError(f"backend kind {backend.kind!r} cannot hold a resource")
+
+
+def build_stores(
+    resource: ResourceSettings,
+    backends: Mapping[str, Backend],
+    schema: Schema,
+    env: Mapping[str, str] | None = None,
+) -> dict[str, Store]:
+    return {
+        name: build_store(backends[table.backend], table.table, schema, env)
+        for name, table in resource.stores.items()
+    }

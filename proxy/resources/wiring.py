@@ -1,0 +1,114 @@
+"""Resources from settings: schema, stores, rules, service, API routes, store lifecycles."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from comparators import DiffBudget, RuleSpec, compile_rules
+from proxy.errors import ConfigError
+from proxy.http_routes import rule_spec
+from proxy.metrics import Metrics
+from proxy.publish import Publisher
+from proxy.resources.api import ResourceAPI
+from proxy.resources.service import Cache, FlagSource, RepairLog, ResourceParts, ResourceService
+from proxy.resources.stores import build_stores
+from proxy.settings import ResourceSettings, Settings
+from proxy.shadow import ShadowRunner
+from proxy.store.base import Store
+from proxy.store.schema import Schema
+
+
+def list_rules_spec(spec: RuleSpec, key: str) -> RuleSpec:
+    """Lists are compared as ``{"items": [...]}`` keyed by the primary key; the resource's
+    record rules apply to every item."""
+
+    def each(pattern: str) -> str:
+        return f"items[*].{pattern}"
+
+    return dataclasses.replace(
+        spec,
+        ignore=tuple(map(each, spec.ignore)),
+        numeric_tolerances={each(k): v for k, v in spec.numeric_tolerances.items()},
+        timestamp_tolerances={each(k): v for k, v in spec.timestamp_tolerances.items()},
+        unordered=tuple(map(each, spec.unordered)),
+        keyed={"items": key, **{each(k): v for k, v in spec.keyed.items()}},
+    )
+
+
+def build_parts(
+    resource: ResourceSettings, settings: Settings, env: Mapping[str, str] | None = None
+) -> ResourceParts:
+    schema = Schema(resource)
+    spec = dataclasses.replace(rule_spec(resource.compare), headers=(), compare_status=False)
+    try:
+        record_rules = compile_rules(spec)
+        list_rules = compile_rules(list_rules_spec(spec, resource.key))
+    except ValueError as e:
+        raise ConfigError(f"resources.{resource.name}.compare: {e}") from e
+    stores = build_stores(resource, settings.backends, schema, env)
+    return ResourceParts(resource, schema, stores, record_rules, list_rules)
+
+
+@dataclass(frozen=True)
+class Resources:
+    services: dict[str, ResourceService]
+    apis: list[ResourceAPI]
+
+    def stores(self) -> list[Store]:
+        return [s for svc in self.services.values() for s in svc.parts.stores.values()]
+
+    def routes(self) -> list[web.RouteDef]:
+        return [route for api in self.apis for route in api.routes()]
+
+    async def lifecycle(self, _: web.Application) -> AsyncIterator[None]:
+        opened: list[Store] = []
+        try:
+            for store in self.stores():
+                await store.open()  # type: ignore[attr-defined]
+                opened.append(store)
+            yield
+        finally:
+            for store in reversed(opened):
+                await store.close()
+
+
+def build_resources(
+    settings: Settings,
+    *,
+    flags: FlagSource,
+    runner: ShadowRunner,
+    publisher: Publisher,
+    metrics: Metrics,
+    budget: DiffBudget,
+    cache: Cache | None,
+    repair_log: RepairLog | None,
+    env: Mapping[str, str] | None = None,
+) -> Resources:
+    services, apis = {}, []
+    for name, resource in settings.resources.items():
+        service = ResourceService(
+            build_parts(resource, settings, env),
+            flags=flags,
+            runner=runner,
+            publisher=publisher,
+            metrics=metrics,
+            budget=budget,
+            cache=cache,
+            repair_log=repair_log,
+        )
+        services[name] = service
+        apis.append(
+            ResourceAPI(
+                service,
+                metrics=metrics,
+                max_body=settings.limits.max_body_bytes,
+                requester_header=settings.requesters.header,
+                known_requesters=frozenset(settings.requesters.known),
+                access_log=settings.logging.access_log,
+            )
+        )
+    return Resources(services, apis)

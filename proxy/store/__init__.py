@@ -1,0 +1,58 @@
+"""Typed resource storage: the schema contract, canonical codecs, PostgreSQL and DynamoDB.
+
+``asyncpg`` is imported only by ``proxy.store.postgres`` and ``aioboto3`` only by
+``proxy.store.dynamodb``: import those modules where a store is built, not from here.
+"""
+
+from proxy.store.base import (
+    Conflict,
+    InvalidCursor,
+    InvalidRecord,
+    ItemResult,
+    LimitExceeded,
+    ManagedStore,
+    NotFound,
+    Record,
+    Store,
+    StoreError,
+    StoreTimeout,
+    StoreUnavailable,
+    Throttled,
+)
+from proxy.store.fieldtypes import FieldType, Malformed
+from proxy.store.retry import RetryPolicy
+from proxy.store.schema import (
+    FieldConfig,
+    FieldError,
+    IndexConfig,
+    ResourceConfig,
+    Schema,
+    SchemaError,
+    StoreTableConfig,
+)
+
+__all__ = [
+    "Conflict",
+    "FieldConfig",
+    "FieldError",
+    "FieldType",
+    "IndexConfig",
+    "InvalidCursor",
+    "InvalidRecord",
+    "ItemResult",
+    "LimitExceeded",
+    "Malformed",
+    "ManagedStore",
+    "NotFound",
+    "Record",
+    "ResourceConfig",
+    "RetryPolicy",
+    "Schema",
+    "SchemaError",
+    "Store",
+    "StoreError",
+    "StoreTableConfig",
+    "StoreTimeout",
+    "StoreUnavailable",
+    "Throttled",
+]

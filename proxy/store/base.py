@@ -1,0 +1,115 @@
+"""The store vocabulary: what a record is, what a store can do, and how it fails.
+
+Error tree (the HTTP layer maps the leaves to statuses)::
+
+    StoreError                  a store could not do what was asked (502)
+    ├── NotFound                the key does not exist (404)
+    ├── Conflict                the key (or a unique index value) already exists (409)
+    ├── LimitExceeded           a store limit, e.g. a DynamoDB item over 400 KB (413)
+    ├── InvalidCursor           a list cursor that this store did not issue (400)
+    ├── InvalidRecord           a record holding a value the store cannot encode (502)
+    └── StoreUnavailable        connection refused or lost, table missing (503)
+        ├── StoreTimeout        the store did not answer in time (504)
+        └── Throttled           still throttled / unprocessed after the retry budget (503)
+
+Client input errors are not store errors: see ``proxy.store.schema.SchemaError``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+Record = dict[str, Any]
+"""A canonical record: field name -> canonical value (see ``proxy.store.fieldtypes``)."""
+
+Records = list[Record]
+
+
+class StoreError(Exception):
+    """Base of every error a store raises."""
+
+
+class NotFound(StoreError):
+    pass
+
+
+class Conflict(StoreError):
+    pass
+
+
+class LimitExceeded(StoreError):
+    pass
+
+
+class InvalidCursor(StoreError):
+    pass
+
+
+class InvalidRecord(StoreError):
+    pass
+
+
+class StoreUnavailable(StoreError):
+    pass
+
+
+class StoreTimeout(StoreUnavailable):
+    pass
+
+
+class Throttled(StoreUnavailable):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class ItemResult:
+    """The outcome of one record of a batch write, in the order the records were given."""
+
+    key: Any
+    error: StoreError | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+ItemResults = list[ItemResult]
+
+
+class Store(Protocol):
+    """What the proxy needs from a data store. Keys and records are canonical values."""
+
+    async def get(self, key: Any, fields: Sequence[str] | None = None) -> Record | None: ...
+
+    async def query_index(self, index: str, value: Any, limit: int) -> Records: ...
+
+    async def list(
+        self, filters: Mapping[str, Any], limit: int, cursor: str | None = None
+    ) -> tuple[Records, str | None]: ...
+
+    async def create(self, record: Record) -> None: ...
+
+    async def put(self, record: Record) -> None: ...
+
+    async def update(self, key: Any, changes: Mapping[str, Any]) -> Record: ...
+
+    async def delete(self, key: Any) -> None: ...
+
+    async def batch_put(self, records: Sequence[Record]) -> ItemResults: ...
+
+    async def batch_get(self, keys: Sequence[Any]) -> Records: ...
+
+    def scan(self, segment: int, total_segments: int) -> AsyncIterator[Record]: ...
+
+    async def close(self) -> None: ...
+
+
+class ManagedStore(Store, Protocol):
+    """A store with its lifecycle: ``open`` connects (pool, client), ``init`` creates what is
+    missing (table, columns, indexes) idempotently, ``close`` releases."""
+
+    async def open(self) -> None: ...
+
+    async def init(self) -> None: ...

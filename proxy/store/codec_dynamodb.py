@@ -1,0 +1,191 @@
+"""DynamoDB codec: canonical values <-> low-level AttributeValues (``{"S": "..."}``).
+
+Stored forms: string/datetime/date/uuid as ``S`` (datetime ``YYYY-MM-DDTHH:MM:SS.ffffffZ``,
+so it sorts), int/decimal/float as ``N`` in fixed-point text, bool as ``BOOL``, json as ``S``
+holding the compact JSON text with sorted keys (lossless; native ``M``/``L``/``N`` values
+written by other tools are still read), ``list<T>`` as ``L``, ``set<T>`` as ``SS``/``NS``.
+Null is an absent attribute (``NULL`` also reads as null). An empty set cannot be stored:
+it is an absent attribute, which reads back as the empty set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from decimal import Decimal
+from typing import Any
+
+import orjson
+
+from proxy.store.base import InvalidRecord, Record
+from proxy.store.fieldtypes import (
+    NUMBER_TYPES,
+    SCALAR_CANONICAL,
+    Invalid,
+    Malformed,
+    canonical_json,
+    render_datetime,
+)
+from proxy.store.plain import attribute
+from proxy.store.schema import FieldSpec, Schema
+
+AttributeValue = dict[str, Any]
+Item = dict[str, AttributeValue]
+Items = list[Item]
+MAX_ITEM_BYTES = 400 * 1024
+
+
+def attribute_type(base: str) -> str:
+    """The key attribute type (``S`` or ``N``) of a scalar type."""
+    return "N" if base in NUMBER_TYPES else "S"
+
+
+def _number_text(value: int | Decimal | float) -> str:
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        value = Decimal(repr(value))
+    return format(value, "f")
+
+
+_SCALAR_TEXT: dict[str, Callable[[Any], str]] = {
+    "string": str,
+    "int": _number_text,
+    "decimal": _number_text,
+    "float": _number_text,
+    "datetime": render_datetime,
+    "date": lambda value: value.isoformat(),
+    "uuid": str,
+}
+
+
+def scalar(base: str, value: Any) -> AttributeValue:
+    if base == "bool":
+        return {"BOOL": value}
+    return {attribute_type(base): _SCALAR_TEXT[base](value)}
+
+
+def encode_value(spec: FieldSpec, value: Any) -> AttributeValue | None:
+    """The AttributeValue of a canonical value, or None when it is stored as absent."""
+    if value is None:
+        return None
+    if isinstance(value, Malformed):
+        raise InvalidRecord(f"field {spec.name!r} holds a malformed value: {value.reason}")
+    base, container = spec.type.base, spec.type.container
+    if base == "json":
+        return {"S": orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()}
+    if container == "list":
+        return {"L": [scalar(base, item) for item in value]}
+    if container == "set":
+        if not value:
+            return None
+        text = _SCALAR_TEXT[base]
+        return {attribute_type(base) + "S": [text(item) for item in sorted(value)]}
+    return scalar(base, value)
+
+
+def encode_item(schema: Schema, record: Mapping[str, Any]) -> Item:
+    item: Item = {}
+    for name, value in record.items():
+        av = encode_value(schema.fields[name], value)
+        if av is not None:
+            item[name] = av
+    return item
+
+
+def encode_key(schema: Schema, key: Any) -> Item:
+    return {schema.key: scalar(schema.key_field.type.base, key)}
+
+
+def _scalar_python(base: str, av: AttributeValue) -> Any:
+    """The Python value a scalar AttributeValue holds, checked against the declared type."""
+    if base == "bool":
+        if "BOOL" not in av:
+            raise Invalid("expected BOOL", av)
+        return av["BOOL"]
+    tag = attribute_type(base)
+    if tag not in av:
+        raise Invalid(f"expected {tag}", av)
+    if tag == "S":
+        return av["S"]
+    number = Decimal(av["N"])
+    if base == "int":
+        if number != number.to_integral_value():
+            raise Invalid("expected an integer", av)
+        return int(number)
+    return float(number) if base == "float" else number
+
+
+def _element(base: str, av: AttributeValue) -> Any:
+    return SCALAR_CANONICAL[base](_scalar_python(base, av))
+
+
+def _decode_json(av: AttributeValue) -> Any:
+    if "S" in av:
+        return canonical_json(orjson.loads(av["S"]), strict=False)
+    return canonical_json(attribute(av), strict=False)
+
+
+def decode_value(spec: FieldSpec, av: AttributeValue | None) -> Any:
+    if av is None or "NULL" in av:
+        return spec.empty
+    base, container = spec.type.base, spec.type.container
+    try:
+        if base == "json":
+            return _decode_json(av)
+        if container is None:
+            return _element(base, av)
+        if container == "list":
+            if "L" not in av:
+                raise Invalid("expected L", av)
+            return [_element(base, item) for item in av["L"]]
+        tag = attribute_type(base) + "S"
+        if tag not in av:
+            raise Invalid(f"expected {tag}", av)
+        return frozenset(_element(base, {tag[0]: text}) for text in av[tag])
+    except Invalid as e:
+        return Malformed(attribute(av), e.message)
+    except (orjson.JSONDecodeError, ArithmeticError, ValueError) as e:
+        return Malformed(attribute(av), str(e))
+
+
+def decode_item(schema: Schema, item: Mapping[str, AttributeValue], names: Iterable[str]) -> Record:
+    fields = schema.fields
+    return {name: decode_value(fields[name], item.get(name)) for name in names}
+
+
+def decode_key(schema: Schema, item: Mapping[str, AttributeValue]) -> Any:
+    return decode_value(schema.key_field, item.get(schema.key))
+
+
+# Sizes as DynamoDB counts them: attribute names and values in UTF-8 bytes, numbers about
+# one byte per two significant digits plus one, 3 bytes per list/map plus 1 per element.
+
+
+def value_size(av: AttributeValue) -> int:
+    ((tag, value),) = av.items()
+    if tag == "S":
+        return len(value.encode("utf-8"))
+    if tag == "N":
+        return _number_size(value)
+    if tag in ("BOOL", "NULL"):
+        return 1
+    if tag == "B":
+        return len(value)
+    if tag == "SS":
+        return sum(len(v.encode("utf-8")) for v in value)
+    if tag == "NS":
+        return sum(_number_size(v) for v in value)
+    if tag == "L":
+        return 3 + sum(1 + value_size(v) for v in value)
+    if tag == "M":
+        return 3 + sum(1 + len(k.encode("utf-8")) + value_size(v) for k, v in value.items())
+    return len(orjson.dumps(value))
+
+
+def _number_size(text: str) -> int:
+    digits = len(text.lstrip("-").replace(".", "").strip("0"))
+    return (digits + 1) // 2 + 1
+
+
+def item_size(item: Mapping[str, AttributeValue]) -> int:
+    return sum(len(name.encode("utf-8")) + value_size(av) for name, av in item.items())

@@ -1,0 +1,73 @@
+"""PostgreSQL codec: canonical values <-> asyncpg parameters and row values.
+
+Column types: string ``text``, int ``bigint``, decimal ``numeric``, float ``double
+precision``, bool ``boolean``, datetime ``timestamptz``, date ``date``, uuid ``uuid``, json
+``jsonb`` (sent and read as JSON text), ``list<T>``/``set<T>`` a one-dimensional array of T's
+column type (sets written sorted; NULL reads as the empty set).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import orjson
+
+from proxy.store.base import InvalidRecord, Record
+from proxy.store.fieldtypes import FieldType, Invalid, Malformed, canonical_json
+from proxy.store.plain import plain
+from proxy.store.schema import FieldSpec, Schema
+
+COLUMN_TYPES = {
+    "string": "text",
+    "int": "bigint",
+    "decimal": "numeric",
+    "float": "double precision",
+    "bool": "boolean",
+    "datetime": "timestamptz",
+    "date": "date",
+    "uuid": "uuid",
+    "json": "jsonb",
+}
+
+
+def column_type(ftype: FieldType) -> str:
+    base = COLUMN_TYPES[ftype.base]
+    return f"{base}[]" if ftype.container else base
+
+
+def encode_value(spec: FieldSpec, value: Any) -> Any:
+    if value is None:
+        return [] if spec.type.container == "set" else None
+    if isinstance(value, Malformed):
+        raise InvalidRecord(f"field {spec.name!r} holds a malformed value: {value.reason}")
+    if spec.type.base == "json":
+        return orjson.dumps(value).decode()
+    if spec.type.container == "set":
+        return sorted(value)
+    if spec.type.container == "list":
+        return list(value)
+    return value
+
+
+def encode_values(schema: Schema, record: Mapping[str, Any], names: Iterable[str]) -> list[Any]:
+    fields = schema.fields
+    return [encode_value(fields[name], record.get(name)) for name in names]
+
+
+def decode_value(spec: FieldSpec, raw: Any) -> Any:
+    if raw is None:
+        return spec.empty
+    try:
+        if spec.type.base == "json":
+            return canonical_json(orjson.loads(raw), strict=False)
+        return spec.canonical(raw)
+    except Invalid as e:
+        return Malformed(plain(raw), f"{e.path or 'value'} {e.message}")
+    except orjson.JSONDecodeError as e:
+        return Malformed(plain(raw), f"not JSON: {e}")
+
+
+def decode_row(schema: Schema, row: Mapping[str, Any], names: Iterable[str]) -> Record:
+    fields = schema.fields
+    return {name: decode_value(fields[name], row[name]) for name in names}

@@ -1,0 +1,597 @@
+"""The DynamoDB store: one table keyed by the resource key, one GSI per declared index, the
+low-level aioboto3 client.
+
+    store = DynamoDBStore("http://127.0.0.1:8000", "us-east-1", "users", schema)
+    await store.open()
+    await store.init()          # create table + GSIs (on demand) if missing, wait for ACTIVE
+    record = await store.get(key)
+    await store.close()
+
+Limits enforced here, not left to the service (moto accepts more): 25 items per
+BatchWriteItem, 100 keys per BatchGetItem, 400 KB per item. Unprocessed items/keys and
+throttled batch calls are retried with exponential backoff and full jitter (``RetryPolicy``);
+what is still unprocessed then is reported per item (batch_put) or raised (batch_get).
+
+``list`` is a Scan with a FilterExpression resuming at ``ExclusiveStartKey``: it reads the
+table in hash order until ``limit`` matches are found, so a selective filter reads much
+of the table. Reads are strongly consistent unless ``consistent_reads=False``; index
+queries are eventually consistent (GSIs cannot be read consistently).
+
+``scan_page`` caps the items read per Scan call of ``scan`` (a backfill's read rate).
+``client_wrapper`` receives the low-level client once opened and returns what the store
+calls; tests use it to count calls and inject ``UnprocessedItems`` or throttling errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
+from contextlib import AsyncExitStack, aclosing
+from typing import Any
+
+import aioboto3
+import aiohttp
+from aiobotocore.config import AioConfig
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectTimeoutError,
+    HTTPClientError,
+    ReadTimeoutError,
+)
+from botocore.exceptions import ConnectionError as BotoConnectionError
+
+from proxy.store import cursor as cursors
+from proxy.store.base import (
+    Conflict,
+    InvalidRecord,
+    ItemResult,
+    ItemResults,
+    LimitExceeded,
+    NotFound,
+    Record,
+    Records,
+    StoreError,
+    StoreTimeout,
+    StoreUnavailable,
+    Throttled,
+)
+from proxy.store.codec_dynamodb import (
+    MAX_ITEM_BYTES,
+    Item,
+    Items,
+    attribute_type,
+    decode_item,
+    decode_key,
+    encode_item,
+    encode_key,
+    encode_value,
+    item_size,
+)
+from proxy.store.retry import RetryPolicy
+from proxy.store.schema import Schema
+
+KIND = "dynamodb"
+MAX_BATCH_WRITE = 25
+MAX_BATCH_GET = 100
+MAX_SEGMENTS = 1_000_000
+THROTTLING_CODES = frozenset(
+    {
+        "ProvisionedThroughputExceededException",
+        "ThrottlingException",
+        "RequestLimitExceeded",
+        "InternalServerError",
+        "ServiceUnavailable",
+    }
+)
+log = logging.getLogger(__name__)
+
+
+class DynamoDBStore:
+    kind = KIND
+
+    def __init__(
+        self,
+        endpoint_url: str | None,
+        region: str,
+        table: str,
+        schema: Schema,
+        *,
+        retry: RetryPolicy | None = None,
+        client_wrapper: Callable[[Any], Any] | None = None,
+        aws_access_key_id: str | None = None,
+        aws_secret_access_key: str | None = None,
+        connect_timeout: float = 2.0,
+        read_timeout: float = 5.0,
+        sdk_max_attempts: int = 3,
+        consistent_reads: bool = True,
+        scan_page: int | None = None,
+    ) -> None:
+        self.endpoint_url = endpoint_url
+        self.region = region
+        self.table = table
+        self.schema = schema
+        self.retry = retry or RetryPolicy()
+        self._wrap = client_wrapper
+        self._credentials = {
+            "aws_access_key_id": aws_access_key_id,
+            "aws_secret_access_key": aws_secret_access_key,
+        }
+        self._config = AioConfig(
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            retries={"mode": "standard", "max_attempts": sdk_max_attempts},
+        )
+        self._consistent = consistent_reads
+        self._scan_page = scan_page
+        self._client: Any = None
+        self._stack: AsyncExitStack | None = None
+
+    async def open(self) -> None:
+        if self._client is not None:
+            return
+        stack = AsyncExitStack()
+        session = aioboto3.Session(region_name=self.region, **self._credentials)
+        try:
+            client = await stack.enter_async_context(
+                session.client("dynamodb", endpoint_url=self.endpoint_url, config=self._config)
+            )
+        except BaseException:
+            await stack.aclose()
+            raise
+        self._stack = stack
+        self._client = self._wrap(client) if self._wrap else client
+
+    async def close(self) -> None:
+        stack, self._stack, self._client = self._stack, None, None
+        if stack is not None:
+            await stack.aclose()
+
+    async def __aenter__(self) -> DynamoDBStore:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # table ------------------------------------------------------------------------------
+
+    async def init(self, *, timeout: float = 60.0) -> None:
+        """Create the table (on-demand billing) and any missing GSI; wait until ACTIVE."""
+        deadline = time.monotonic() + timeout
+        table = await self._describe()
+        if table is None:
+            try:
+                await self._call("create_table", **self._table_definition())
+            except StoreError as e:
+                if _code(e) != "ResourceInUseException":  # created concurrently
+                    raise
+            table = await self._wait_active(deadline)
+        existing = {gsi["IndexName"] for gsi in table.get("GlobalSecondaryIndexes", [])}
+        for index in self.schema.indexes.values():
+            if index.dynamodb_index not in existing:
+                await self._call(
+                    "update_table",
+                    TableName=self.table,
+                    AttributeDefinitions=self._attribute_definitions(),
+                    GlobalSecondaryIndexUpdates=[{"Create": self._gsi(index.dynamodb_index)}],
+                )
+                await self._wait_active(deadline)
+
+    async def _describe(self) -> dict[str, Any] | None:
+        try:
+            response = await self._call("describe_table", TableName=self.table)
+        except StoreError as e:
+            if _code(e) == "ResourceNotFoundException":
+                return None
+            raise
+        table: dict[str, Any] = response["Table"]
+        return table
+
+    async def _wait_active(self, deadline: float) -> dict[str, Any]:
+        pause = 0.05
+        while True:
+            table = await self._describe()
+            if table is not None and table["TableStatus"] == "ACTIVE":
+                indexes = table.get("GlobalSecondaryIndexes", [])
+                if all(gsi.get("IndexStatus", "ACTIVE") == "ACTIVE" for gsi in indexes):
+                    return table
+            if time.monotonic() + pause > deadline:
+                raise StoreTimeout(f"dynamodb table {self.table!r} not ACTIVE in time")
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 1.0)
+
+    def _attribute_definitions(self) -> list[dict[str, str]]:
+        names = [self.schema.key, *(index.field for index in self.schema.indexes.values())]
+        return [
+            {
+                "AttributeName": name,
+                "AttributeType": attribute_type(self.schema.fields[name].type.base),
+            }
+            for name in dict.fromkeys(names)
+        ]
+
+    def _gsi(self, index_name: str) -> dict[str, Any]:
+        index = next(i for i in self.schema.indexes.values() if i.dynamodb_index == index_name)
+        return {
+            "IndexName": index_name,
+            "KeySchema": [{"AttributeName": index.field, "KeyType": "HASH"}],
+            "Projection": {"ProjectionType": "ALL"},
+        }
+
+    def _table_definition(self) -> dict[str, Any]:
+        definition: dict[str, Any] = {
+            "TableName": self.table,
+            "KeySchema": [{"AttributeName": self.schema.key, "KeyType": "HASH"}],
+            "AttributeDefinitions": self._attribute_definitions(),
+            "BillingMode": "PAY_PER_REQUEST",
+        }
+        gsis = [self._gsi(i.dynamodb_index) for i in self.schema.indexes.values()]
+        if gsis:
+            definition["GlobalSecondaryIndexes"] = gsis
+        return definition
+
+    # reads ------------------------------------------------------------------------------
+
+    async def get(self, key: Any, fields: Sequence[str] | None = None) -> Record | None:
+        names = self.schema.check_fields(fields) if fields is not None else self.schema.field_names
+        request: dict[str, Any] = {
+            "TableName": self.table,
+            "Key": encode_key(self.schema, key),
+            "ConsistentRead": self._consistent,
+        }
+        if fields is not None:
+            request.update(_projection(names))
+        response = await self._call("get_item", **request)
+        item = response.get("Item")
+        return None if item is None else decode_item(self.schema, item, names)
+
+    async def query_index(self, index: str, value: Any, limit: int) -> Records:
+        spec = self.schema.index(index)
+        request: dict[str, Any] = {
+            "TableName": self.table,
+            "IndexName": spec.dynamodb_index,
+            "KeyConditionExpression": "#f = :v",
+            "ExpressionAttributeNames": {"#f": spec.field},
+            "ExpressionAttributeValues": {
+                ":v": encode_value(self.schema.fields[spec.field], value)
+            },
+        }
+        async with aclosing(self._pages("query", request, _positive(limit))) as items:
+            return [self._decode(item) async for item in items]
+
+    async def list(
+        self, filters: Mapping[str, Any], limit: int, cursor: str | None = None
+    ) -> tuple[Records, str | None]:
+        self.schema.check_filters(filters)
+        request: dict[str, Any] = {"TableName": self.table, "ConsistentRead": self._consistent}
+        request.update(self._filter(filters))
+        if cursor is not None:
+            last = cursors.decode(KIND, self.schema, cursor)
+            request["ExclusiveStartKey"] = encode_key(self.schema, last)
+        records: Records = []
+        more = False
+        async with aclosing(self._pages("scan", request, _positive(limit) + 1)) as items:
+            async for item in items:
+                if len(records) == limit:
+                    more = True
+                    break
+                records.append(self._decode(item))
+        next_cursor = (
+            cursors.encode(KIND, self.schema, records[-1][self.schema.key]) if more else None
+        )
+        return records, next_cursor
+
+    async def batch_get(self, keys: Sequence[Any]) -> Records:
+        """Records of the keys that exist, in the order asked; chunks of 100 keys."""
+        wanted = list(dict.fromkeys(keys))
+        found: dict[Any, Record] = {}
+        for start in range(0, len(wanted), MAX_BATCH_GET):
+            chunk = wanted[start : start + MAX_BATCH_GET]
+            for item in await self._get_chunk(chunk):
+                record = self._decode(item)
+                found[record[self.schema.key]] = record
+        return [found[key] for key in wanted if key in found]
+
+    async def _get_chunk(self, keys: Sequence[Any]) -> Items:
+        request: dict[str, Any] = {
+            "Keys": [encode_key(self.schema, key) for key in keys],
+            "ConsistentRead": self._consistent,
+        }
+        items: Items = []
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                response = await self._call("batch_get_item", RequestItems={self.table: request})
+            except Throttled:
+                if attempt >= self.retry.max_attempts:
+                    raise
+                await asyncio.sleep(self.retry.delay(attempt))
+                continue
+            items.extend(response.get("Responses", {}).get(self.table, []))
+            unprocessed = response.get("UnprocessedKeys", {}).get(self.table, {}).get("Keys")
+            if not unprocessed:
+                return items
+            if attempt >= self.retry.max_attempts:
+                raise Throttled(
+                    f"dynamodb: {len(unprocessed)} keys unprocessed after {attempt} attempts"
+                )
+            request = {**request, "Keys": unprocessed}
+            await asyncio.sleep(self.retry.delay(attempt))
+
+    async def scan(self, segment: int, total_segments: int) -> AsyncIterator[Record]:
+        """Every record of one parallel-scan segment."""
+        if not 0 <= segment < total_segments <= MAX_SEGMENTS:
+            raise ValueError(f"segment must be in 0..{total_segments - 1}, got {segment!r}")
+        request: dict[str, Any] = {
+            "TableName": self.table,
+            "Segment": segment,
+            "TotalSegments": total_segments,
+            "ConsistentRead": self._consistent,
+        }
+        if self._scan_page is not None:
+            request["Limit"] = self._scan_page
+        async with aclosing(self._pages("scan", request, None)) as items:
+            async for item in items:
+                yield self._decode(item)
+
+    async def _pages(
+        self, operation: str, request: dict[str, Any], limit: int | None
+    ) -> AsyncGenerator[Item, None]:
+        """Items of a paginated query/scan, at most ``limit``; throttled pages are retried."""
+        request = dict(request)
+        seen = 0
+        while True:
+            response = await self._call_retrying(operation, **request)
+            for item in response.get("Items", []):
+                yield item
+                seen += 1
+                if limit is not None and seen >= limit:
+                    return
+            start = response.get("LastEvaluatedKey")
+            if not start:
+                return
+            request["ExclusiveStartKey"] = start
+
+    # writes -----------------------------------------------------------------------------
+
+    async def create(self, record: Record) -> None:
+        try:
+            await self._call(
+                "put_item",
+                TableName=self.table,
+                Item=self._encode(record),
+                ConditionExpression="attribute_not_exists(#k)",
+                ExpressionAttributeNames={"#k": self.schema.key},
+            )
+        except StoreError as e:
+            if _code(e) == "ConditionalCheckFailedException":
+                raise Conflict(f"{self.schema.name} {record[self.schema.key]!s} exists") from e
+            raise
+
+    async def put(self, record: Record) -> None:
+        await self._call("put_item", TableName=self.table, Item=self._encode(record))
+
+    async def update(self, key: Any, changes: Mapping[str, Any]) -> Record:
+        changes = self.schema.check_changes(key, changes)
+        if not changes:
+            record = await self.get(key)
+            if record is None:
+                raise NotFound(f"{self.schema.name} {key!s} not found")
+            return record
+        names: dict[str, str] = {"#k": self.schema.key}
+        values: dict[str, Any] = {}
+        sets, removes = [], []
+        for i, (name, value) in enumerate(changes.items()):
+            names[f"#u{i}"] = name
+            av = encode_value(self.schema.fields[name], value)
+            if av is None:
+                removes.append(f"#u{i}")
+            else:
+                values[f":u{i}"] = av
+                sets.append(f"#u{i} = :u{i}")
+        expression = " ".join(
+            part
+            for part in (
+                f"SET {', '.join(sets)}" if sets else "",
+                f"REMOVE {', '.join(removes)}" if removes else "",
+            )
+            if part
+        )
+        request: dict[str, Any] = {
+            "TableName": self.table,
+            "Key": encode_key(self.schema, key),
+            "UpdateExpression": expression,
+            "ConditionExpression": "attribute_exists(#k)",
+            "ExpressionAttributeNames": names,
+            "ReturnValues": "ALL_NEW",
+        }
+        if values:
+            request["ExpressionAttributeValues"] = values
+        try:
+            response = await self._call("update_item", **request)
+        except StoreError as e:
+            if _code(e) == "ConditionalCheckFailedException":
+                raise NotFound(f"{self.schema.name} {key!s} not found") from e
+            raise
+        return self._decode(response["Attributes"])
+
+    async def delete(self, key: Any) -> None:
+        try:
+            await self._call(
+                "delete_item",
+                TableName=self.table,
+                Key=encode_key(self.schema, key),
+                ConditionExpression="attribute_exists(#k)",
+                ExpressionAttributeNames={"#k": self.schema.key},
+            )
+        except StoreError as e:
+            if _code(e) == "ConditionalCheckFailedException":
+                raise NotFound(f"{self.schema.name} {key!s} not found") from e
+            raise
+
+    async def batch_put(self, records: Sequence[Record]) -> ItemResults:
+        """Upsert in BatchWriteItem chunks of 25; the last record wins when a key repeats.
+
+        Each record's result is its key's: a record that cannot be encoded or is over 400 KB
+        fails alone; unprocessed items still pending after the retry budget fail as
+        ``Throttled``; when the endpoint is unreachable the remaining chunks are not tried.
+        """
+        key_name = self.schema.key
+        own_errors: dict[int, StoreError] = {}
+        latest: dict[Any, dict[str, Any]] = {}
+        for position, record in enumerate(records):
+            if record.get(key_name) is None:
+                own_errors[position] = InvalidRecord("record has no key")
+                continue
+            try:
+                latest[record[key_name]] = {"PutRequest": {"Item": self._encode(record)}}
+            except StoreError as e:
+                own_errors[position] = e
+        requests = list(latest.items())
+        failed: dict[Any, StoreError] = {}
+        for start in range(0, len(requests), MAX_BATCH_WRITE):
+            chunk = dict(requests[start : start + MAX_BATCH_WRITE])
+            failures = await self._write_chunk(chunk)
+            failed.update(failures)
+            down = next(
+                (e for e in failures.values() if type(e) in (StoreUnavailable, StoreTimeout)), None
+            )
+            if down is not None:
+                failed.update({key: down for key, _ in requests[start + MAX_BATCH_WRITE :]})
+                break
+        results = []
+        for position, record in enumerate(records):
+            key = record.get(key_name)
+            error = own_errors[position] if position in own_errors else failed.get(key)
+            results.append(ItemResult(key, error))
+        return results
+
+    async def _write_chunk(self, pending: dict[Any, dict[str, Any]]) -> dict[Any, StoreError]:
+        """Write up to 25 put requests; returns the keys that failed and why."""
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                response = await self._call(
+                    "batch_write_item", RequestItems={self.table: list(pending.values())}
+                )
+            except Throttled as e:
+                if attempt >= self.retry.max_attempts:
+                    return dict.fromkeys(pending, e)
+                await asyncio.sleep(self.retry.delay(attempt))
+                continue
+            except StoreError as e:
+                return dict.fromkeys(pending, e)
+            unprocessed = response.get("UnprocessedItems", {}).get(self.table, [])
+            if not unprocessed:
+                return {}
+            pending = {
+                decode_key(self.schema, request["PutRequest"]["Item"]): request
+                for request in unprocessed
+            }
+            if attempt >= self.retry.max_attempts:
+                log.warning("dynamodb batch write: %d items unprocessed", len(pending))
+                error = Throttled(f"dynamodb: unprocessed after {attempt} attempts")
+                return dict.fromkeys(pending, error)
+            await asyncio.sleep(self.retry.delay(attempt))
+
+    # plumbing ---------------------------------------------------------------------------
+
+    async def _call(self, operation: str, **request: Any) -> dict[str, Any]:
+        if self._client is None:
+            raise StoreUnavailable(f"dynamodb store for {self.table!r} is not open")
+        try:
+            response: dict[str, Any] = await getattr(self._client, operation)(**request)
+        except (ClientError, BotoCoreError, aiohttp.ClientError, OSError) as e:
+            raise _translate(e) from e
+        return response
+
+    async def _call_retrying(self, operation: str, **request: Any) -> dict[str, Any]:
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return await self._call(operation, **request)
+            except Throttled:
+                if attempt >= self.retry.max_attempts:
+                    raise
+            await asyncio.sleep(self.retry.delay(attempt))
+
+    def _encode(self, record: Record) -> Item:
+        item = encode_item(self.schema, record)
+        size = item_size(item)
+        if size > MAX_ITEM_BYTES:
+            raise LimitExceeded(
+                f"{self.schema.name} {record.get(self.schema.key)!s}: item is {size} bytes, "
+                f"DynamoDB allows {MAX_ITEM_BYTES}"
+            )
+        return item
+
+    def _decode(self, item: Item) -> Record:
+        return decode_item(self.schema, item, self.schema.field_names)
+
+    def _filter(self, filters: Mapping[str, Any]) -> dict[str, Any]:
+        if not filters:
+            return {}
+        parts: list[str] = []
+        names: dict[str, str] = {}
+        values: dict[str, Any] = {}
+        for i, (name, value) in enumerate(filters.items()):
+            names[f"#f{i}"] = name
+            if value is None:
+                parts.append(f"(attribute_not_exists(#f{i}) OR attribute_type(#f{i}, :null))")
+                values[":null"] = {"S": "NULL"}
+            else:
+                parts.append(f"#f{i} = :f{i}")
+                values[f":f{i}"] = encode_value(self.schema.fields[name], value)
+        return {
+            "FilterExpression": " AND ".join(parts),
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": values,
+        }
+
+
+def _projection(names: Sequence[str]) -> dict[str, Any]:
+    placeholders = {f"#p{i}": name for i, name in enumerate(names)}
+    return {
+        "ProjectionExpression": ", ".join(placeholders),
+        "ExpressionAttributeNames": placeholders,
+    }
+
+
+def _translate(error: Exception) -> StoreError:
+    """botocore/aiohttp errors -> the store error tree (the ClientError stays as __cause__)."""
+    if isinstance(error, ClientError):
+        code = error.response.get("Error", {}).get("Code", "")
+        message = f"dynamodb: {code}: {error.response.get('Error', {}).get('Message', '')}"
+        if code in THROTTLING_CODES:
+            return Throttled(message)
+        if code == "ResourceNotFoundException":
+            return StoreUnavailable(message)
+        if code == "ItemCollectionSizeLimitExceededException" or (
+            code == "ValidationException" and "size" in message.lower()
+        ):
+            return LimitExceeded(message)
+        return StoreError(message)
+    if isinstance(error, ReadTimeoutError | ConnectTimeoutError | TimeoutError):
+        return StoreTimeout(f"dynamodb: {error}")
+    if isinstance(error, BotoConnectionError | HTTPClientError | aiohttp.ClientError | OSError):
+        return StoreUnavailable(f"dynamodb: {type(error).__name__}: {error}")
+    return StoreError(f"dynamodb: {type(error).__name__}: {error}")
+
+
+def _code(error: StoreError) -> str:
+    cause = error.__cause__
+    if isinstance(cause, ClientError):
+        return str(cause.response.get("Error", {}).get("Code", ""))
+    return ""
+
+
+def _positive(limit: int) -> int:
+    if not isinstance(limit, int) or limit < 1:
+        raise ValueError(f"limit must be a positive integer, got {limit!r}")
+    return limit

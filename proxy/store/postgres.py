@@ -1,0 +1,285 @@
+"""The PostgreSQL store: one table, one column per field, an asyncpg pool.
+
+    store = PostgresStore("postgresql://postgres@127.0.0.1/app", "users", schema)
+    await store.open()
+    await store.init()          # CREATE TABLE / ADD COLUMN / CREATE INDEX ... IF NOT EXISTS
+    record = await store.get(key)
+    await store.close()
+
+Lists are ordered by key and resume after the cursor's key. Scan segments are key ranges
+for uuid keys (index friendly) and hash buckets of the key text otherwise.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
+from typing import Any
+
+import asyncpg
+
+from proxy.store import cursor as cursors
+from proxy.store.base import (
+    Conflict,
+    InvalidRecord,
+    ItemResult,
+    ItemResults,
+    NotFound,
+    Record,
+    Records,
+    StoreError,
+    StoreTimeout,
+    StoreUnavailable,
+)
+from proxy.store.codec_postgres import decode_row, decode_value, encode_value, encode_values
+from proxy.store.postgres_sql import Statements
+from proxy.store.schema import Schema
+
+KIND = "postgres"
+_UUID_SPACE = 2**128
+
+
+class PostgresStore:
+    kind = KIND
+
+    def __init__(
+        self,
+        dsn: str,
+        table: str,
+        schema: Schema,
+        *,
+        min_size: int = 1,
+        max_size: int = 10,
+        command_timeout: float | None = 10.0,
+        connect_timeout: float = 5.0,
+        batch_rows: int = 1000,
+        scan_page: int = 1000,
+    ) -> None:
+        self.dsn = dsn
+        self.table = table
+        self.schema = schema
+        self._sql = Statements(schema, table)
+        self._pool_args = {
+            "min_size": min_size,
+            "max_size": max_size,
+            "command_timeout": command_timeout,
+            "timeout": connect_timeout,
+        }
+        self._acquire_timeout = connect_timeout
+        self._batch_rows = max(1, min(batch_rows, self._sql.max_rows()))
+        self._scan_page = scan_page
+        self._pool: asyncpg.Pool | None = None
+
+    async def open(self) -> None:
+        if self._pool is None:
+            with _translate():
+                self._pool = await asyncpg.create_pool(self.dsn, **self._pool_args)
+
+    async def close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.close()
+
+    async def __aenter__(self) -> PostgresStore:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def init(self) -> None:
+        """Create the table, missing columns and indexes; safe to run concurrently."""
+        async with self._connection() as conn, conn.transaction():
+            await conn.execute(
+                "SELECT pg_advisory_xact_lock(hashtext($1))", f"shadowproxy:{self.table}"
+            )
+            for statement in self._sql.create():
+                await conn.execute(statement)
+
+    # reads ------------------------------------------------------------------------------
+
+    async def get(self, key: Any, fields: Sequence[str] | None = None) -> Record | None:
+        names = self.schema.check_fields(fields) if fields is not None else self.schema.field_names
+        async with self._connection() as conn:
+            row = await conn.fetchrow(self._sql.get(names), self._key(key))
+        return None if row is None else decode_row(self.schema, row, names)
+
+    async def query_index(self, index: str, value: Any, limit: int) -> Records:
+        spec = self.schema.index(index)
+        encoded = encode_value(self.schema.fields[spec.field], value)
+        async with self._connection() as conn:
+            rows = await conn.fetch(self._sql.by_index(spec.field), encoded, _positive(limit))
+        return self._decode(rows)
+
+    async def list(
+        self, filters: Mapping[str, Any], limit: int, cursor: str | None = None
+    ) -> tuple[Records, str | None]:
+        self.schema.check_filters(filters)
+        shape = [(name, value is None) for name, value in filters.items()]
+        params = [
+            encode_value(self.schema.fields[name], value)
+            for name, value in filters.items()
+            if value is not None
+        ]
+        if cursor is not None:
+            params.append(self._key(cursors.decode(KIND, self.schema, cursor)))
+        params.append(_positive(limit) + 1)
+        async with self._connection() as conn:
+            rows = await conn.fetch(self._sql.list_page(shape, cursor is not None), *params)
+        records = self._decode(rows[:limit])
+        more = len(rows) > limit
+        return records, cursors.encode(
+            KIND, self.schema, records[-1][self.schema.key]
+        ) if more else None
+
+    async def batch_get(self, keys: Sequence[Any]) -> Records:
+        wanted = list(dict.fromkeys(keys))
+        found: dict[Any, Record] = {}
+        async with self._connection() as conn:
+            for start in range(0, len(wanted), self._batch_rows):
+                chunk = [self._key(k) for k in wanted[start : start + self._batch_rows]]
+                for record in self._decode(await conn.fetch(self._sql.batch_get(), chunk)):
+                    found[record[self.schema.key]] = record
+        return [found[k] for k in wanted if k in found]
+
+    async def scan(self, segment: int, total_segments: int) -> AsyncIterator[Record]:
+        """Every record of one segment, in key order, one keyset page per round trip."""
+        _check_segment(segment, total_segments)
+        by_range = self.schema.key_field.type.base == "uuid"
+        if by_range:
+            low = uuid.UUID(int=segment * _UUID_SPACE // total_segments)
+            high = (
+                uuid.UUID(int=(segment + 1) * _UUID_SPACE // total_segments)
+                if segment + 1 < total_segments
+                else None
+            )
+            bounds: list[Any] = [low, high]
+        else:
+            bounds = [segment, total_segments]
+        last: Any = None
+        while True:
+            params = [*bounds, *([] if last is None else [self._key(last)]), self._scan_page]
+            async with self._connection() as conn:
+                rows = await conn.fetch(self._sql.scan_page(by_range, last is not None), *params)
+            for record in self._decode(rows):
+                yield record
+            if len(rows) < self._scan_page:
+                return
+            last = decode_value(self.schema.key_field, rows[-1][self.schema.key])
+
+    # writes -----------------------------------------------------------------------------
+
+    async def create(self, record: Record) -> None:
+        params = encode_values(self.schema, record, self.schema.field_names)
+        async with self._connection() as conn:
+            await conn.execute(self._sql.insert(), *params)
+
+    async def put(self, record: Record) -> None:
+        params = encode_values(self.schema, record, self.schema.field_names)
+        async with self._connection() as conn:
+            await conn.execute(self._sql.upsert(1), *params)
+
+    async def update(self, key: Any, changes: Mapping[str, Any]) -> Record:
+        changes = self.schema.check_changes(key, changes)
+        if not changes:
+            record = await self.get(key)
+            if record is None:
+                raise NotFound(f"{self.schema.name} {key!s} not found")
+            return record
+        names = tuple(changes)
+        params = encode_values(self.schema, changes, names)
+        async with self._connection() as conn:
+            row = await conn.fetchrow(self._sql.update(names), self._key(key), *params)
+        if row is None:
+            raise NotFound(f"{self.schema.name} {key!s} not found")
+        return decode_row(self.schema, row, self.schema.field_names)
+
+    async def delete(self, key: Any) -> None:
+        async with self._connection() as conn:
+            row = await conn.fetchrow(self._sql.delete(), self._key(key))
+        if row is None:
+            raise NotFound(f"{self.schema.name} {key!s} not found")
+
+    async def batch_put(self, records: Sequence[Record]) -> ItemResults:
+        """Upsert in one transaction, one multi-row statement per chunk; the last record
+        wins when a key repeats. A record that cannot be encoded fails alone; the others
+        all succeed or all fail with the same error."""
+        key_name = self.schema.key
+        own_errors: dict[int, StoreError] = {}
+        latest: dict[Any, list[Any]] = {}
+        for position, record in enumerate(records):
+            if record.get(key_name) is None:
+                own_errors[position] = InvalidRecord("record has no key")
+                continue
+            try:
+                latest[record[key_name]] = encode_values(
+                    self.schema, record, self.schema.field_names
+                )
+            except StoreError as e:
+                own_errors[position] = e
+        error: StoreError | None = None
+        rows = list(latest.values())
+        try:
+            async with self._connection() as conn, conn.transaction():
+                for start in range(0, len(rows), self._batch_rows):
+                    chunk = rows[start : start + self._batch_rows]
+                    params = [value for row in chunk for value in row]
+                    await conn.execute(self._sql.upsert(len(chunk)), *params)
+        except StoreError as e:
+            error = e
+        return [
+            ItemResult(record.get(key_name), own_errors.get(position, error))
+            for position, record in enumerate(records)
+        ]
+
+    # plumbing ---------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[asyncpg.Connection]:
+        if self._pool is None:
+            raise StoreUnavailable(f"postgres store for {self.table!r} is not open")
+        with _translate():
+            async with self._pool.acquire(timeout=self._acquire_timeout) as conn:
+                yield conn
+
+    def _key(self, key: Any) -> Any:
+        return encode_value(self.schema.key_field, key)
+
+    def _decode(self, rows: Sequence[Mapping[str, Any]]) -> Records:
+        names = self.schema.field_names
+        return [decode_row(self.schema, row, names) for row in rows]
+
+
+@contextmanager
+def _translate() -> Iterator[None]:
+    """asyncpg and socket errors -> the store error tree."""
+    try:
+        yield
+    except asyncpg.UniqueViolationError as e:
+        raise Conflict(f"{e.constraint_name or 'unique constraint'}: {e.detail or e}") from e
+    except (TimeoutError, asyncpg.QueryCanceledError) as e:
+        raise StoreTimeout(f"postgres: timed out: {e}") from e
+    except (
+        OSError,
+        asyncpg.PostgresConnectionError,
+        asyncpg.CannotConnectNowError,
+        asyncpg.TooManyConnectionsError,
+        asyncpg.AdminShutdownError,
+    ) as e:
+        raise StoreUnavailable(f"postgres: {type(e).__name__}: {e}") from e
+    except asyncpg.UndefinedTableError as e:
+        raise StoreUnavailable(f"postgres: {e} (run init-stores)") from e
+    except (asyncpg.PostgresError, asyncpg.InterfaceError) as e:
+        raise StoreError(f"postgres: {type(e).__name__}: {e}") from e
+
+
+def _positive(limit: int) -> int:
+    if not isinstance(limit, int) or limit < 1:
+        raise ValueError(f"limit must be a positive integer, got {limit!r}")
+    return limit
+
+
+def _check_segment(segment: int, total_segments: int) -> None:
+    if not 0 <= segment < total_segments:
+        raise ValueError(f"segment must be in 0..{total_segments - 1}, got {segment!r}")
