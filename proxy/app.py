@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import secrets
@@ -19,11 +20,14 @@ from proxy.forward import ForwardContext, handle
 from proxy.http_routes import build_route
 from proxy.metrics import Metrics
 from proxy.publish import Publisher
+from proxy.resources.cache import CacheMetrics, RecordCache
+from proxy.resources.repair import Repairer, RepairMetrics, make_repair_log
 from proxy.resources.wiring import Resources, build_resources
 from proxy.routing import Router
 from proxy.settings import HttpBackend, Settings
 from proxy.shadow import ShadowRunner
 from proxy.sinks import make_sink
+from proxy.tasks import spawn
 from proxy.upstream import HttpUpstream
 
 log = logging.getLogger("shadowproxy")
@@ -79,6 +83,12 @@ def build(
     budget = DiffBudget(
         per_second=settings.shadow.diff_per_second, burst=settings.shadow.diff_burst
     )
+    cache = (
+        RecordCache.from_config(settings.cache, CacheMetrics.create(registry))
+        if settings.cache is not None and settings.cache.enabled
+        else None
+    )
+    repair_log = make_repair_log(settings.repair) if settings.repair is not None else None
     resources = build_resources(
         settings,
         flags=lambda name: settings.resources[name].flags,
@@ -86,8 +96,8 @@ def build(
         publisher=publisher,
         metrics=metrics,
         budget=budget,
-        cache=None,
-        repair_log=None,
+        cache=cache,
+        repair_log=repair_log,
         env=env,
     )
     ctx = ForwardContext(
@@ -125,8 +135,31 @@ def build(
         yield
         await runner.drain(settings.shadow.drain_seconds)
 
-    # Unwound in reverse: shadow work drains, then the sink flushes, then pools close.
-    proxy_app.cleanup_ctx.extend([upstreams_ctx, resources.lifecycle, sink_ctx, runner_ctx])
+    async def cache_ctx(_: web.Application) -> AsyncIterator[None]:
+        yield
+        if cache is not None:
+            await cache.close()
+
+    async def repair_ctx(_: web.Application) -> AsyncIterator[None]:
+        if repair_log is None or settings.repair is None:
+            yield
+            return
+        await repair_log.init()
+        repairer = Repairer.from_config(
+            settings.repair, repair_log, resources.repair_targets(), RepairMetrics.create(registry)
+        )
+        stop = asyncio.Event()
+        task = spawn(repairer.run_forever(stop), name="repairer")
+        yield
+        stop.set()
+        await asyncio.gather(task, return_exceptions=True)
+        await repair_log.close()
+
+    # Unwound in reverse: the repairer stops, shadow work drains, the sink flushes, then the
+    # stores, the cache and the upstream pools close.
+    proxy_app.cleanup_ctx.extend(
+        [upstreams_ctx, cache_ctx, resources.lifecycle, sink_ctx, runner_ctx, repair_ctx]
+    )
     admin_app = build_admin_app(
         registry=registry, runner=runner, sink=sink, token=env.get(settings.admin.token_env)
     )

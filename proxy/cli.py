@@ -31,9 +31,19 @@ def _parser() -> argparse.ArgumentParser:
     init = sub.add_parser("init-stores", help="create missing tables and indexes (idempotent)")
     init.add_argument("-c", "--config", required=True)
 
+    rec = sub.add_parser("reconcile", help="repair every key in the repair log now")
+    rec.add_argument("-c", "--config", required=True)
+
     demo = sub.add_parser("demo", help="run a self-contained demo on embedded services")
     demo.add_argument("--duration", type=float, default=None, help="stop after S seconds")
-    demo.add_argument("--requests", type=int, default=400, help="demo requests to send")
+    demo.add_argument(
+        "--story",
+        choices=("store", "http"),
+        default="store",
+        help="store: PostgreSQL -> DynamoDB (default); http: two HTTP services",
+    )
+    demo.add_argument("--requests", type=int, default=400, help="http story: GETs to send")
+    demo.add_argument("--users", type=int, default=3000, help="store story: users to load")
     return parser
 
 
@@ -48,10 +58,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"{resources} resources)"
             )
             return 0
-        if args.command == "init-stores":
-            from proxy.resources.admin_ops import init_stores
+        if args.command in ("init-stores", "reconcile"):
+            from proxy.resources import admin_ops
 
-            for line in asyncio.run(init_stores(load_settings(args.config))):
+            command = (
+                admin_ops.init_stores if args.command == "init-stores" else admin_ops.reconcile
+            )
+            for line in asyncio.run(command(load_settings(args.config))):
                 print(line)
             return 0
         if args.command == "serve":
@@ -59,7 +72,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "demo":
             from proxy.demo import run_demo
 
-            return asyncio.run(run_demo(duration=args.duration, requests=args.requests))
+            return asyncio.run(
+                run_demo(
+                    story=args.story,
+                    duration=args.duration,
+                    requests=args.requests,
+                    users=args.users,
+                )
+            )
     except ConfigError as e:
         print(f"shadowproxy: config error: {e}", file=sys.stderr)
         return 2

@@ -94,7 +94,7 @@ class Metrics:
                 ("resource", "store", "operation"),
             ),
             repair_log_errors=counter(
-                "repair_log_errors",
+                "repair_append_failures",
                 "Keys that could not be appended to the repair log (logged loudly).",
                 ("resource",),
             ),

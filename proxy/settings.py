@@ -24,6 +24,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from proxy.errors import ConfigError
+from proxy.resources.cache import CacheConfig
+from proxy.resources.repair import RepairConfig
 from proxy.store.schema import ResourceConfig
 
 ENV_PREFIX = "SHADOWPROXY__"
@@ -90,6 +92,7 @@ class DynamoDBBackend(_Model):
     timeout_seconds: float = Field(5.0, gt=0)
     connect_timeout_seconds: float = Field(2.0, gt=0)
     max_attempts: int = Field(8, ge=1, le=20)
+    sdk_max_attempts: int = Field(3, ge=1, le=10)
     access_key_id_env: str = "AWS_ACCESS_KEY_ID"
     secret_access_key_env: str = "AWS_SECRET_ACCESS_KEY"
 
@@ -180,6 +183,9 @@ class ResourceSettings(ResourceConfig):
     flags: ResourceFlags
     compare: CompareConfig = CompareConfig(headers=())
     recheck_delay_seconds: float = Field(0.2, ge=0, le=30)
+    recheck_attempts: int = Field(3, ge=0, le=10)
+    breaker_threshold: int = Field(5, ge=1)
+    breaker_cooldown_seconds: float = Field(2.0, gt=0)
     secondary_write_timeout_seconds: float = Field(5.0, gt=0)
     max_batch_items: int = Field(1000, ge=1, le=10_000)
     max_list_limit: int = Field(1000, ge=1)
@@ -194,24 +200,6 @@ class ResourceSettings(ResourceConfig):
                     f"(declared: {', '.join(sorted(self.stores)) or 'none'})"
                 )
         return self
-
-
-class CacheSettings(_Model):
-    url: str = "redis://127.0.0.1:6379/0"
-    prefix: str = "shadowproxy:cache"
-    socket_timeout_seconds: float = Field(0.25, gt=0)
-    enabled: bool = True
-
-
-class RepairSettings(_Model):
-    kind: Literal["redis", "postgres"] = "redis"
-    url: str = "redis://127.0.0.1:6379/0"
-    dsn: str = "postgresql://postgres@127.0.0.1:5432/postgres"
-    stream: str = "shadowproxy:repair"
-    table: str = "shadowproxy_repair_log"
-    interval_seconds: float = Field(1.0, gt=0)
-    batch: int = Field(100, ge=1)
-    max_attempts: int = Field(20, ge=1)
 
 
 class Redaction(_Model):
@@ -249,8 +237,8 @@ class Settings(_Model):
     backends: dict[str, Backend] = {}
     routes: tuple[Route, ...] = ()
     resources: dict[str, ResourceSettings] = {}
-    cache: CacheSettings | None = None
-    repair: RepairSettings | None = None
+    cache: CacheConfig | None = None
+    repair: RepairConfig | None = None
     shadow: ShadowConfig = ShadowConfig()
     redaction: Redaction = Redaction()
     sink: Sink = JsonlSink()

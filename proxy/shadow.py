@@ -28,10 +28,12 @@ class ShadowRunner:
         self._metrics = metrics
         self._workers: list[asyncio.Task[Any]] = []
         self._accepting = False
+        self._running = 0
 
     @property
     def depth(self) -> int:
-        return self._queue.qsize()
+        """Jobs waiting plus jobs running (a job re-checking a mismatch is still running)."""
+        return self._queue.qsize() + self._running
 
     async def start(self) -> None:
         self._accepting = True
@@ -59,6 +61,7 @@ class ShadowRunner:
     async def _work(self) -> None:
         while True:
             route, _, job = await self._queue.get()
+            self._running += 1
             try:
                 await job()
             except asyncio.CancelledError:
@@ -67,6 +70,7 @@ class ShadowRunner:
                 self._metrics.internal_errors.labels("shadow").inc()
                 log.exception("shadow job failed", extra={"route": route})
             finally:
+                self._running -= 1
                 self._metrics.shadow_queue_depth.dec()
                 self._queue.task_done()
 

@@ -17,7 +17,10 @@ def outcome_counts(families: Iterable[Metric]) -> dict[str, dict[str, int]]:
             continue
         for sample in metric.samples:
             if sample.name.endswith("_total"):
-                counts[sample.labels["route"]][sample.labels["outcome"]] = int(sample.value)
+                route = f"{sample.labels['route']} {sample.labels['operation']}"
+                outcomes = counts[route]
+                outcome = sample.labels["outcome"]
+                outcomes[outcome] = outcomes.get(outcome, 0) + int(sample.value)
     return dict(counts)
 
 
@@ -37,7 +40,7 @@ def render(families: list[Metric], examples: list[dict[str, Any]], urls: dict[st
     for route, outcomes in sorted(outcome_counts(families).items()):
         total = sum(outcomes.values())
         parts = ", ".join(f"{k}={v}" for k, v in sorted(outcomes.items()))
-        lines.append(f"  route {route:<12} comparisons={total:<5} {parts}")
+        lines.append(f"  {route:<22} comparisons={total:<5} {parts}")
     fields = field_counts(families).most_common(8)
     if fields:
         lines.append("  top differing fields:")

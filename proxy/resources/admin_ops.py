@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from contextlib import AsyncExitStack
 
-from proxy.resources.wiring import build_parts
+from prometheus_client import CollectorRegistry
+
+from proxy.errors import ConfigError
+from proxy.resources.repair import Repairer, RepairMetrics, make_repair_log
+from proxy.resources.wiring import build_parts, repair_targets
 from proxy.settings import Settings
 
 
@@ -23,3 +28,28 @@ async def init_stores(settings: Settings, env: Mapping[str, str] | None = None) 
             table = resource.stores[store_name].table
             done.append(f"{name}: {store_name} table {table!r} ready")
     return done
+
+
+async def reconcile(settings: Settings, env: Mapping[str, str] | None = None) -> list[str]:
+    """Repair every logged key now: copy the primary's current state of it to the other store
+    (or delete it there). Idempotent; stuck entries are retried too."""
+    if settings.repair is None:
+        raise ConfigError("repair: not configured; reconcile needs the repair log it drains")
+    log = make_repair_log(settings.repair)
+    parts = [build_parts(r, settings, env) for r in settings.resources.values()]
+    async with AsyncExitStack() as stack:
+        for store in (s for p in parts for s in p.stores.values()):
+            await store.open()  # type: ignore[attr-defined]
+            stack.push_async_callback(store.close)
+        await log.init()
+        stack.push_async_callback(log.close)
+        revived = await log.retry_stuck()
+        repairer = Repairer.from_config(
+            settings.repair, log, repair_targets(parts), RepairMetrics.create(CollectorRegistry())
+        )
+        repaired, failed = await repairer.drain()
+        depth = await log.depth()
+    return [
+        f"repaired {repaired} keys, {failed} attempts failed, {revived} stuck entries retried",
+        f"repair log depth now {depth}" + ("" if depth == 0 else " (run reconcile again later)"),
+    ]

@@ -229,10 +229,8 @@ class ResourceAPI:
         filters = self.schema.parse_filters(params)
         index = self._index_for(filters)
         if index is not None and "cursor" not in request.query:
-            records = await self.service.lookup(
-                index, filters[self._index_field(index)], limit, info
-            )
-            items = [self.schema.to_json(r, fields=fields) for r in records]
+            found = await self.service.lookup(index, filters[self._index_field(index)], limit, info)
+            items = found if fields is None else [{f: i[f] for f in fields} for i in found]
             return _json_response(orjson.dumps({"items": items, "next_cursor": None}))
         records, cursor = await self.service.list_records(
             filters, limit, request.query.get("cursor"), info

@@ -18,6 +18,7 @@ from comparators import DiffBudget, Rules, compare
 from comparators.model import Comparison, Outcome
 from proxy.metrics import Metrics
 from proxy.publish import Experiment, Publisher
+from proxy.resources.breaker import Breaker
 from proxy.resources.keylocks import KeyLocks
 from proxy.settings import ResourceFlags, ResourceSettings
 from proxy.shadow import ShadowRunner
@@ -40,13 +41,22 @@ class Cache(Protocol):
 
     async def set(self, resource: str, key: str, value: bytes, ttl_seconds: float) -> None: ...
 
+    async def get_index(self, resource: str, index: str, value: str) -> bytes | None: ...
+
+    async def set_index(
+        self, resource: str, index: str, value: str, payload: bytes, ttl_seconds: float
+    ) -> None: ...
+
     async def invalidate(
-        self, resource: str, keys: Sequence[str], index_values: Mapping[str, Sequence[str]] = ...
+        self,
+        resource: str,
+        keys: Sequence[str],
+        index_values: Mapping[str, Sequence[str]] | None = None,
     ) -> None: ...
 
 
 class RepairLog(Protocol):
-    async def append(self, resource: str, key: str, reason: str) -> None: ...
+    async def append(self, resource: str, key: str, reason: str, *, op: str = "") -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +100,14 @@ class ResourceService:
         self._cache = cache if parts.settings.cache_ttl_seconds > 0 else None
         self._repair_log = repair_log
         self._locks = KeyLocks()
+        settings = parts.settings
+        self._breakers = {
+            name: Breaker(
+                threshold=settings.breaker_threshold,
+                cooldown_seconds=settings.breaker_cooldown_seconds,
+            )
+            for name in parts.stores
+        }
 
     # --- plumbing ---------------------------------------------------------------------------
 
@@ -114,6 +132,10 @@ class ResourceService:
     def key_text(self, key: Any) -> str:
         rendered = self.schema.render_key(key)
         return rendered if isinstance(rendered, str) else str(rendered)
+
+    def _index_text(self, field: str, value: Any) -> str:
+        """An index value as cache-key text: its canonical JSON rendering."""
+        return _text(self.schema.to_json({field: value}, fields=[field])[field])
 
     def _json(self, record: Record | None, fields: Sequence[str] | None = None) -> Any:
         return None if record is None else self.schema.to_json(record, fields=fields)
@@ -151,17 +173,36 @@ class ResourceService:
     async def _read_one(self, store: Store, key: Any, fields: Sequence[str] | None) -> Any:
         return self._json(await store.get(key, fields), fields)
 
-    async def lookup(self, index: str, value: Any, limit: int, info: RequestInfo) -> list[Record]:
+    async def lookup(
+        self, index: str, value: Any, limit: int, info: RequestInfo
+    ) -> list[dict[str, Any]]:
+        """Equality lookup on a declared index: canonical JSON objects of the matches."""
         flags = self.flags
-        store = self.parts.stores[flags.read_from]
-        call = store.query_index(index, value, limit)
-        records, seconds = await self._timed("primary", flags.read_from, "lookup", call)
 
         async def read(s: Store) -> Any:
             return self._items(await s.query_index(index, value, limit))
 
-        self._shadow(flags, "lookup", info, self._items(records), seconds, read, listing=True)
-        return records
+        value_text = self._index_text(self.schema.indexes[index].field, value)
+        if self._cache is not None:
+            cached = await self._cache.get_index(self.name, index, value_text)
+            if cached is not None:
+                items: list[dict[str, Any]] = orjson.loads(cached)
+                self._shadow(
+                    flags, "lookup", info, None, 0.0, read, listing=True, reread_primary=True
+                )
+                return items[:limit]
+        store = self.parts.stores[flags.read_from]
+        call = store.query_index(index, value, limit)
+        records, seconds = await self._timed("primary", flags.read_from, "lookup", call)
+        listing = self._items(records)
+        if self._cache is not None:
+            ttl = self.parts.settings.cache_ttl_seconds
+            await self._cache.set_index(
+                self.name, index, value_text, orjson.dumps(listing["items"]), ttl
+            )
+        self._shadow(flags, "lookup", info, listing, seconds, read, listing=True)
+        items = listing["items"]
+        return items
 
     async def list_records(
         self, filters: Mapping[str, Any], limit: int, cursor: str | None, info: RequestInfo
@@ -277,23 +318,23 @@ class ResourceService:
         self, primary: str, shadow: str, read: Reader, rules: Rules, first: Comparison
     ) -> Comparison:
         """A read that raced a write can differ for a moment: read both sides again after a
-        short delay; if they agree now the difference was ``transient``."""
-        delay = self.parts.settings.recheck_delay_seconds
-        if delay <= 0:
-            return first
-        await asyncio.sleep(delay)
-        try:
-            again_primary, again_shadow = await asyncio.gather(
-                read(self.parts.stores[primary]), read(self.parts.stores[shadow])
-            )
-        except (StoreError, TimeoutError):
-            return first
-        second = compare(again_primary, again_shadow, rules, budget=self._budget)
-        if second.outcome is Outcome.MATCH:
-            return Comparison(
-                Outcome.TRANSIENT, first.differences, first.summarised, "re-read agreed"
-            )
-        return second
+        short delay (a few times, backing off); if they agree the difference was
+        ``transient``. Only a difference that outlives every re-read is a ``mismatch``."""
+        settings = self.parts.settings
+        latest = first
+        for attempt in range(settings.recheck_attempts):
+            await asyncio.sleep(settings.recheck_delay_seconds * (2**attempt))
+            try:
+                again_primary, again_shadow = await asyncio.gather(
+                    read(self.parts.stores[primary]), read(self.parts.stores[shadow])
+                )
+            except (StoreError, TimeoutError):
+                return latest
+            latest = compare(again_primary, again_shadow, rules, budget=self._budget)
+            if latest.outcome is Outcome.MATCH:
+                detail = f"agreed on re-read {attempt + 1}"
+                return Comparison(Outcome.TRANSIENT, first.differences, first.summarised, detail)
+        return latest
 
     # --- writes -----------------------------------------------------------------------------
 
@@ -312,41 +353,57 @@ class ResourceService:
         async with self._locks.hold(key):
             flags = self.flags
             store = self.parts.stores[flags.read_from]
+            before = await self._before_write(store, [key])
             await self._timed("primary", flags.read_from, "put", store.put(record))
             await self._mirror(flags, "put", [key], lambda s: s.put(record))
-        await self._invalidate([record])
+        await self._invalidate([record, *before])
         return record
 
     async def update(self, key: Any, changes: Mapping[str, Any]) -> Record:
         async with self._locks.hold(key):
             flags = self.flags
             store = self.parts.stores[flags.read_from]
+            indexed = {i.field for i in self.schema.indexes.values()}
+            before = await self._before_write(store, [key]) if indexed & set(changes) else []
             record, _ = await self._timed(
                 "primary", flags.read_from, "update", store.update(key, changes)
             )
             await self._mirror(flags, "update", [key], lambda s: s.put(record))
-        await self._invalidate([record])
+        await self._invalidate([record, *before])
         return record
 
     async def delete(self, key: Any) -> None:
         async with self._locks.hold(key):
             flags = self.flags
             store = self.parts.stores[flags.read_from]
+            before = await self._before_write(store, [key])
             await self._timed("primary", flags.read_from, "delete", store.delete(key))
             await self._mirror(flags, "delete", [key], lambda s: _delete_if_present(s, key))
-        await self._invalidate([{self.schema.key: key}])
+        await self._invalidate([{self.schema.key: key}, *before])
 
     async def batch_put(self, records: Sequence[Record]) -> list[ItemResult]:
         flags = self.flags
         store = self.parts.stores[flags.read_from]
+        before = await self._before_write(store, [r[self.schema.key] for r in records])
         results, _ = await self._timed(
             "primary", flags.read_from, "batch_put", store.batch_put(records)
         )
         written = [r for r, res in zip(records, results, strict=True) if res.ok]
         if written:
             await self._mirror_batch(flags, written)
-        await self._invalidate(written)
+        await self._invalidate([*written, *before])
         return results
+
+    async def _before_write(self, store: Store, keys: Sequence[Any]) -> list[Record]:
+        """With a cache and indexes, the old index values must be invalidated too (a lookup
+        by the old email must not keep answering with this record): read them first."""
+        if self._cache is None or not self.schema.indexes:
+            return []
+        fields = (self.schema.key, *(i.field for i in self.schema.indexes.values()))
+        if len(keys) == 1:
+            found = await store.get(keys[0], fields)
+            return [] if found is None else [found]
+        return await store.batch_get(keys)
 
     async def _mirror(
         self,
@@ -359,38 +416,52 @@ class ResourceService:
         for name in flags.write_to:
             if name == flags.read_from:
                 continue
+            breaker = self._breakers[name]
+            if not breaker.allow():
+                self._metrics.dual_write_failures.labels(self.name, name, operation).inc()
+                await self._to_repair_log(keys, f"{operation} on {name} skipped: breaker open")
+                continue
             try:
                 await self._timed(
                     "secondary", name, operation,
                     asyncio.wait_for(write(self.parts.stores[name]), timeout),
                 )  # fmt: skip
             except (StoreError, TimeoutError, OSError) as e:
+                breaker.failure()
                 self._metrics.dual_write_failures.labels(self.name, name, operation).inc()
                 reason = f"{operation} on {name} failed: {type(e).__name__}: {e}"[:300]
                 await self._to_repair_log(keys, reason)
+            else:
+                breaker.success()
 
     async def _mirror_batch(self, flags: ResourceFlags, records: Sequence[Record]) -> None:
-        timeout = self.parts.settings.secondary_write_timeout_seconds
-        key_field = self.schema.key
         for name in flags.write_to:
             if name == flags.read_from:
                 continue
-            try:
-                results, _ = await self._timed(
-                    "secondary", name, "batch_put",
-                    asyncio.wait_for(self.parts.stores[name].batch_put(records), timeout),
-                )  # fmt: skip
-            except (StoreError, TimeoutError, OSError) as e:
-                failed = [r[key_field] for r in records]
-                reason = f"batch_put on {name} failed: {type(e).__name__}: {e}"[:300]
-            else:
-                failed = [res.key for res in results if not res.ok]
-                reason = f"batch_put on {name}: item not written"
+            failed, reason = await self._secondary_batch(name, records)
             if failed:
                 self._metrics.dual_write_failures.labels(self.name, name, "batch_put").inc(
                     len(failed)
                 )
                 await self._to_repair_log(failed, reason)
+
+    async def _secondary_batch(self, name: str, records: Sequence[Record]) -> tuple[list[Any], str]:
+        """(keys not written, why) for one secondary store."""
+        every = [r[self.schema.key] for r in records]
+        breaker = self._breakers[name]
+        if not breaker.allow():
+            return every, f"batch_put on {name} skipped: breaker open"
+        timeout = self.parts.settings.secondary_write_timeout_seconds
+        try:
+            results, _ = await self._timed(
+                "secondary", name, "batch_put",
+                asyncio.wait_for(self.parts.stores[name].batch_put(records), timeout),
+            )  # fmt: skip
+        except (StoreError, TimeoutError, OSError) as e:
+            breaker.failure()
+            return every, f"batch_put on {name} failed: {type(e).__name__}: {e}"[:300]
+        breaker.success()
+        return [res.key for res in results if not res.ok], f"batch_put on {name}: item not written"
 
     async def _to_repair_log(self, keys: Sequence[Any], reason: str) -> None:
         for key in keys:
@@ -398,7 +469,7 @@ class ResourceService:
             try:
                 if self._repair_log is None:
                     raise RuntimeError("no repair log is configured")
-                await self._repair_log.append(self.name, text, reason)
+                await self._repair_log.append(self.name, text, reason, op=reason.split(" ", 1)[0])
             except Exception:
                 self._metrics.repair_log_errors.labels(self.name).inc()
                 log.error(
@@ -414,7 +485,11 @@ class ResourceService:
         keys = [self.key_text(r[self.schema.key]) for r in records]
         index_values: dict[str, list[str]] = {}
         for name, index in self.schema.indexes.items():
-            values = [_text(r[index.field]) for r in records if r.get(index.field) is not None]
+            values = [
+                self._index_text(index.field, r[index.field])
+                for r in records
+                if r.get(index.field) is not None
+            ]
             if values:
                 index_values[name] = values
         await self._cache.invalidate(self.name, keys, index_values)

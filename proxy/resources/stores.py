@@ -41,6 +41,7 @@ def build_store(
             aws_secret_access_key=env.get(backend.secret_access_key_env) or "test",
             connect_timeout=backend.connect_timeout_seconds,
             read_timeout=backend.timeout_seconds,
+            sdk_max_attempts=backend.sdk_max_attempts,
         )
     raise ConfigError(f"backend kind {backend.kind!r} cannot hold a resource")
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -14,6 +14,7 @@ from proxy.http_routes import rule_spec
 from proxy.metrics import Metrics
 from proxy.publish import Publisher
 from proxy.resources.api import ResourceAPI
+from proxy.resources.repair import RepairTarget
 from proxy.resources.service import Cache, FlagSource, RepairLog, ResourceParts, ResourceService
 from proxy.resources.stores import build_stores
 from proxy.settings import ResourceSettings, Settings
@@ -53,6 +54,20 @@ def build_parts(
     return ResourceParts(resource, schema, stores, record_rules, list_rules)
 
 
+def repair_targets(all_parts: Iterable[ResourceParts]) -> dict[str, RepairTarget]:
+    """Per resource: copy from the store reads come from to the other store in write_to.
+    Fixed from the flags at start."""
+    targets = {}
+    for parts in all_parts:
+        flags = parts.settings.flags
+        others = [s for s in flags.write_to if s != flags.read_from]
+        if others:
+            targets[parts.settings.name] = RepairTarget(
+                parts.stores[flags.read_from], parts.stores[others[0]], parts.schema.parse_key
+            )
+    return targets
+
+
 @dataclass(frozen=True)
 class Resources:
     services: dict[str, ResourceService]
@@ -60,6 +75,9 @@ class Resources:
 
     def stores(self) -> list[Store]:
         return [s for svc in self.services.values() for s in svc.parts.stores.values()]
+
+    def repair_targets(self) -> dict[str, RepairTarget]:
+        return repair_targets([svc.parts for svc in self.services.values()])
 
     def routes(self) -> list[web.RouteDef]:
         return [route for api in self.apis for route in api.routes()]

@@ -158,9 +158,22 @@ def test_workers_share_the_port_and_sum_metrics(tmp_path: Path, processes: list[
         backend.server_close()
 
 
-def test_demo_finds_every_planted_divergence() -> None:
+def test_store_demo_finds_every_planted_divergence_and_nothing_else() -> None:
     env = {"SHADOWPROXY_ADMIN_TOKEN": "demo-token"}
-    result = run_cli("demo", "--duration", "0", env=env, timeout=120)
+    result = run_cli("demo", "--duration", "0", "--users", "400", env=env, timeout=180)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert out.count("    found  ") == 4, out
+    assert "MISSED" not in out
+    assert "nothing else reported" in out
+    assert "users get" in out and "mismatch=4" in out
+    assert "/metrics" in out and "/mismatches" in out
+    assert "someone.else@example.org" not in out  # PII redacted in the printed example
+
+
+def test_http_demo_finds_every_planted_divergence() -> None:
+    env = {"SHADOWPROXY_ADMIN_TOKEN": "demo-token"}
+    result = run_cli("demo", "--story", "http", "--duration", "0", env=env, timeout=120)
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert "mismatch summary" in out

@@ -64,6 +64,8 @@ async def store_proxy(moto_endpoint: str, tmp_path: Any) -> AsyncIterator[StoreP
         write_to: tuple[str, ...] = ("postgres", "dynamodb"),
         shadow_reads: float = 1.0,
         env: dict[str, str] | None = None,
+        dynamo_url: str | None = None,
+        dynamo: dict[str, Any] | None = None,
         **extra: Any,
     ) -> RunningProxy:
         table = f"users_{uuid.uuid4().hex[:10]}"
@@ -79,7 +81,12 @@ async def store_proxy(moto_endpoint: str, tmp_path: Any) -> AsyncIterator[StoreP
         raw: dict[str, Any] = {
             "backends": {
                 "pg": {"kind": "postgres", "dsn": PG_DSN, "pool_max": 5},
-                "ddb": {"kind": "dynamodb", "endpoint_url": moto_endpoint, "max_attempts": 3},
+                "ddb": {
+                    "kind": "dynamodb",
+                    "endpoint_url": dynamo_url or moto_endpoint,
+                    "max_attempts": 3,
+                    **(dynamo or {}),
+                },
             },
             "resources": {"users": resource},
             "sink": {"kind": "jsonl", "path": str(tmp_path / "m.jsonl")},

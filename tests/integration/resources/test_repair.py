@@ -1,0 +1,257 @@
+"""Both repair logs against the real Redis and PostgreSQL on this machine."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
+
+import asyncpg
+import pytest
+import redis.asyncio as aioredis
+from prometheus_client import CollectorRegistry
+
+from proxy.resources.repair import (
+    PostgresRepairLog,
+    RedisRepairLog,
+    RepairConfig,
+    RepairEntry,
+    Repairer,
+    RepairLog,
+    RepairMetrics,
+    RepairTarget,
+    make_repair_log,
+)
+from proxy.store.base import NotFound, Record, StoreUnavailable
+
+pytestmark = pytest.mark.integration
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+PG_DSN = os.environ.get("SHADOWPROXY_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
+RETRY = 0.2
+
+LogFactory = Callable[..., RepairLog]
+
+
+@pytest.fixture(params=["redis", "postgres"])
+async def make_log(request: pytest.FixtureRequest) -> AsyncIterator[LogFactory]:
+    """Log objects sharing one fresh stream or table; each call is another process's view."""
+    name = f"test_repair_{uuid.uuid4().hex[:12]}"
+    made: list[RepairLog] = []
+
+    def make(**overrides: Any) -> RepairLog:
+        settings = {"retry_after_seconds": RETRY, "max_attempts": 3, **overrides}
+        config = RepairConfig(
+            kind=request.param, url=REDIS_URL, dsn=PG_DSN, stream=name, table=name, **settings
+        )
+        log = make_repair_log(config)
+        made.append(log)
+        return log
+
+    yield make
+    for log in made:
+        await log.close()
+    if request.param == "redis":
+        client = aioredis.Redis.from_url(REDIS_URL)
+        await client.delete(name, f"{name}:attempts", f"{name}:errors", f"{name}:stuck")
+        await client.aclose()
+    else:
+        conn = await asyncpg.connect(PG_DSN)
+        await conn.execute(f'DROP TABLE IF EXISTS "{name}"')
+        await conn.close()
+
+
+async def opened(log: RepairLog) -> RepairLog:
+    await log.init()
+    return log
+
+
+def keys(entries: Sequence[RepairEntry]) -> list[str]:
+    return [e.key for e in entries]
+
+
+async def test_append_claim_done(make_log: LogFactory) -> None:
+    log = await opened(make_log())
+    await log.init()  # idempotent
+    assert await log.depth() == 0
+    assert await log.claim(10) == []
+
+    for key in ("1", "2", "3"):
+        await log.append("users", key, "dynamodb put failed: StoreTimeout", op="put")
+    assert await log.depth() == 3
+
+    entries = await log.claim(2)
+    assert keys(entries) == ["1", "2"]
+    first = entries[0]
+    assert (first.resource, first.reason, first.op, first.attempts, first.last_error) == (
+        "users",
+        "dynamodb put failed: StoreTimeout",
+        "put",
+        0,
+        None,
+    )
+    assert keys(await log.claim(10)) == ["3"]  # the claimed ones are hidden
+    for entry in entries:
+        await log.done(entry)
+    assert await log.depth() == 1
+
+
+async def test_failed_entry_stays_and_comes_back_with_its_attempts(make_log: LogFactory) -> None:
+    log = await opened(make_log())
+    await log.append("users", "1", "x")
+    [entry] = await log.claim(10)
+    await log.failed(entry, "StoreUnavailable: refused")
+
+    assert await log.depth() == 1
+    assert await log.claim(10) == []  # not due before retry_after_seconds
+    await asyncio.sleep(RETRY * 1.5)
+    [again] = await log.claim(10)
+    assert (again.key, again.attempts, again.last_error) == ("1", 1, "StoreUnavailable: refused")
+    await log.done(again)
+    assert await log.depth() == 0
+
+
+async def test_entry_past_max_attempts_is_stuck_not_dropped(make_log: LogFactory) -> None:
+    log = await opened(make_log(retry_after_seconds=0.01, max_attempts=2))
+    await log.append("users", "1", "x", op="delete")
+    await log.append("users", "2", "y")
+    for attempt in range(2):
+        await asyncio.sleep(0.02)
+        [entry] = [e for e in await log.claim(10) if e.key == "1"]
+        assert entry.attempts == attempt
+        await log.failed(entry, f"boom {attempt}")
+
+    await asyncio.sleep(0.02)
+    assert keys(await log.claim(10)) == ["2"]
+    assert await log.depth() == 2
+    assert await log.stuck_count() == 1
+    [stuck] = await log.stuck()
+    assert (stuck.resource, stuck.key, stuck.op, stuck.attempts, stuck.last_error) == (
+        "users",
+        "1",
+        "delete",
+        2,
+        "boom 1",
+    )
+
+    assert await log.retry_stuck() == 1
+    assert await log.stuck_count() == 0
+    again = [(e.key, e.attempts, e.op) for e in await log.claim(10) if e.key == "1"]
+    assert again == [("1", 0, "delete")]
+    assert await log.depth() == 2
+
+
+async def test_pending_entries_survive_a_restart(make_log: LogFactory) -> None:
+    before = await opened(make_log())
+    for key in ("1", "2"):
+        await before.append("users", key, "x")
+    [claimed] = await before.claim(1)  # then the process dies mid-repair
+    await before.close()
+
+    after = await opened(make_log())
+    assert await after.depth() == 2
+    [fresh] = await after.claim(10)
+    assert fresh.key == "2"
+    await after.done(fresh)
+    await asyncio.sleep(RETRY * 1.5)
+    [reclaimed] = await after.claim(10)  # the dead claimer's lease ran out
+    assert reclaimed.key == claimed.key == "1"
+
+
+async def test_concurrent_claimers_share_the_work(make_log: LogFactory) -> None:
+    one, two = await opened(make_log()), await opened(make_log())
+    for key in range(20):
+        await one.append("users", str(key), "x")
+    a, b = await asyncio.gather(one.claim(10), two.claim(10))
+    assert len(a) == len(b) == 10
+    assert sorted(keys(a) + keys(b), key=int) == [str(k) for k in range(20)]
+
+
+class DictStore:
+    def __init__(self, records: Sequence[Record] = ()) -> None:
+        self.data = {r["id"]: dict(r) for r in records}
+        self.down = False
+
+    async def get(self, key: Any, fields: Sequence[str] | None = None) -> Record | None:
+        return self.data.get(key)
+
+    async def put(self, record: Record) -> None:
+        if self.down:
+            raise StoreUnavailable("refused")
+        self.data[record["id"]] = dict(record)
+
+    async def delete(self, key: Any) -> None:
+        if self.down:
+            raise StoreUnavailable("refused")
+        if self.data.pop(key, None) is None:
+            raise NotFound(str(key))
+
+
+async def test_repairer_over_a_real_log_waits_out_a_secondary_outage(
+    make_log: LogFactory,
+) -> None:
+    primary = DictStore([{"id": k, "v": k} for k in range(0, 200, 2)])
+    secondary = DictStore([{"id": k, "v": -1} for k in range(200)])
+    log = await opened(make_log(max_attempts=100))
+    for key in range(200):
+        await log.append("users", str(key), "secondary write failed")
+    registry = CollectorRegistry()
+    repairer = Repairer(
+        log, {"users": RepairTarget(primary, secondary, int)}, RepairMetrics.create(registry)
+    )
+
+    secondary.down = True
+    assert await repairer.drain() == (0, 200)
+    assert await log.depth() == 200
+    secondary.down = False
+    await asyncio.sleep(RETRY * 1.5)
+    assert await repairer.drain() == (200, 0)
+
+    assert secondary.data == primary.data
+    assert await log.depth() == 0
+    assert registry.get_sample_value("shadowproxy_repair_log_depth") == 0
+    repaired = {"resource": "users", "result": "repaired"}
+    assert registry.get_sample_value("shadowproxy_repairs_total", repaired) == 200
+
+
+async def test_redis_log_recreates_a_deleted_stream() -> None:
+    stream = f"test_repair_{uuid.uuid4().hex[:12]}"
+    log = RedisRepairLog(REDIS_URL, stream=stream)
+    client = aioredis.Redis.from_url(REDIS_URL)
+    try:
+        await log.init()
+        await client.delete(stream)
+        assert await log.claim(10) == []
+        await log.append("users", "1", "x")
+        assert keys(await log.claim(10)) == ["1"]
+    finally:
+        await log.close()
+        await client.delete(stream)
+        await client.aclose()
+
+
+async def test_postgres_log_unreachable_raises_for_the_caller_to_count() -> None:
+    log = PostgresRepairLog("postgresql://postgres@127.0.0.1:1/test", timeout_seconds=0.5)
+    with pytest.raises(OSError):
+        await log.append("users", "1", "x")
+    await log.close()
+
+
+async def test_redis_log_close_removes_only_a_consumer_without_pending_entries() -> None:
+    stream = f"test_repair_{uuid.uuid4().hex[:12]}"
+    busy, idle = RedisRepairLog(REDIS_URL, stream=stream), RedisRepairLog(REDIS_URL, stream=stream)
+    client = aioredis.Redis.from_url(REDIS_URL)
+    try:
+        await busy.init()
+        await busy.append("users", "1", "x")
+        assert len(await busy.claim(10)) == 1
+        assert await idle.claim(10) == []
+        await busy.close()
+        await idle.close()
+        consumers = await client.xinfo_consumers(stream, "shadowproxy-repairers")
+        assert [c["name"].decode() for c in consumers] == [busy.consumer]
+    finally:
+        await client.delete(stream)
+        await client.aclose()
