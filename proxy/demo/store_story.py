@@ -117,7 +117,7 @@ async def seed(settings: Settings, users: list[dict[str, Any]]) -> list[Planted]
     records = [schema.validate(u, partial=False) for u in users]
     async with AsyncExitStack() as stack:
         for store in (pg, ddb):
-            await store.open()  # type: ignore[attr-defined]
+            await store.open()
             stack.push_async_callback(store.close)
         for start in range(0, len(records), 500):
             chunk = records[start : start + 500]

@@ -20,9 +20,9 @@ async def init_stores(settings: Settings, env: Mapping[str, str] | None = None) 
     for name, resource in settings.resources.items():
         parts = build_parts(resource, settings, env)
         for store_name, store in parts.stores.items():
-            await store.open()  # type: ignore[attr-defined]
+            await store.open()
             try:
-                await store.init()  # type: ignore[attr-defined]
+                await store.init()
             finally:
                 await store.close()
             table = resource.stores[store_name].table
@@ -39,7 +39,7 @@ async def reconcile(settings: Settings, env: Mapping[str, str] | None = None) ->
     parts = [build_parts(r, settings, env) for r in settings.resources.values()]
     async with AsyncExitStack() as stack:
         for store in (s for p in parts for s in p.stores.values()):
-            await store.open()  # type: ignore[attr-defined]
+            await store.open()
             stack.push_async_callback(store.close)
         await log.init()
         stack.push_async_callback(log.close)

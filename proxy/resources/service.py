@@ -22,7 +22,15 @@ from proxy.resources.breaker import Breaker
 from proxy.resources.keylocks import KeyLocks
 from proxy.settings import ResourceFlags, ResourceSettings
 from proxy.shadow import ShadowRunner
-from proxy.store.base import ItemResult, NotFound, Record, Store, StoreError, StoreTimeout
+from proxy.store.base import (
+    ItemResult,
+    ManagedStore,
+    NotFound,
+    Record,
+    Store,
+    StoreError,
+    StoreTimeout,
+)
 from proxy.store.schema import Schema
 
 log = logging.getLogger("shadowproxy.resources")
@@ -71,7 +79,7 @@ class RequestInfo:
 class ResourceParts:
     settings: ResourceSettings
     schema: Schema
-    stores: Mapping[str, Store]
+    stores: Mapping[str, ManagedStore]
     record_rules: Rules
     list_rules: Rules
 
@@ -158,9 +166,7 @@ class ResourceService:
                 )  # fmt: skip
                 return cached
         store = self.parts.stores[flags.read_from]
-        record, seconds = await self._timed(
-            "primary", flags.read_from, "get", store.get(key, fields)
-        )
+        record, seconds = await self._primary_read(flags, "get", info, store.get(key, fields))
         body = None if record is None else self.schema.dumps(record, fields=fields)
         if body is not None and self._cache is not None and fields is None:
             await self._cache.set(self.name, key_text, body, self.parts.settings.cache_ttl_seconds)
@@ -193,7 +199,7 @@ class ResourceService:
                 return items[:limit]
         store = self.parts.stores[flags.read_from]
         call = store.query_index(index, value, limit)
-        records, seconds = await self._timed("primary", flags.read_from, "lookup", call)
+        records, seconds = await self._primary_read(flags, "lookup", info, call)
         listing = self._items(records)
         if self._cache is not None:
             ttl = self.parts.settings.cache_ttl_seconds
@@ -210,9 +216,7 @@ class ResourceService:
         flags = self.flags
         store = self.parts.stores[flags.read_from]
         call = store.list(filters, limit, cursor)
-        (records, next_cursor), seconds = await self._timed(
-            "primary", flags.read_from, "list", call
-        )
+        (records, next_cursor), seconds = await self._primary_read(flags, "list", info, call)
         keys = [r[self.schema.key] for r in records]
 
         async def read(s: Store) -> Any:
@@ -227,15 +231,53 @@ class ResourceService:
     async def batch_get(self, keys: Sequence[Any], info: RequestInfo) -> list[Record]:
         flags = self.flags
         store = self.parts.stores[flags.read_from]
-        records, seconds = await self._timed(
-            "primary", flags.read_from, "batch_get", store.batch_get(keys)
-        )
+        records, seconds = await self._primary_read(flags, "batch_get", info, store.batch_get(keys))
 
         async def read(s: Store) -> Any:
             return self._items(await s.batch_get(keys))
 
         self._shadow(flags, "batch_get", info, self._items(records), seconds, read, listing=True)
         return records
+
+    async def _primary_read(
+        self, flags: ResourceFlags, operation: str, info: RequestInfo, call: Awaitable[T]
+    ) -> tuple[T, float]:
+        """The primary's read, timed; a failure is counted as ``primary_error`` (readiness and
+        the guardrail watch it) and raised to the client."""
+        try:
+            return await self._timed("primary", flags.read_from, operation, call)
+        except StoreError as e:
+            if self._shadow_store(flags) is not None and flags.shadow_reads > 0:
+                failed = Comparison(Outcome.PRIMARY_ERROR, detail=f"{type(e).__name__}: {e}"[:300])
+                self._publish(flags.read_from, "", operation, info, failed, 0.0, None)
+            raise
+
+    def _publish(
+        self,
+        primary: str,
+        shadow: str,
+        operation: str,
+        info: RequestInfo,
+        comparison: Comparison,
+        primary_seconds: float,
+        shadow_seconds: float | None,
+    ) -> None:
+        self._publisher.publish(
+            Experiment(
+                route=self.name,
+                operation=operation,
+                method=info.method,
+                path=info.path,
+                request_id=info.request_id,
+                requester=info.requester,
+                primary_status=None,
+                shadow_status=None,
+                primary_seconds=primary_seconds,
+                shadow_seconds=shadow_seconds,
+                comparison=comparison,
+                extra={"resource": self.name, "primary_store": primary, "shadow_store": shadow},
+            )
+        )
 
     # --- the shadow read --------------------------------------------------------------------
 
@@ -297,22 +339,7 @@ class ResourceService:
             comparison = compare(primary_value, shadow_value, rules, budget=self._budget)
             if comparison.outcome is Outcome.MISMATCH:
                 comparison = await self._recheck(primary, shadow, read, rules, comparison)
-        self._publisher.publish(
-            Experiment(
-                route=self.name,
-                operation=operation,
-                method=info.method,
-                path=info.path,
-                request_id=info.request_id,
-                requester=info.requester,
-                primary_status=None,
-                shadow_status=None,
-                primary_seconds=primary_seconds,
-                shadow_seconds=shadow_seconds,
-                comparison=comparison,
-                extra={"resource": self.name, "primary_store": primary, "shadow_store": shadow},
-            )
-        )
+        self._publish(primary, shadow, operation, info, comparison, primary_seconds, shadow_seconds)
 
     async def _recheck(
         self, primary: str, shadow: str, read: Reader, rules: Rules, first: Comparison

@@ -7,14 +7,14 @@ from collections.abc import Mapping
 
 from proxy.errors import ConfigError
 from proxy.settings import Backend, DynamoDBBackend, PostgresBackend, ResourceSettings
-from proxy.store.base import Store
+from proxy.store.base import ManagedStore
 from proxy.store.retry import RetryPolicy
 from proxy.store.schema import Schema
 
 
 def build_store(
     backend: Backend, table: str, schema: Schema, env: Mapping[str, str] | None = None
-) -> Store:
+) -> ManagedStore:
     env = os.environ if env is None else env
     if isinstance(backend, PostgresBackend):
         from proxy.store.postgres import PostgresStore
@@ -51,7 +51,7 @@ def build_stores(
     backends: Mapping[str, Backend],
     schema: Schema,
     env: Mapping[str, str] | None = None,
-) -> dict[str, Store]:
+) -> dict[str, ManagedStore]:
     return {
         name: build_store(backends[table.backend], table.table, schema, env)
         for name, table in resource.stores.items()

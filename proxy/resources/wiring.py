@@ -19,7 +19,7 @@ from proxy.resources.service import Cache, FlagSource, RepairLog, ResourceParts,
 from proxy.resources.stores import build_stores
 from proxy.settings import ResourceSettings, Settings
 from proxy.shadow import ShadowRunner
-from proxy.store.base import Store
+from proxy.store.base import ManagedStore
 from proxy.store.schema import Schema
 
 
@@ -73,7 +73,7 @@ class Resources:
     services: dict[str, ResourceService]
     apis: list[ResourceAPI]
 
-    def stores(self) -> list[Store]:
+    def stores(self) -> list[ManagedStore]:
         return [s for svc in self.services.values() for s in svc.parts.stores.values()]
 
     def repair_targets(self) -> dict[str, RepairTarget]:
@@ -83,10 +83,10 @@ class Resources:
         return [route for api in self.apis for route in api.routes()]
 
     async def lifecycle(self, _: web.Application) -> AsyncIterator[None]:
-        opened: list[Store] = []
+        opened: list[ManagedStore] = []
         try:
             for store in self.stores():
-                await store.open()  # type: ignore[attr-defined]
+                await store.open()
                 opened.append(store)
             yield
         finally:
