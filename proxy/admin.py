@@ -9,6 +9,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 from prometheus_client.aiohttp import make_aiohttp_handler
 
+from proxy.admin_flags import FlagsAdmin
 from proxy.errors import BadRequest, HTTPProblem, problem_response
 from proxy.forward import request_id
 from proxy.metrics import exposition_registry
@@ -66,11 +67,20 @@ def build_admin_app(
     runner: ShadowRunner,
     sink: BufferedSink,
     token: str | None,
+    flags: FlagsAdmin,
 ) -> web.Application:
     app = web.Application()
 
     async def healthz(request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok", "shadow_queue_depth": runner.depth})
+        # Losing the flag store is survivable (last known flags stay in force): say so, 200.
+        store = flags.store
+        return web.json_response(
+            {
+                "status": "ok" if store.healthy else "degraded",
+                "shadow_queue_depth": runner.depth,
+                "flag_store": {"healthy": store.healthy, "last_error": store.last_error},
+            }
+        )
 
     async def mismatches(request: web.Request) -> web.Response:
         limit = parse_limit(request.query.get("limit"))
@@ -80,4 +90,8 @@ def build_admin_app(
     app.router.add_get("/metrics", make_aiohttp_handler(exposition_registry(registry)))
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/mismatches", require_token(token, mismatches))
+    app.router.add_get("/flags", require_token(token, flags.show))
+    app.router.add_get("/flags/history", require_token(token, flags.history))
+    app.router.add_put("/flags/{name}", require_token(token, flags.set))
+    app.router.add_get("/readiness", require_token(token, flags.readiness))
     return app

@@ -16,10 +16,16 @@ from prometheus_client import CollectorRegistry
 from comparators import DiffBudget, Redactor
 from proxy import wire
 from proxy.admin import build_admin_app
+from proxy.admin_flags import FlagsAdmin
+from proxy.decisions import Decisions, targets_from
+from proxy.flags import FlagMetrics, ResourceFlagState, RouteFlagState, make_flag_store
+from proxy.flags.store import FlagStore
 from proxy.forward import ForwardContext, handle
+from proxy.guardrail import Guardrail
 from proxy.http_routes import build_route
 from proxy.metrics import Metrics
 from proxy.publish import Publisher
+from proxy.readiness import Readiness, ReadinessMetrics
 from proxy.resources.cache import CacheMetrics, RecordCache
 from proxy.resources.repair import Repairer, RepairMetrics, make_repair_log
 from proxy.resources.wiring import Resources, build_resources
@@ -40,6 +46,9 @@ class Apps:
     metrics: Metrics
     runner: ShadowRunner
     resources: Resources
+    flag_store: FlagStore
+    decisions: Decisions
+    guardrail: Guardrail
 
 
 def redaction_key(settings: Settings, env: Mapping[str, str]) -> bytes:
@@ -65,7 +74,16 @@ def build(
         for name, cfg in settings.backends.items()
         if isinstance(cfg, HttpBackend)
     }
-    routes = [build_route(i, r, upstreams) for i, r in enumerate(settings.routes)]
+    flag_store = make_flag_store(settings, settings.flags, audit_config_defaults=_first_worker(env))
+    flag_metrics = FlagMetrics.create(registry)
+
+    def route_flags(name: str) -> RouteFlagState:
+        return flag_store.snapshot().routes[name]
+
+    def resource_flags(name: str) -> ResourceFlagState:
+        return flag_store.snapshot().resources[name]
+
+    routes = [build_route(i, r, upstreams, route_flags) for i, r in enumerate(settings.routes)]
     router = Router(
         [(r.path, r.methods, built) for r, built in zip(settings.routes, routes, strict=True)]
     )
@@ -91,7 +109,7 @@ def build(
     repair_log = make_repair_log(settings.repair) if settings.repair is not None else None
     resources = build_resources(
         settings,
-        flags=lambda name: settings.resources[name].flags,
+        flags=resource_flags,
         runner=runner,
         publisher=publisher,
         metrics=metrics,
@@ -114,6 +132,17 @@ def build(
         access_log=settings.logging.access_log,
     )
 
+    new_stores = {name: svc.parts.new_store for name, svc in resources.services.items()}
+    readiness = Readiness(settings.readiness, metrics=ReadinessMetrics.create(registry))
+    decisions = Decisions(readiness, targets_from(settings, new_stores))
+    guardrail = Guardrail(
+        flag_store=flag_store,
+        settings={n: r.guardrail for n, r in settings.resources.items() if r.guardrail},
+        new_stores=new_stores,
+    )
+    publisher.observers += [decisions.record, guardrail.observe]
+    flag_store.on_change(guardrail.on_change)
+
     proxy_app = web.Application()
     proxy_app.router.add_routes(resources.routes())
     if settings.routes:
@@ -134,6 +163,14 @@ def build(
         await runner.start()
         yield
         await runner.drain(settings.shadow.drain_seconds)
+
+    async def decisions_ctx(_: web.Application) -> AsyncIterator[None]:
+        flag_metrics.attach(flag_store)
+        await flag_store.start()
+        readiness.start()
+        yield
+        await readiness.close()
+        await flag_store.close()
 
     async def cache_ctx(_: web.Application) -> AsyncIterator[None]:
         yield
@@ -158,11 +195,41 @@ def build(
     # Unwound in reverse: the repairer stops, shadow work drains, the sink flushes, then the
     # stores, the cache and the upstream pools close.
     proxy_app.cleanup_ctx.extend(
-        [upstreams_ctx, cache_ctx, resources.lifecycle, sink_ctx, runner_ctx, repair_ctx]
+        [
+            decisions_ctx,
+            upstreams_ctx,
+            cache_ctx,
+            resources.lifecycle,
+            sink_ctx,
+            runner_ctx,
+            repair_ctx,
+        ]
     )
+    read_only = None
+    if settings.flags.kind == "memory" and env.get("SHADOWPROXY_WORKER") == "1":
+        read_only = (
+            "flags live in each worker process (flags.kind: memory) and a change would reach "
+            "only one of them: configure flags.kind: redis to change flags with --workers > 1"
+        )
     admin_app = build_admin_app(
-        registry=registry, runner=runner, sink=sink, token=env.get(settings.admin.token_env)
+        registry=registry,
+        runner=runner,
+        sink=sink,
+        token=env.get(settings.admin.token_env),
+        flags=FlagsAdmin(flag_store, decisions, writable=read_only),
     )
     return Apps(
-        proxy=proxy_app, admin=admin_app, metrics=metrics, runner=runner, resources=resources
+        proxy=proxy_app,
+        admin=admin_app,
+        metrics=metrics,
+        runner=runner,
+        resources=resources,
+        flag_store=flag_store,
+        decisions=decisions,
+        guardrail=guardrail,
     )
+
+
+def _first_worker(env: Mapping[str, str]) -> bool:
+    """Config defaults are audited once, by the first worker (or the only process)."""
+    return env.get("SHADOWPROXY_WORKER_INDEX", "0") == "0"

@@ -34,6 +34,27 @@ def _parser() -> argparse.ArgumentParser:
     rec = sub.add_parser("reconcile", help="repair every key in the repair log now")
     rec.add_argument("-c", "--config", required=True)
 
+    flags = sub.add_parser("flags", help="show, change and audit the live flags")
+    flags_sub = flags.add_subparsers(dest="flags_command", required=True)
+    for name, text in (("show", "every flag"), ("set", "change one flag"), ("history", "audit")):
+        p = flags_sub.add_parser(name, help=text)
+        p.add_argument("-c", "--config", required=True)
+        p.add_argument("--admin-url", help="a running instance's admin URL (default: config)")
+        if name == "set":
+            p.add_argument("target", help="resource or route name, e.g. users")
+            p.add_argument("assignment", help="FLAG=VALUE, e.g. read_from=dynamodb")
+            p.add_argument("--reason", required=True, help="why: the audit keeps it")
+            p.add_argument("--force", action="store_true", help="flip despite failed readiness")
+        if name == "history":
+            p.add_argument("--target")
+            p.add_argument("--limit", type=int, default=50)
+
+    ready = sub.add_parser("readiness", help="is it safe to flip reads? exit 0 only when ready")
+    ready.add_argument("-c", "--config", required=True)
+    ready.add_argument("--resource", "--route", dest="target", help="one resource or route")
+    ready.add_argument("--admin-url")
+    ready.add_argument("--json", action="store_true")
+
     demo = sub.add_parser("demo", help="run a self-contained demo on embedded services")
     demo.add_argument("--duration", type=float, default=None, help="stop after S seconds")
     demo.add_argument(
@@ -67,6 +88,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             for line in asyncio.run(command(load_settings(args.config))):
                 print(line)
             return 0
+        if args.command in ("flags", "readiness"):
+            return _admin_command(args)
         if args.command == "serve":
             return _serve(args.config, args.workers)
         if args.command == "demo":
@@ -89,6 +112,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     return 2  # pragma: no cover - argparse rejects unknown commands
+
+
+def _admin_command(args: argparse.Namespace) -> int:
+    from proxy import cli_admin
+
+    settings = load_settings(args.config)
+    try:
+        client = cli_admin.AdminClient.from_settings(settings, args.admin_url)
+        if args.command == "readiness":
+            ready, text = cli_admin.readiness(client, args.target, args.json)
+            print(text)
+            return 0 if ready else 1
+        if args.flags_command == "show":
+            print(cli_admin.flags_show(client))
+        elif args.flags_command == "set":
+            print(
+                cli_admin.flags_set(client, args.target, args.assignment, args.reason, args.force)
+            )
+        else:
+            print(cli_admin.flags_history(client, args.target, args.limit))
+        return 0
+    except cli_admin.AdminError as e:
+        print(f"shadowproxy: {e}", file=sys.stderr)
+        return 2
 
 
 def _serve(config: str, workers: int | None) -> int:

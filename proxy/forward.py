@@ -23,12 +23,12 @@ from proxy.errors import (
     PayloadTooLarge,
     problem_response,
 )
-from proxy.http_routes import HttpRoute
+from proxy.http_routes import HttpRoute, Sides
 from proxy.metrics import Metrics
 from proxy.publish import Experiment, Publisher
 from proxy.routing import Router
 from proxy.shadow import ShadowRunner
-from proxy.upstream import backend_error_kind, end_to_end
+from proxy.upstream import HttpUpstream, backend_error_kind, end_to_end
 
 log = logging.getLogger("shadowproxy.access")
 errlog = logging.getLogger("shadowproxy.proxy")
@@ -105,16 +105,15 @@ async def handle(ctx: ForwardContext, request: web.Request) -> web.StreamRespons
             raise NotFound(f"no route for {request.path}")
         body = await read_request_body(request, ctx.max_request_body)
         headers = upstream_headers(request, rid)
-        sampled = route.sampled(request)
+        sides = route.sides()
+        sampled = route.sampled(request, sides)
         response, snapshot, primary_seconds = await _primary(
-            ctx, route, request, headers, body, rid, sampled
+            ctx, route, sides.primary, request, headers, body, rid, sampled
         )
         status = response.status
         if snapshot is not None:
-            job = partial(
-                _shadow_job, ctx, route, request.method, request.raw_path, headers, body,
-                snapshot, primary_seconds, rid, requester,
-            )  # fmt: skip
+            copy = Copied(request.method, request.raw_path, headers, body, rid, requester)
+            job = partial(_shadow_job, ctx, route, sides, copy, snapshot, primary_seconds)
             ctx.runner.submit(route.name, request.method, job)
         return response
     except HTTPProblem as problem:
@@ -146,13 +145,13 @@ async def handle(ctx: ForwardContext, request: web.Request) -> web.StreamRespons
 async def _primary(
     ctx: ForwardContext,
     route: HttpRoute,
+    backend: HttpUpstream,
     request: web.Request,
     headers: CIMultiDict[str],
     body: bytes | None,
     rid: str,
     sampled: bool,
 ) -> tuple[web.StreamResponse, HttpSnapshot | None, float]:
-    backend = route.primary
     started = time.perf_counter()
     try:
         upstream = await backend.send(request.method, request.raw_path, headers, body)
@@ -245,26 +244,37 @@ def _backend_failed(
         ctx.metrics.comparisons.labels(route.name, method, Outcome.PRIMARY_ERROR.value).inc()
 
 
+@dataclass(frozen=True, slots=True)
+class Copied:
+    """The client's request as the shadow gets it."""
+
+    method: str
+    raw_path: str
+    headers: CIMultiDict[str]
+    body: bytes | None
+    request_id: str
+    requester: str | None
+
+
 async def _shadow_job(
     ctx: ForwardContext,
     route: HttpRoute,
-    method: str,
-    raw_path: str,
-    headers: CIMultiDict[str],
-    body: bytes | None,
+    sides: Sides,
+    request: Copied,
     primary: HttpSnapshot,
     primary_seconds: float,
-    rid: str,
-    requester: str | None,
 ) -> None:
-    shadow = route.shadow
+    shadow = sides.shadow
     if shadow is None:  # pragma: no cover - sampled() guarantees a shadow
         return
+    method, raw_path = request.method, request.raw_path
     started = time.perf_counter()
     snapshot: HttpSnapshot | None = None
     try:
         timeout = min(ctx.shadow_timeout, shadow.config.timeout_seconds)
-        upstream = await shadow.send(method, raw_path, headers, body, timeout=timeout)
+        upstream = await shadow.send(
+            method, raw_path, request.headers, request.body, timeout=timeout
+        )
         try:
             payload = await _read_capped(upstream, ctx.compare_body_cap)
         finally:
@@ -285,13 +295,14 @@ async def _shadow_job(
             operation=method,
             method=method,
             path=raw_path,
-            request_id=rid,
-            requester=requester,
+            request_id=request.request_id,
+            requester=request.requester,
             primary_status=primary.status,
             shadow_status=snapshot.status if snapshot else None,
             primary_seconds=primary_seconds,
             shadow_seconds=seconds,
             comparison=comparison,
+            new_side=sides.new_side,
         )
     )
 

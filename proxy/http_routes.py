@@ -4,38 +4,56 @@ from __future__ import annotations
 
 import random
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from aiohttp import web
 
 from comparators import Rules, RuleSpec, compile_rules
 from proxy.errors import ConfigError
+from proxy.flags import RouteFlagState
 from proxy.settings import CompareConfig, Route
 from proxy.upstream import HttpUpstream
 
 
 @dataclass(frozen=True, slots=True)
-class HttpRoute:
-    name: str
+class Sides:
+    """Who answers and who is shadowed for one request, read once from the live flags."""
+
     primary: HttpUpstream
     shadow: HttpUpstream | None
     sample: float
+    new_side: str  # "shadow" while the shadow is the configured new backend, else "primary"
+
+
+@dataclass(frozen=True, slots=True)
+class HttpRoute:
+    name: str
+    upstreams: Mapping[str, HttpUpstream]
+    flags: Callable[[str], RouteFlagState]
+    new_backend: str | None
     sample_key: str | None
     shadow_methods: frozenset[str]
     rules: Rules
 
-    def sampled(self, request: web.Request) -> bool:
-        if self.shadow is None or request.method not in self.shadow_methods:
+    def sides(self) -> Sides:
+        state = self.flags(self.name)
+        shadow = self.upstreams[state.shadow] if state.shadow else None
+        new_side = "shadow" if state.shadow == self.new_backend else "primary"
+        return Sides(self.upstreams[state.primary], shadow, state.sample, new_side)
+
+    def sampled(self, request: web.Request, sides: Sides) -> bool:
+        sample = sides.sample
+        if sides.shadow is None or request.method not in self.shadow_methods:
             return False
-        if self.sample >= 1.0:
+        if sample >= 1.0:
             return True
-        if self.sample <= 0.0:
+        if sample <= 0.0:
             return False
         if self.sample_key is None:
-            return random.random() < self.sample
+            return random.random() < sample
         key = _sample_key(self.sample_key, request)
-        return zlib.crc32(key.encode("utf-8", "surrogateescape")) / 0x1_0000_0000 < self.sample
+        return zlib.crc32(key.encode("utf-8", "surrogateescape")) / 0x1_0000_0000 < sample
 
 
 def _sample_key(spec: str, request: web.Request) -> str:
@@ -62,16 +80,21 @@ def rule_spec(config: CompareConfig) -> RuleSpec:
     )
 
 
-def build_route(index: int, route: Route, upstreams: Mapping[str, HttpUpstream]) -> HttpRoute:
+def build_route(
+    index: int,
+    route: Route,
+    upstreams: Mapping[str, HttpUpstream],
+    flags: Callable[[str], RouteFlagState],
+) -> HttpRoute:
     try:
         rules = compile_rules(rule_spec(route.compare))
     except ValueError as e:
         raise ConfigError(f"routes[{index}].compare: {e}") from e
     return HttpRoute(
         name=route.name,
-        primary=upstreams[route.primary],
-        shadow=upstreams[route.shadow] if route.shadow else None,
-        sample=route.sample,
+        upstreams=upstreams,
+        flags=flags,
+        new_backend=route.shadow,
         sample_key=route.sample_key,
         shadow_methods=frozenset(route.shadow_methods),
         rules=rules,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
@@ -32,6 +33,7 @@ class Experiment:
     shadow_seconds: float | None
     comparison: Comparison
     extra: dict[str, Any] = field(default_factory=dict)
+    new_side: str = "shadow"  # which side is the new store/backend (readiness, guardrail)
 
 
 def redact_query(path: str, redactor: Redactor) -> str:
@@ -43,12 +45,23 @@ def redact_query(path: str, redactor: Redactor) -> str:
     return base + "?" + urlencode([(k, redactor.tree({k: v})[k]) for k, v in pairs])
 
 
+Observer = Callable[[Experiment], None]
+
+
 class Publisher:
-    def __init__(self, *, metrics: Metrics, sink: BufferedSink, redactor: Redactor) -> None:
+    def __init__(
+        self,
+        *,
+        metrics: Metrics,
+        sink: BufferedSink,
+        redactor: Redactor,
+        observers: Sequence[Observer] = (),
+    ) -> None:
         self._metrics = metrics
         self._sink = sink
         self._redactor = redactor
         self._fields = FieldLabels()
+        self.observers = list(observers)
 
     def publish(self, exp: Experiment) -> None:
         """Count and record; never raises (a publish failure is counted and logged)."""
@@ -61,6 +74,8 @@ class Publisher:
     def _publish(self, exp: Experiment) -> None:
         comparison = exp.comparison
         self._metrics.comparisons.labels(exp.route, exp.operation, comparison.outcome.value).inc()
+        for observe in self.observers:
+            observe(exp)
         if comparison.outcome is not Outcome.MISMATCH:
             return
         for name in comparison.fields:

@@ -76,7 +76,10 @@ def run_workers(config_path: str, workers: int) -> int:
     env = dict(os.environ, PROMETHEUS_MULTIPROC_DIR=metrics_dir, SHADOWPROXY_WORKER="1")
     env.setdefault("SHADOWPROXY_REDACTION_KEY", secrets.token_hex(32))
     cmd = [sys.executable, "-m", "proxy", "serve", "-c", config_path, "--workers", "1"]
-    children = [subprocess.Popen(cmd, env=env) for _ in range(workers)]
+    children = [
+        subprocess.Popen(cmd, env={**env, "SHADOWPROXY_WORKER_INDEX": str(i)})
+        for i in range(workers)
+    ]
 
     def forward(signum: int, _frame: object) -> None:
         for child in children:

@@ -24,6 +24,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from proxy.errors import ConfigError
+from proxy.flags.config import FlagStoreConfig
+from proxy.readiness.config import ReadinessConfig
 from proxy.resources.cache import CacheConfig
 from proxy.resources.repair import RepairConfig
 from proxy.store.schema import ResourceConfig
@@ -159,11 +161,14 @@ class ShadowConfig(_Model):
 
 
 class ResourceFlags(_Model):
-    """Which store serves reads, which stores receive writes, what share of reads is shadowed."""
+    """Which store serves reads, which stores receive writes, what share of reads is shadowed,
+    and what share of reads (sticky per key) the new store already serves. Initial values:
+    at run time the flag store holds them (``shadowproxy flags``)."""
 
     read_from: str
     write_to: tuple[str, ...]
     shadow_reads: float = Field(1.0, ge=0, le=1)
+    new_store_read_fraction: float = Field(0.0, ge=0, le=1)
 
     @model_validator(mode="after")
     def _safe(self) -> ResourceFlags:
@@ -177,10 +182,24 @@ class ResourceFlags(_Model):
         return self
 
 
+class Guardrail(_Model):
+    """After reads flip to the new store: flip back by itself when, within ``watch_seconds``
+    and over at least ``min_comparisons``, the new primary's error rate or the mismatch rate
+    (now measured against the old store as shadow) crosses its threshold."""
+
+    enabled: bool = True
+    watch_seconds: float = Field(600.0, gt=0)
+    min_comparisons: int = Field(50, ge=1)
+    max_mismatch_rate: float = Field(0.01, ge=0, le=1)
+    max_primary_error_rate: float = Field(0.05, ge=0, le=1)
+
+
 class ResourceSettings(ResourceConfig):
     """A resource as declared in config: the schema contract plus how it is served."""
 
     flags: ResourceFlags
+    new_store: str | None = None
+    guardrail: Guardrail | None = None
     compare: CompareConfig = CompareConfig(headers=())
     recheck_delay_seconds: float = Field(0.2, ge=0, le=30)
     recheck_attempts: int = Field(3, ge=0, le=10)
@@ -193,7 +212,9 @@ class ResourceSettings(ResourceConfig):
 
     @model_validator(mode="after")
     def _flag_stores(self) -> ResourceSettings:
-        for name in (self.flags.read_from, *self.flags.write_to):
+        for name in (self.flags.read_from, *self.flags.write_to, self.new_store or ""):
+            if not name:
+                continue
             if name not in self.stores:
                 raise ValueError(
                     f"flags name store {name!r}, which is not under stores "
@@ -239,6 +260,8 @@ class Settings(_Model):
     resources: dict[str, ResourceSettings] = {}
     cache: CacheConfig | None = None
     repair: RepairConfig | None = None
+    flags: FlagStoreConfig = FlagStoreConfig()
+    readiness: ReadinessConfig = ReadinessConfig()
     shadow: ShadowConfig = ShadowConfig()
     redaction: Redaction = Redaction()
     sink: Sink = JsonlSink()

@@ -40,6 +40,7 @@ def demo_settings(legacy_url: str, candidate_url: str, workdir: str) -> Settings
     raw["listen"]["port"] = 0
     raw["admin"]["port"] = 0
     raw["sink"] = {"kind": "jsonl", "path": os.path.join(workdir, "mismatches.jsonl")}
+    raw["flags"] = {"kind": "memory", "audit_path": os.path.join(workdir, "flags-audit.jsonl")}
     return settings_from_mapping(raw, source="embedded demo config", env=os.environ)
 
 

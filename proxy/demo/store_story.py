@@ -107,6 +107,7 @@ def demo_settings(pg_dsn: str, dynamo_url: str, table: str, workdir: str) -> Set
     raw["listen"]["port"] = 0
     raw["admin"]["port"] = 0
     raw["sink"] = {"kind": "jsonl", "path": os.path.join(workdir, "mismatches.jsonl")}
+    raw["flags"] = {"kind": "memory", "audit_path": os.path.join(workdir, "flags-audit.jsonl")}
     return settings_from_mapping(raw, source="embedded demo config", env=os.environ)
 
 

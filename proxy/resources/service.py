@@ -5,6 +5,7 @@ result is the client's; a failed second write sends the key to the repair log)."
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
 import time
@@ -16,11 +17,12 @@ import orjson
 
 from comparators import DiffBudget, Rules, compare
 from comparators.model import Comparison, Outcome
+from proxy.flags import ResourceFlagState, read_store
 from proxy.metrics import Metrics
 from proxy.publish import Experiment, Publisher
 from proxy.resources.breaker import Breaker
 from proxy.resources.keylocks import KeyLocks
-from proxy.settings import ResourceFlags, ResourceSettings
+from proxy.settings import ResourceSettings
 from proxy.shadow import ShadowRunner
 from proxy.store.base import (
     ItemResult,
@@ -40,8 +42,8 @@ Reader = Callable[[Store], Awaitable[Any]]
 """Reads one side and returns the value to compare (canonical JSON values)."""
 
 
-class FlagSource(Protocol):
-    def __call__(self, resource: str) -> ResourceFlags: ...
+FlagSource = Callable[[str], ResourceFlagState]
+"""The live flags of a resource by name (read on every request; cheap)."""
 
 
 class Cache(Protocol):
@@ -82,6 +84,7 @@ class ResourceParts:
     stores: Mapping[str, ManagedStore]
     record_rules: Rules
     list_rules: Rules
+    new_store: str | None = None
 
 
 class ResourceService:
@@ -120,10 +123,20 @@ class ResourceService:
     # --- plumbing ---------------------------------------------------------------------------
 
     @property
-    def flags(self) -> ResourceFlags:
+    def flags(self) -> ResourceFlagState:
         return self._flags(self.name)
 
-    def _shadow_store(self, flags: ResourceFlags) -> str | None:
+    def _read_flags(self, key_text: str) -> ResourceFlagState:
+        """The flags as one key's read sees them: with ``new_store_read_fraction`` set, a
+        sticky share of keys (by hash) reads from the new store, shadowed to the old one."""
+        flags = self.flags
+        new_store = self.parts.new_store
+        if flags.new_store_read_fraction <= 0 or new_store is None:
+            return flags
+        chosen = read_store(flags, key_text, new_store=new_store, salt=self.name)
+        return flags if chosen == flags.read_from else dataclasses.replace(flags, read_from=chosen)
+
+    def _shadow_store(self, flags: ResourceFlagState) -> str | None:
         others = [name for name in self.parts.stores if name != flags.read_from]
         return others[0] if others else None
 
@@ -155,8 +168,8 @@ class ResourceService:
 
     async def get(self, key: Any, fields: Sequence[str] | None, info: RequestInfo) -> bytes | None:
         """Canonical JSON bytes of the record (projected), or None when absent."""
-        flags = self.flags
         key_text = self.key_text(key)
+        flags = self._read_flags(key_text)
         if self._cache is not None and fields is None:
             cached = await self._cache.get(self.name, key_text)
             if cached is not None:
@@ -240,7 +253,7 @@ class ResourceService:
         return records
 
     async def _primary_read(
-        self, flags: ResourceFlags, operation: str, info: RequestInfo, call: Awaitable[T]
+        self, flags: ResourceFlagState, operation: str, info: RequestInfo, call: Awaitable[T]
     ) -> tuple[T, float]:
         """The primary's read, timed; a failure is counted as ``primary_error`` (readiness and
         the guardrail watch it) and raised to the client."""
@@ -276,6 +289,7 @@ class ResourceService:
                 shadow_seconds=shadow_seconds,
                 comparison=comparison,
                 extra={"resource": self.name, "primary_store": primary, "shadow_store": shadow},
+                new_side="primary" if primary == self.parts.new_store else "shadow",
             )
         )
 
@@ -283,7 +297,7 @@ class ResourceService:
 
     def _shadow(
         self,
-        flags: ResourceFlags,
+        flags: ResourceFlagState,
         operation: str,
         info: RequestInfo,
         primary_value: Any,
@@ -434,7 +448,7 @@ class ResourceService:
 
     async def _mirror(
         self,
-        flags: ResourceFlags,
+        flags: ResourceFlagState,
         operation: str,
         keys: Sequence[Any],
         write: Callable[[Store], Awaitable[Any]],
@@ -461,7 +475,7 @@ class ResourceService:
             else:
                 breaker.success()
 
-    async def _mirror_batch(self, flags: ResourceFlags, records: Sequence[Record]) -> None:
+    async def _mirror_batch(self, flags: ResourceFlagState, records: Sequence[Record]) -> None:
         for name in flags.write_to:
             if name == flags.read_from:
                 continue

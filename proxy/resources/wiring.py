@@ -10,6 +10,7 @@ from aiohttp import web
 
 from comparators import DiffBudget, RuleSpec, compile_rules
 from proxy.errors import ConfigError
+from proxy.flags.store import infer_new_store
 from proxy.http_routes import rule_spec
 from proxy.metrics import Metrics
 from proxy.publish import Publisher
@@ -51,7 +52,10 @@ def build_parts(
     except ValueError as e:
         raise ConfigError(f"resources.{resource.name}.compare: {e}") from e
     stores = build_stores(resource, settings.backends, schema, env)
-    return ResourceParts(resource, schema, stores, record_rules, list_rules)
+    new_store = resource.new_store or infer_new_store(
+        resource.flags.read_from, frozenset(resource.stores)
+    )
+    return ResourceParts(resource, schema, stores, record_rules, list_rules, new_store)
 
 
 def repair_targets(all_parts: Iterable[ResourceParts]) -> dict[str, RepairTarget]:

@@ -55,6 +55,7 @@ def write_config(tmp_path: Path, primary: int, shadow: int, **extra: Any) -> tup
         },
         "routes": [{"name": "all", "path": "/*", "primary": "a", "shadow": "b"}],
         "sink": {"kind": "jsonl", "path": str(tmp_path / "m.jsonl")},
+        "flags": {"kind": "memory", "audit_path": str(tmp_path / "audit.jsonl")},
         **extra,
     }
     path = tmp_path / "cfg.yaml"

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -91,6 +93,10 @@ class RunningProxy:
 
 async def start_proxy(raw: dict[str, Any], env: dict[str, str] | None = None) -> RunningProxy:
     raw = {"listen": {"port": 0}, "admin": {"port": 0}, **raw}
+    if "flags" not in raw:
+        fd, audit_path = tempfile.mkstemp(prefix="flags-audit-", suffix=".jsonl")
+        os.close(fd)
+        raw["flags"] = {"kind": "memory", "audit_path": audit_path}
     raw.setdefault("logging", {"access_log": False})
     settings = settings_from_mapping(raw, env=env or {})
     registry = CollectorRegistry()

@@ -1,0 +1,408 @@
+"""Verdicts: pure functions from window totals and a config to "ready, and why (not)".
+
+Read flip (``verdict``) — ready only when every criterion passed (``None``/unknown is not
+ready):
+
+================  =========================================================  ===============
+criterion         measured                                                   passes when
+================  =========================================================  ===============
+comparisons       match + mismatch + transient                               >= min
+mismatch_rate     upper bound of the 95% Wilson interval of                  <= max
+                  mismatch / comparisons (1.0 with no comparisons)
+shadow_error_     (shadow_error + timeout) / (comparisons + shadow_error +   <= max
+rate              timeout); unknown with no attempts
+new_p99_seconds   p99 of the new side's latency histogram (bucket upper      <= max
+                  bound); unknown with no samples
+missing_          required operations without a single comparison            empty
+operations        (a shadow error, drop or skip does not count as exercised)
+================  =========================================================  ===============
+
+Stopping writes to the old store (``write_verdict``) adds two criteria to those: ``verify`` (a
+clean full-table verify finished inside the window: age < window_seconds; unknown while no
+verify has run) and ``repair_log`` (depth == 0; unknown when not known).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from proxy.readiness.config import (
+    DROPPED,
+    MATCH,
+    MISMATCH,
+    PRIMARY_ERROR,
+    SHADOW_ERROR,
+    SKIPPED,
+    TIMEOUT,
+    TRANSIENT,
+    ReadinessConfig,
+)
+from proxy.readiness.totals import NEW, OLD, WindowTotals
+
+Z95 = 1.96
+FLIP_READS = "flip_reads"
+STOP_OLD_WRITES = "stop_old_writes"
+
+Measured = int | float | str | tuple[str, ...] | None
+
+
+def wilson_upper(k: int, n: int, z: float = Z95) -> float:
+    """Upper bound of the Wilson score interval for ``k`` successes in ``n`` trials
+    (1.0 when ``n == 0``: nothing is known)."""
+    if n < 0 or k < 0 or k > n:
+        raise ValueError(f"need 0 <= k <= n, got k={k}, n={n}")
+    if n == 0:
+        return 1.0
+    p = k / n
+    z2 = z * z
+    centre = p + z2 / (2 * n)
+    spread = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n))
+    return min(1.0, (centre + spread) / (1 + z2 / n))
+
+
+@dataclass(frozen=True)
+class Criterion:
+    """``passed``: True, False, or None for unknown (which is never ready)."""
+
+    name: str
+    measured: Measured
+    threshold: Measured
+    passed: bool | None
+    detail: str = ""
+    operator: str = "<="
+
+    @property
+    def status(self) -> Literal["ok", "FAIL", "unknown"]:
+        if self.passed is None:
+            return "unknown"
+        return "ok" if self.passed else "FAIL"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    target: str
+    ready: bool
+    criteria: tuple[Criterion, ...]
+    window_seconds: float
+    computed_at: float
+    decision: str = FLIP_READS
+    #: the numbers behind the criteria, and some only shown (``primary_error_rate``, p50s)
+    stats: Mapping[str, int | float | None] = field(default_factory=dict)
+    #: comparisons per operation
+    operations: Mapping[str, int] = field(default_factory=dict)
+
+    @property
+    def failing(self) -> tuple[Criterion, ...]:
+        """Criteria that did not pass (failed or unknown)."""
+        return tuple(c for c in self.criteria if c.passed is not True)
+
+
+def _ratio(k: int, n: int) -> float | None:
+    return k / n if n > 0 else None
+
+
+def stats(totals: WindowTotals) -> dict[str, int | float | None]:
+    n = totals.comparisons
+    attempts = totals.attempts
+    return {
+        "comparisons": n,
+        MATCH: totals.outcome(MATCH),
+        MISMATCH: totals.mismatches,
+        TRANSIENT: totals.outcome(TRANSIENT),
+        SHADOW_ERROR: totals.outcome(SHADOW_ERROR),
+        TIMEOUT: totals.outcome(TIMEOUT),
+        PRIMARY_ERROR: totals.primary_errors,
+        DROPPED: totals.outcome(DROPPED),
+        SKIPPED: totals.outcome(SKIPPED),
+        "attempts": attempts,
+        "mismatch_rate": _ratio(totals.mismatches, n),
+        "mismatch_rate_upper95": wilson_upper(totals.mismatches, n),
+        "shadow_error_rate": _ratio(totals.shadow_failures, attempts),
+        "primary_error_rate": _ratio(totals.primary_errors, attempts + totals.primary_errors),
+        "old_p50_seconds": totals.p(OLD, 0.5),
+        "old_p99_seconds": totals.p(OLD, 0.99),
+        "new_p50_seconds": totals.p(NEW, 0.5),
+        "new_p99_seconds": totals.p(NEW, 0.99),
+    }
+
+
+def _g(value: float) -> str:
+    return f"{value:.4g}"
+
+
+def read_criteria(
+    totals: WindowTotals, config: ReadinessConfig, *, required_operations: Iterable[str]
+) -> tuple[Criterion, ...]:
+    n = totals.comparisons
+    k = totals.mismatches
+    transient = totals.outcome(TRANSIENT)
+    upper = wilson_upper(k, n)
+    point = "n/a" if n == 0 else _g(k / n)
+    mismatch = Criterion(
+        "mismatch_rate",
+        upper,
+        config.max_mismatch_rate,
+        upper <= config.max_mismatch_rate,
+        f"95% Wilson upper bound; point estimate {point} ({k} mismatches / {n} comparisons"
+        f", {transient} transient not counted)",
+    )
+
+    attempts = totals.attempts
+    failures = totals.shadow_failures
+    if attempts == 0:
+        errors = Criterion(
+            "shadow_error_rate",
+            None,
+            config.max_shadow_error_rate,
+            None,
+            "unknown: no shadow attempts in the window",
+        )
+    else:
+        rate = failures / attempts
+        errors = Criterion(
+            "shadow_error_rate",
+            rate,
+            config.max_shadow_error_rate,
+            rate <= config.max_shadow_error_rate,
+            f"({totals.outcome(SHADOW_ERROR)} shadow errors + {totals.outcome(TIMEOUT)} "
+            f"timeouts) / {attempts} attempts",
+        )
+
+    samples = sum(totals.latency_of(NEW).values())
+    p99 = totals.p(NEW, 0.99)
+    if p99 is None:
+        latency = Criterion(
+            "new_p99_seconds",
+            None,
+            config.max_new_p99_seconds,
+            None,
+            "unknown: no latency samples for the new store",
+        )
+    else:
+        latency = Criterion(
+            "new_p99_seconds",
+            p99,
+            config.max_new_p99_seconds,
+            p99 <= config.max_new_p99_seconds,
+            f"new store, {samples} samples (bucket upper bound; timeouts count as infinite)",
+        )
+
+    required = tuple(dict.fromkeys(required_operations))
+    seen = totals.operations_seen()
+    missing = tuple(op for op in required if op not in seen)
+    operations = Criterion(
+        "missing_operations",
+        missing,
+        required,
+        not missing,
+        "every required operation has at least one comparison"
+        if not missing
+        else f"never compared: {', '.join(missing)}",
+        operator="none of",
+    )
+
+    return (
+        Criterion(
+            "comparisons",
+            n,
+            config.min_comparisons,
+            n >= config.min_comparisons,
+            "match + mismatch + transient",
+            operator=">=",
+        ),
+        mismatch,
+        errors,
+        latency,
+        operations,
+    )
+
+
+def verdict(
+    totals: WindowTotals,
+    config: ReadinessConfig,
+    *,
+    required_operations: Iterable[str],
+    extra_criteria: Iterable[Criterion] = (),
+    now: float | None = None,
+    decision: str = FLIP_READS,
+) -> Verdict:
+    """Whether reads can be flipped to the new store. ``now`` (the verdict's ``computed_at``)
+    defaults to the end of the totals' window."""
+    criteria = (
+        *read_criteria(totals, config, required_operations=required_operations),
+        *extra_criteria,
+    )
+    return Verdict(
+        target=totals.target,
+        ready=all(c.passed is True for c in criteria),
+        criteria=criteria,
+        window_seconds=config.window_seconds,
+        computed_at=totals.end if now is None else now,
+        decision=decision,
+        stats=stats(totals),
+        operations=dict(totals.comparisons_by_operation()),
+    )
+
+
+def write_criteria(
+    *,
+    verify_clean_at: float | None,
+    repair_depth: int | None,
+    now: float,
+    window_seconds: float,
+) -> tuple[Criterion, Criterion]:
+    if verify_clean_at is None:
+        verify = Criterion(
+            "verify", None, window_seconds, None, "unknown: no verify has run", operator="<"
+        )
+    else:
+        age = now - verify_clean_at
+        verify = Criterion(
+            "verify",
+            age,
+            window_seconds,
+            age < window_seconds,
+            f"seconds since the last clean full-table verify ({_iso(verify_clean_at)}); "
+            "must be newer than the window",
+            operator="<",
+        )
+    if repair_depth is None:
+        repair = Criterion("repair_log", None, 0, None, "unknown: repair log depth not known")
+    else:
+        repair = Criterion(
+            "repair_log",
+            repair_depth,
+            0,
+            repair_depth <= 0,
+            "entries waiting in the repair log, stuck ones included",
+        )
+    return verify, repair
+
+
+def write_verdict(
+    totals: WindowTotals,
+    config: ReadinessConfig,
+    *,
+    required_operations: Iterable[str],
+    verify_clean_at: float | None,
+    repair_depth: int | None,
+    extra_criteria: Iterable[Criterion] = (),
+    now: float | None = None,
+) -> Verdict:
+    """Whether writes to the old store can stop: the read criteria (now measured with the old
+    store as shadow) plus a clean verify newer than the window and an empty repair log."""
+    at = totals.end if now is None else now
+    extra = write_criteria(
+        verify_clean_at=verify_clean_at,
+        repair_depth=repair_depth,
+        now=at,
+        window_seconds=config.window_seconds,
+    )
+    return verdict(
+        totals,
+        config,
+        required_operations=required_operations,
+        extra_criteria=(*extra, *extra_criteria),
+        now=at,
+        decision=STOP_OLD_WRITES,
+    )
+
+
+# --- output -------------------------------------------------------------------------------
+
+
+def _iso(at: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at))
+
+
+def _fmt(value: Measured) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, tuple):
+        return ", ".join(value) if value else "none"
+    if isinstance(value, float):
+        return "inf" if math.isinf(value) else _g(value)
+    return str(value)
+
+
+_OUTCOMES = (MATCH, MISMATCH, TRANSIENT, SHADOW_ERROR, TIMEOUT, PRIMARY_ERROR, DROPPED, SKIPPED)
+_TITLES = {FLIP_READS: "flip reads to the new store", STOP_OLD_WRITES: "stop old-store writes"}
+
+
+def render_text(result: Verdict) -> str:
+    """A table: criterion, measured, threshold, ok/FAIL/unknown, detail."""
+    state = "READY" if result.ready else "NOT READY"
+    title = _TITLES.get(result.decision, result.decision)
+    head = (
+        f"{result.target}: {state} to {title} "
+        f"(window {_fmt(result.window_seconds)} s, computed {_iso(result.computed_at)})"
+    )
+    rows = [("criterion", "measured", "threshold", "result", "detail")]
+    rows += [
+        (c.name, _fmt(c.measured), f"{c.operator} {_fmt(c.threshold)}", c.status, c.detail)
+        for c in result.criteria
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    lines = [head, ""]
+    for row in rows:
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
+        lines.append("  ".join([*cells, row[4]]).rstrip())
+    s = result.stats
+    if s:
+        lines.append("")
+        counted = ", ".join(f"{name} {s[name]}" for name in _OUTCOMES if name in s)
+        lines.append(f"outcomes: {counted}")
+        lines.append(f"primary_error_rate: {_fmt(s.get('primary_error_rate'))}")
+        lines.append(
+            "latency p50 / p99 (s): "
+            f"old {_fmt(s.get('old_p50_seconds'))} / {_fmt(s.get('old_p99_seconds'))}, "
+            f"new {_fmt(s.get('new_p50_seconds'))} / {_fmt(s.get('new_p99_seconds'))}"
+        )
+    if result.operations:
+        lines.append(
+            "comparisons by operation: "
+            + ", ".join(f"{op} {n}" for op, n in sorted(result.operations.items()))
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return "inf" if value > 0 else None
+    if isinstance(value, tuple):
+        return list(value)
+    return value
+
+
+def to_dict(result: Verdict) -> dict[str, Any]:
+    """A JSON-ready mapping (``inf`` latencies become the string ``"inf"``)."""
+    return {
+        "target": result.target,
+        "decision": result.decision,
+        "ready": result.ready,
+        "window_seconds": result.window_seconds,
+        "computed_at": _iso(result.computed_at),
+        "criteria": [
+            {
+                "name": c.name,
+                "measured": _json_value(c.measured),
+                "operator": c.operator,
+                "threshold": _json_value(c.threshold),
+                "passed": c.passed,
+                "status": c.status,
+                "detail": c.detail,
+            }
+            for c in result.criteria
+        ],
+        "stats": {name: _json_value(v) for name, v in result.stats.items()},
+        "operations": dict(result.operations),
+    }
+
+
+def to_json(result: Verdict, *, indent: int | None = 2) -> str:
+    return json.dumps(to_dict(result), indent=indent, allow_nan=False)

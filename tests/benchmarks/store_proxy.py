@@ -1,0 +1,1345 @@
+"""Benchmark: shadowproxy store mode, get by key, against a hand-written aiohttp + asyncpg service.
+
+Not a test: nothing here asserts speed. One run measures ``GET /users/{id}`` with wrk on
+127.0.0.1, ids drawn at random from the ``--users`` seeded ones (phase names as accepted by
+``--phases``):
+
+- ``baseline``   wrk -> a minimal aiohttp + asyncpg handler (``store/baseline_app.py``): the
+                 same ``SELECT <columns> FROM <table> WHERE "id" = $1`` the proxy's PostgreSQL
+                 store sends, the row as JSON; uvloop, one asyncpg pool per process
+- ``shadow100``  wrk -> ``shadowproxy serve --workers N``: the reference ``users`` resource of
+                 ``config/users.yaml``, PostgreSQL primary, every read shadowed to DynamoDB
+                 (moto's server) and compared (``shadow_reads: 1.0``)
+- ``shadow10``   the same with ``shadow_reads: 0.1`` (the issue's target: >= 0.7x baseline rps)
+- ``shadow0``    the same with ``shadow_reads: 0`` (reference: the store path alone)
+
+Each measured run is preceded by a warm-up run; after each run the script waits for the shadow
+queue to drain and reads the proxy's ``/metrics``: comparisons by outcome
+(``shadowproxy_comparisons_total``), shadows dropped (``shadowproxy_shadow_dropped_total``),
+requests answered, and the mean primary/shadow store latencies. It prints rps, p50, p99 per
+run, the ratios to the baseline, a Markdown table for the README; ``--json FILE`` also writes
+every figure. ``--rounds N`` repeats all phases N times, interleaved, and reports medians.
+
+Usage (from the repository root; needs ``apt-get install -y wrk`` and PostgreSQL on
+127.0.0.1:5432, user postgres, trust auth)::
+
+    .venv/bin/python tests/benchmarks/store_proxy.py [--duration 10] [--connections 32]
+        [--users 2000] [--workers 1] [--rounds 1] [--json out.json]
+
+What it sets up and always removes again (also on Ctrl-C, SIGTERM and errors): a moto server
+process (``proxy.store.embedded.start_moto_server``, ``store/moto_server.py``) on a free
+loopback port, a PostgreSQL table and a DynamoDB table with a unique name
+(``shadowproxy_bench_<hex>``) created by ``init_stores`` and seeded with the same users in both
+(no divergences: every comparison should be ``match``), the systems under test, wrk.
+
+The proxy's config is ``config/users.yaml`` with: the benchmark's ports, DSN, endpoint and
+table; ``logging: WARNING``, no access log (the baseline has none either); no Redis cache
+(``cache_ttl_seconds: 0``: every read goes to PostgreSQL, as in the baseline) and no repair
+log (the benchmark only reads). Shadow runner settings are the defaults (queue 1024,
+concurrency 64, timeout 5 s).
+
+Fairness: the baseline gets ``--workers`` processes, like the proxy, and the same pool maximum
+per process (``pool_max`` of ``config/users.yaml``). wrk runs one thread. On a 2-core machine wrk,
+the system under test, PostgreSQL and moto share the cores, the same way in every run: the
+figures are "whole machine" figures. Each run reports the cores used by the system under test,
+PostgreSQL (backends whose last query touched the benchmark table), moto, wrk, interrupts and
+other processes; before each run the script waits (``--quiet-timeout``) until other processes
+use at most ``--max-background`` % of the CPUs, and flags a run, ``(!)`` in the table, when
+they used more. Before starting, and before each phase, it also waits (``--wait-other``) while
+another benchmark of this repository (``tests/benchmarks/http_proxy.py``) is running.
+
+moto is much slower than DynamoDB (one Python process, every request parsed and answered in
+Python): at 100% shadowing the shadow side cannot keep up, the bounded shadow queue fills and
+the excess is dropped (``shadowproxy_shadow_dropped_total{reason="queue_full"}``), never waited
+for by clients, but moto's CPU use competes with the proxy for the two cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import json
+import os
+import platform
+import random
+import re
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
+HELPERS = HERE / "store"
+sys.path.insert(0, str(REPO))
+
+import asyncpg  # noqa: E402
+import yaml  # noqa: E402
+
+TARGET_RATIO = 0.7  # issue 3: >= 0.7x the baseline's throughput with shadowing at 10%
+PHASES = ("baseline", "shadow100", "shadow10", "shadow0")
+SHADOW_READS = {"shadow100": 1.0, "shadow10": 0.1, "shadow0": 0.0}
+PHASE_LABELS = {
+    "baseline": "baseline: aiohttp + asyncpg handler",
+    "shadow100": "shadowproxy, PostgreSQL primary, DynamoDB shadow 100%",
+    "shadow10": "shadowproxy, PostgreSQL primary, DynamoDB shadow 10%",
+    "shadow0": "shadowproxy, PostgreSQL primary, no shadow (0%)",
+}
+SHORT_LABELS = {
+    "baseline": "aiohttp + asyncpg baseline",
+    "shadow100": "shadowproxy, shadow 100%",
+    "shadow10": "shadowproxy, shadow 10%",
+    "shadow0": "shadowproxy, shadow 0%",
+}
+OTHER_BENCHMARKS = ("tests/benchmarks/http_proxy.py", "http_proxy.py")
+
+
+class BenchError(Exception):
+    """A prerequisite is missing or a process under test misbehaved."""
+
+
+# --------------------------------------------------------------------------- processes
+
+
+class Processes:
+    """Starts child processes in their own sessions and always stops them, newest first.
+
+    Each child leads a new process group, so stopping it also reaches whatever it started
+    (shadowproxy and baseline workers) without touching anything this script did not start.
+    """
+
+    def __init__(self, logdir: Path) -> None:
+        self._logdir = logdir
+        self._procs: list[tuple[str, subprocess.Popen[bytes], int]] = []
+
+    def start(
+        self,
+        name: str,
+        cmd: Sequence[str],
+        *,
+        stop_signal: int = signal.SIGTERM,
+        env: dict[str, str] | None = None,
+    ) -> subprocess.Popen[bytes]:
+        log = (self._logdir / f"{name}.log").open("ab")
+        try:
+            proc = subprocess.Popen(
+                list(cmd),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                env=env,
+                cwd=REPO,
+            )
+        finally:
+            log.close()
+        self._procs.append((name, proc, stop_signal))
+        return proc
+
+    def log_tail(self, name: str, lines: int = 30) -> str:
+        path = self._logdir / f"{name}.log"
+        if not path.exists():
+            return ""
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+    def stop(self, proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
+        for entry in list(self._procs):
+            if entry[1] is proc:
+                self._procs.remove(entry)
+                _stop(proc, entry[2], timeout)
+
+    def running(self) -> dict[str, int]:
+        """Name -> process group id of every child still running."""
+        return {name: proc.pid for name, proc, _ in self._procs if proc.poll() is None}
+
+    def stop_all(self, keep: Sequence[str] = ()) -> None:
+        """Stop every child (newest first) except those named in `keep`."""
+        for entry in reversed(list(self._procs)):
+            name, proc, sig = entry
+            if name not in keep:
+                self._procs.remove(entry)
+                _stop(proc, sig, 20.0)
+
+
+def _stop(proc: subprocess.Popen[bytes], sig: int, timeout: float) -> None:
+    pgid = proc.pid  # start_new_session: the child leads its own group
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(sig)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            print(f"  ! pid {proc.pid} ignored signal {sig} for {timeout:.0f}s; killing its group")
+    # Whatever is left in the group (the leader if it hung, or orphaned workers).
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(5)
+
+
+@contextlib.contextmanager
+def terminate_on_sigterm() -> Iterator[None]:
+    """Turn SIGTERM/SIGHUP into SystemExit so `finally` blocks stop the children."""
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        print(f"\nsignal {signum}: stopping all benchmark processes", file=sys.stderr)
+        raise SystemExit(128 + signum)
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+@contextlib.contextmanager
+def signals_ignored() -> Iterator[None]:
+    """A second Ctrl-C (or SIGTERM) must not abandon the cleanup half-way."""
+    sigs = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    old = {s: signal.signal(s, signal.SIG_IGN) for s in sigs}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports free on 127.0.0.1 now, below the kernel's ephemeral range when possible (a
+    listening port from the ephemeral range can be taken by the local end of one of the many
+    connections a run opens before the server binds it)."""
+    low = 32768
+    with contextlib.suppress(OSError, ValueError):
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    candidates = list(range(20000, low)) if low > 21000 else []
+    random.shuffle(candidates)
+    ports: list[int] = []
+    for port in candidates:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        ports.append(port)
+        if len(ports) == count:
+            return ports
+    while len(ports) < count:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in ports:
+            ports.append(port)
+    return ports
+
+
+def http_get(url: str, timeout: float = 2.0) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def wait_ready(
+    url: str,
+    proc: subprocess.Popen[bytes],
+    timeout: float,
+    what: str,
+    procs: Processes,
+    logname: str,
+    ok: tuple[int, ...] = (200,),
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise BenchError(
+                f"{what} exited with {proc.returncode} before it was ready:\n"
+                f"{procs.log_tail(logname)}"
+            )
+        with contextlib.suppress(OSError):
+            if http_get(url, timeout=1.0)[0] in ok:
+                return
+        time.sleep(0.1)
+    raise BenchError(f"{what} not ready at {url} after {timeout:.0f}s:\n{procs.log_tail(logname)}")
+
+
+def other_benchmark_pids() -> list[int]:
+    """Pids of another benchmark of this repository (http_proxy.py) that is running now."""
+    found: set[int] = set()
+    for pattern in OTHER_BENCHMARKS:
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            out = subprocess.run(
+                ["pgrep", "-f", pattern], capture_output=True, text=True, timeout=10
+            )
+            found |= {int(x) for x in out.stdout.split()}
+    return sorted(found - {os.getpid(), os.getppid()})
+
+
+def wait_for_other_benchmark(timeout: float) -> bool:
+    """Wait (up to `timeout` s) while http_proxy.py runs: two benchmarks on 2 cores disturb
+    each other's figures. True when none is running (any more)."""
+    pids = other_benchmark_pids()
+    if not pids:
+        return True
+    print(
+        f"  another benchmark is running (http_proxy.py, pids {pids}); "
+        f"waiting up to {timeout:.0f}s for it to finish",
+        flush=True,
+    )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        time.sleep(10)
+        if not other_benchmark_pids():
+            print("  ... it finished", flush=True)
+            time.sleep(3)  # let its processes exit
+            return True
+    print("  ! it is still running: the figures will be disturbed", flush=True)
+    return False
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass(frozen=True)
+class WrkResult:
+    requests: int
+    duration_s: float
+    rps: float
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    p999_ms: float
+    max_ms: float
+    errors: dict[str, int]
+
+    @classmethod
+    def from_report(cls, report: dict[str, Any]) -> WrkResult:
+        lat = report["latency_us"]
+        duration_s = report["duration_us"] / 1e6
+        return cls(
+            requests=report["requests"],
+            duration_s=round(duration_s, 3),
+            rps=round(report["requests"] / duration_s, 1),
+            p50_ms=lat["p50"] / 1000,
+            p90_ms=lat["p90"] / 1000,
+            p99_ms=lat["p99"] / 1000,
+            p999_ms=lat["p99.9"] / 1000,
+            max_ms=lat["max"] / 1000,
+            errors={k: v for k, v in report["errors"].items() if v},
+        )
+
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True)
+class CpuUse:
+    """CPU used during a run, in cores (1.0 = one core busy the whole time)."""
+
+    cpus: int
+    busy: float
+    processes: dict[str, float]  # ours, by name; "postgres": backends serving our table
+    # Cores-worth of time our processes' threads were runnable but waiting for a CPU (run
+    # queue, /proc/<pid>/task/*/schedstat): the direct measure of CPU contention. Threads
+    # that exited during the run (moto's per-connection threads) are missed.
+    runqueue: dict[str, float]
+    other: float  # user+system time of processes that are not ours
+    irq: float  # hard+soft interrupts: mostly the loopback TCP traffic
+    steal: float
+
+
+@dataclass(frozen=True)
+class CpuSample:
+    stat: list[int]  # /proc/stat "cpu": user nice system idle iowait irq softirq steal
+    ticks: dict[str, float]  # CPU ticks used so far, by name
+    waited_s: dict[str, float]  # run-queue wait so far of the live threads, by name
+    children_s: float  # CPU seconds of waited-for children (wrk, once it has exited)
+
+
+def cpu_sample(groups: dict[str, int], pg_pids: set[int]) -> CpuSample:
+    """Machine CPU counters plus the CPU time of our process groups (name -> pgid) and of the
+    PostgreSQL backends serving the benchmark table."""
+    stat = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    by_pgid = {pgid: name for name, pgid in groups.items()}
+    ticks = dict.fromkeys([*groups, "postgres"], 0.0)
+    waited = dict.fromkeys(groups, 0.0)
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            text = Path(entry.path, "stat").read_text()
+        except OSError:
+            continue
+        fields = text[text.rindex(")") + 2 :].split()  # fields after "pid (comm)"
+        used = int(fields[11]) + int(fields[12])  # utime + stime
+        name = by_pgid.get(int(fields[2]))  # pgrp
+        if name is None and int(entry.name) in pg_pids:
+            name = "postgres"
+        if name is not None:
+            ticks[name] += used
+        if name in waited:
+            waited[name] += run_queue_seconds(entry.path)
+    ticks["bench"] = sum(os.times()[:2]) * CLK_TCK  # this script (its own threads)
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return CpuSample(stat, ticks, waited, usage.ru_utime + usage.ru_stime)
+
+
+def run_queue_seconds(proc_dir: str) -> float:
+    total = 0
+    with contextlib.suppress(OSError):
+        for task in os.scandir(f"{proc_dir}/task"):
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                total += int(Path(task.path, "schedstat").read_text().split()[1])
+    return total / 1e9
+
+
+def cpu_use(a: CpuSample, b: CpuSample) -> CpuUse:
+    d = [y - x for x, y in zip(a.stat, b.stat, strict=True)]
+    cpus = os.cpu_count() or 1
+    elapsed = max(sum(d) / cpus, 1e-9)  # ticks of one CPU
+    ours = {n: b.ticks[n] - a.ticks[n] for n in b.ticks if n in a.ticks}
+    ours["wrk"] = round((b.children_s - a.children_s) * CLK_TCK)
+    tasks = d[0] + d[1] + d[2]
+    seconds = elapsed / CLK_TCK
+    return CpuUse(
+        cpus=cpus,
+        busy=round((sum(d) - d[3] - d[4]) / elapsed, 2),
+        processes={n: round(t / elapsed, 2) for n, t in ours.items()},
+        runqueue={
+            n: round((b.waited_s[n] - a.waited_s[n]) / seconds, 2)
+            for n in b.waited_s
+            if n in a.waited_s
+        },
+        other=round(max(0, tasks - sum(ours.values())) / elapsed, 2),
+        irq=round((d[5] + d[6]) / elapsed, 2),
+        steal=round(d[7] / elapsed, 2),
+    )
+
+
+@dataclass
+class RunResult:
+    """One measured wrk run plus what the proxy counted for it."""
+
+    phase: str
+    wrk: WrkResult
+    proxy: dict[str, float] = field(default_factory=dict)  # /metrics deltas (proxy runs)
+    sut_cpu_us_per_request: float | None = None  # incl. shadow work drained after the run
+    drain_seconds: float | None = None  # shadow queue drain time after the run
+    cpu: CpuUse | None = None
+    disturbed: bool = False  # other processes used more than --max-background during the run
+
+
+# --------------------------------------------------------------------------- metrics
+
+METRIC_LINE = re.compile(r"^(?P<name>[a-zA-Z_:][\w:]*)(?:\{(?P<labels>[^}]*)\})?\s+(?P<value>\S+)")
+LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+
+
+def scrape(admin_url: str) -> dict[str, float]:
+    """The counters the benchmark reports, flattened, from the proxy's /metrics."""
+    status, body = http_get(admin_url + "/metrics", timeout=10.0)
+    if status != 200:
+        raise BenchError(f"{admin_url}/metrics answered {status}")
+    out: dict[str, float] = {}
+
+    def add(key: str, value: float) -> None:
+        out[key] = out.get(key, 0.0) + value
+
+    for line in body.decode(errors="replace").splitlines():
+        m = METRIC_LINE.match(line)
+        if not m:
+            continue
+        name, value = m["name"], float(m["value"])
+        labels = dict(LABEL.findall(m["labels"] or ""))
+        if name == "shadowproxy_comparisons_total":
+            add(f"comparisons.{labels.get('outcome', '?')}", value)
+        elif name == "shadowproxy_shadow_dropped_total":
+            add(f"shadow_dropped.{labels.get('reason', '?')}", value)
+        elif name == "shadowproxy_requests_total":
+            add(f"requests.{labels.get('status', '?')}", value)
+        elif name == "shadowproxy_shadow_queue_depth":
+            out["queue_depth"] = value
+        elif name == "shadowproxy_internal_errors_total":
+            add("internal_errors", value)
+        elif name == "shadowproxy_backend_errors_total":
+            add(f"backend_errors.{labels.get('role', '?')}.{labels.get('kind', '?')}", value)
+        elif name in (
+            "shadowproxy_backend_request_duration_seconds_sum",
+            "shadowproxy_backend_request_duration_seconds_count",
+        ):
+            kind = "sum" if name.endswith("_sum") else "count"
+            add(f"latency.{labels.get('role', '?')}.{labels.get('backend', '?')}.{kind}", value)
+    return out
+
+
+def metric_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    keys = (set(before) | set(after)) - {"queue_depth"}
+    return {
+        k: round(after.get(k, 0.0) - before.get(k, 0.0), 6)
+        for k in sorted(keys)
+        if after.get(k, 0.0) - before.get(k, 0.0)
+    }
+
+
+def wait_drained(admin_url: str, timeout: float) -> float | None:
+    """Seconds until the shadow queue (waiting + running jobs) is empty; None on timeout."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if scrape(admin_url).get("queue_depth", 0.0) <= 0:
+            return round(time.monotonic() - started, 2)
+        time.sleep(0.2)
+    return None
+
+
+def comparisons(counters: dict[str, float]) -> dict[str, int]:
+    return {k.split(".", 1)[1]: int(v) for k, v in counters.items() if k.startswith("comparisons.")}
+
+
+def dropped(counters: dict[str, float]) -> int:
+    return int(sum(v for k, v in counters.items() if k.startswith("shadow_dropped.")))
+
+
+def mean_ms(counters: dict[str, float], role: str, backend: str) -> float | None:
+    count = counters.get(f"latency.{role}.{backend}.count", 0.0)
+    if not count:
+        return None
+    return round(1000 * counters.get(f"latency.{role}.{backend}.sum", 0.0) / count, 3)
+
+
+# --------------------------------------------------------------------------- stores
+
+
+@dataclass(frozen=True)
+class Env:
+    """What one benchmark run set up: ports, endpoints, the table, the seeded ids."""
+
+    tmp: Path
+    dsn: str
+    sut_dsn: str  # the same, with application_name = table: its backends can be told apart
+    table: str
+    moto_url: str
+    proxy_port: int
+    admin_port: int
+    baseline_port: int
+    ids_file: Path
+    sample_id: str
+    get_sql: str
+    pool_max: int
+
+
+def proxy_raw_config(env: Env, shadow_reads: float) -> dict[str, Any]:
+    """config/users.yaml, pointed at the benchmark's stores and ports (see the module doc)."""
+    raw: dict[str, Any] = yaml.safe_load((REPO / "config" / "users.yaml").read_text())
+    raw["listen"] = {"host": "127.0.0.1", "port": env.proxy_port}
+    raw["admin"] = {"host": "127.0.0.1", "port": env.admin_port}
+    raw["logging"] = {"format": "json", "level": "WARNING", "access_log": False}
+    raw["backends"]["rds"]["dsn"] = env.sut_dsn
+    raw["backends"]["dynamo"]["endpoint_url"] = env.moto_url
+    users = raw["resources"]["users"]
+    for store in users["stores"].values():
+        store["table"] = env.table
+    users["flags"]["shadow_reads"] = shadow_reads
+    users["cache_ttl_seconds"] = 0
+    raw.pop("cache", None)
+    raw.pop("repair", None)
+    raw["sink"] = {"kind": "jsonl", "path": str(env.tmp / "mismatches.jsonl")}
+    return raw
+
+
+async def setup_stores(env: Env, users: int) -> list[str]:
+    """Create both tables (``init_stores``) and load the same users into both; the ids."""
+    from proxy.demo.store_story import make_users
+    from proxy.resources.admin_ops import init_stores
+    from proxy.resources.wiring import build_parts
+    from proxy.settings import settings_from_mapping
+
+    settings = settings_from_mapping(proxy_raw_config(env, 1.0), source="benchmark config", env={})
+    for line in await init_stores(settings, env={}):
+        print(f"  {line}", flush=True)
+    parts = build_parts(settings.resources["users"], settings, env={})
+    schema = parts.schema
+    records = [schema.validate(u, partial=False) for u in make_users(users, seed=1234)]
+    pg, ddb = parts.stores["postgres"], parts.stores["dynamodb"]
+    await pg.open()  # type: ignore[attr-defined]
+    try:
+        await ddb.open()  # type: ignore[attr-defined]
+        try:
+            for start in range(0, len(records), 500):
+                chunk = records[start : start + 500]
+                results = await asyncio.gather(pg.batch_put(chunk), ddb.batch_put(chunk))
+                failed = [r for rs in results for r in rs if not r.ok]
+                if failed:
+                    raise BenchError(f"seeding failed for {len(failed)} items: {failed[0]}")
+        finally:
+            await ddb.close()  # type: ignore[attr-defined]
+    finally:
+        await pg.close()  # type: ignore[attr-defined]
+    conn = await asyncpg.connect(env.dsn, timeout=10)
+    try:
+        count = await conn.fetchval(f'SELECT count(*) FROM "{env.table}"')
+    finally:
+        await conn.close()
+    if count != users:
+        raise BenchError(f"PostgreSQL table holds {count} rows, expected {users}")
+    return [schema.render_key(r[schema.key]) for r in records]
+
+
+def get_sql(table: str) -> str:
+    """The exact get-by-key statement the proxy's PostgreSQL store sends."""
+    from proxy.settings import settings_from_mapping
+    from proxy.store.postgres_sql import Statements
+    from proxy.store.schema import Schema
+
+    raw: dict[str, Any] = yaml.safe_load((REPO / "config" / "users.yaml").read_text())
+    raw.pop("cache", None)
+    raw.pop("repair", None)
+    settings = settings_from_mapping(raw, source="config/users.yaml", env={})
+    schema = Schema(settings.resources["users"])
+    return Statements(schema, table).get(schema.field_names)
+
+
+async def drop_tables(dsn: str, table: str, moto_url: str | None) -> list[str]:
+    """Drop the benchmark's tables; lines saying what was done (never raises)."""
+    done = []
+    try:
+        conn = await asyncpg.connect(dsn, timeout=10)
+        try:
+            await conn.execute(f'DROP TABLE IF EXISTS "{table}"')
+            done.append(f"PostgreSQL table {table} dropped")
+        finally:
+            await conn.close()
+    except (OSError, asyncpg.PostgresError, TimeoutError) as e:
+        done.append(f"! could not drop PostgreSQL table {table}: {e}")
+    if moto_url is not None:
+        try:
+            import aioboto3
+
+            session = aioboto3.Session(
+                region_name="us-east-1", aws_access_key_id="test", aws_secret_access_key="test"
+            )
+            async with session.client("dynamodb", endpoint_url=moto_url) as client:
+                names = (await client.list_tables())["TableNames"]
+                if table in names:
+                    await client.delete_table(TableName=table)
+                    done.append(f"DynamoDB table {table} deleted")
+        except Exception as e:  # the moto process is stopped right after anyway
+            done.append(f"! could not delete DynamoDB table {table}: {type(e).__name__}: {e}")
+    return done
+
+
+async def pg_backend_pids(dsn: str, table: str) -> set[int]:
+    """The PostgreSQL backends of the system under test: its DSN names the application
+    after the benchmark table (``sut_dsn``)."""
+    try:
+        conn = await asyncpg.connect(dsn, timeout=5)
+    except (OSError, asyncpg.PostgresError, TimeoutError):
+        return set()
+    try:
+        rows = await conn.fetch(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = $1", table
+        )
+    finally:
+        await conn.close()
+    return {int(r["pid"]) for r in rows}
+
+
+# --------------------------------------------------------------------------- measuring
+
+
+@dataclass(frozen=True)
+class Settings:
+    duration: float
+    warmup: float
+    connections: int
+    threads: int
+    workers: int
+    max_background: float
+    quiet_timeout: float
+    drain_timeout: float
+    wait_other: float
+    retries: int
+
+
+def run_wrk(url: str, *, duration: float, s: Settings, env: Env, procs: Processes) -> WrkResult:
+    cmd = [
+        "wrk",
+        f"-t{s.threads}",
+        f"-c{s.connections}",
+        f"-d{max(1, round(duration))}s",
+        "--latency",
+        "--timeout",
+        "5s",
+        "-s",
+        str(HELPERS / "random_ids.lua"),
+        url,
+    ]
+    wrk_env = dict(os.environ, BENCH_IDS_FILE=str(env.ids_file), BENCH_PREFIX="/users/")
+    log = env.tmp / "wrk.log"
+    start = log.stat().st_size if log.exists() else 0
+    proc = procs.start("wrk", cmd, stop_signal=signal.SIGINT, env=wrk_env)
+    try:
+        proc.wait(duration + 30)
+    except subprocess.TimeoutExpired:
+        raise BenchError(f"wrk did not finish within {duration + 30:.0f}s") from None
+    finally:
+        procs.stop(proc)
+    with log.open("rb") as f:
+        f.seek(start)
+        out = f.read().decode(errors="replace")
+    match = re.search(r"^BENCH_RESULT (\{.*\})$", out, re.MULTILINE)
+    if proc.returncode != 0 or not match:
+        raise BenchError(f"wrk failed (exit {proc.returncode}):\n{out[-2000:]}")
+    result = WrkResult.from_report(json.loads(match.group(1)))
+    if result.errors.get("status"):
+        # Every id exists: an error response means the system under test is broken, and
+        # measuring how fast it fails would be meaningless.
+        raise BenchError(
+            f"{result.errors['status']} of {result.requests} responses were not 2xx: "
+            f"try GET {url}/users/{env.sample_id}"
+        )
+    return result
+
+
+def other_load(procs: Processes, seconds: float = 1.0) -> float:
+    """Share (%) of all CPUs used by processes that are not ours over `seconds`."""
+    before = cpu_sample(procs.running(), set())
+    time.sleep(seconds)
+    use = cpu_use(before, cpu_sample(procs.running(), set()))
+    return round(100 * use.other / use.cpus, 1)
+
+
+def wait_for_quiet(procs: Processes, max_pct: float, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    told = False
+    while time.monotonic() < deadline:
+        busy = other_load(procs)
+        if busy <= max_pct:
+            return
+        if not told:
+            print(f"    waiting up to {timeout:.0f}s for the CPUs to go quiet ({busy:.0f}% busy)")
+            told = True
+
+
+def measure(
+    phase: str, url: str, s: Settings, env: Env, procs: Processes, admin_url: str | None
+) -> RunResult:
+    wait_for_quiet(procs, s.max_background, s.quiet_timeout)
+    print(f"  warm-up {s.warmup:g}s ...", flush=True)
+    run_wrk(url, duration=s.warmup, s=s, env=env, procs=procs)
+    before: dict[str, float] = {}
+    if admin_url:
+        if wait_drained(admin_url, s.drain_timeout) is None:
+            print(f"    ! shadow queue not drained {s.drain_timeout:g}s after the warm-up")
+        before = scrape(admin_url)
+    else:
+        time.sleep(1.0)
+    pg_pids = asyncio.run(pg_backend_pids(env.dsn, env.table))
+    print(f"  measuring {s.duration:g}s ({s.connections} connections) ...", flush=True)
+    before_cpu = cpu_sample(procs.running(), pg_pids)
+    result = run_wrk(url, duration=s.duration, s=s, env=env, procs=procs)
+    cpu = cpu_use(before_cpu, cpu_sample(procs.running(), pg_pids))
+    other_bench = other_benchmark_pids()
+    run = RunResult(
+        phase=phase,
+        wrk=result,
+        cpu=cpu,
+        disturbed=100 * cpu.other / cpu.cpus > s.max_background or bool(other_bench),
+    )
+    if admin_url:
+        at_end = scrape(admin_url)
+        run.drain_seconds = wait_drained(admin_url, s.drain_timeout)
+        run.proxy = metric_delta(before, scrape(admin_url))
+        run.proxy["in_run.comparisons"] = sum(comparisons(metric_delta(before, at_end)).values())
+    # The system's CPU per request, including the shadow work still queued when wrk stopped.
+    after = cpu_sample(procs.running(), pg_pids)
+    if result.requests and phase in after.ticks:
+        used_s = (after.ticks[phase] - before_cpu.ticks[phase]) / CLK_TCK
+        run.sut_cpu_us_per_request = round(1e6 * used_s / result.requests, 1)
+    print("    " + describe(run), flush=True)
+    if other_bench:
+        print("    ! another benchmark (http_proxy.py) ran during this run", flush=True)
+    elif run.disturbed:
+        print(
+            f"    ! other processes used {cpu.other:.2f} cores "
+            f"({100 * cpu.other / cpu.cpus:.0f}% of the CPUs) during this run: "
+            "these figures are not trustworthy",
+            flush=True,
+        )
+    return run
+
+
+def describe(run: RunResult) -> str:
+    w = run.wrk
+    text = (
+        f"{w.rps:,.0f} rps  p50 {w.p50_ms:.3f} ms  p90 {w.p90_ms:.3f} ms  "
+        f"p99 {w.p99_ms:.3f} ms  max {w.max_ms:.1f} ms  ({w.requests:,} requests)"
+    )
+    if w.errors:
+        text += f"  ERRORS {w.errors}"
+    if run.proxy:
+        p = run.proxy
+        outcomes = ", ".join(f"{k} {v:,}" for k, v in sorted(comparisons(p).items())) or "none"
+        statuses = {k.split(".", 1)[1]: int(v) for k, v in p.items() if k.startswith("requests.")}
+        text += (
+            f"\n    proxy: answered {statuses}; comparisons: {outcomes} "
+            f"({int(p.get('in_run.comparisons', 0)):,} finished during the run"
+        )
+        if run.drain_seconds is not None:
+            text += f", queue drained {run.drain_seconds:g}s after it"
+        else:
+            text += ", queue NOT drained"
+        text += f"); shadows dropped: {dropped(p):,}"
+        lat = [
+            f"{role} {backend} {ms:.2f} ms"
+            for role, backend in (("primary", "postgres"), ("shadow", "dynamodb"))
+            if (ms := mean_ms(p, role, backend)) is not None
+        ]
+        if lat:
+            text += "\n    mean store call: " + ", ".join(lat)
+        errs = {k: int(v) for k, v in p.items() if k.startswith(("backend_errors", "internal"))}
+        if errs:
+            text += f"\n    errors: {errs}"
+    if run.cpu:
+        c = run.cpu
+        parts = [f"{n} {v:.2f}" for n, v in c.processes.items()]
+        parts += [f"irq {c.irq:.2f}", f"other {c.other:.2f}", f"steal {c.steal:.2f}"]
+        text += f"\n    cpu cores used (of {c.cpus}, busy {c.busy:.2f}): " + ", ".join(parts)
+        sut = run.phase
+        if run.sut_cpu_us_per_request is not None:
+            text += f"\n    {sut}: {run.sut_cpu_us_per_request:,.0f} µs CPU per request"
+            text += f", runnable but waiting for a CPU {c.runqueue.get(sut, 0):.2f} cores"
+    return text
+
+
+# --------------------------------------------------------------------------- systems under test
+
+
+def shadowproxy_command() -> list[str]:
+    script = Path(sys.executable).parent / "shadowproxy"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "proxy"]
+
+
+def start_proxy(phase: str, s: Settings, env: Env, procs: Processes) -> subprocess.Popen[bytes]:
+    config = env.tmp / f"{phase}.yaml"
+    config.write_text(yaml.safe_dump(proxy_raw_config(env, SHADOW_READS[phase]), sort_keys=False))
+    check = subprocess.run(
+        [*shadowproxy_command(), "check-config", "-c", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+    )
+    if check.returncode != 0:
+        raise BenchError(
+            f"shadowproxy check-config rejected {config}:\n{(check.stderr or check.stdout).strip()}"
+        )
+    # The benchmark's config must be the one measured: drop SHADOWPROXY__* overrides.
+    penv = {k: v for k, v in os.environ.items() if not k.startswith("SHADOWPROXY__")}
+    penv.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    penv.setdefault("SHADOWPROXY_REDACTION_KEY", uuid.uuid4().hex)
+    cmd = [*shadowproxy_command(), "serve", "-c", str(config), "--workers", str(s.workers)]
+    proc = procs.start(phase, cmd, env=penv)
+    admin = f"http://127.0.0.1:{env.admin_port}"
+    wait_ready(admin + "/healthz", proc, 60, "shadowproxy", procs, phase)
+    wait_ready(f"http://127.0.0.1:{env.proxy_port}/users/{env.sample_id}", proc, 30,
+               "shadowproxy", procs, phase)  # fmt: skip
+    return proc
+
+
+def start_baseline(s: Settings, env: Env, procs: Processes) -> subprocess.Popen[bytes]:
+    cmd = [
+        sys.executable,
+        str(HELPERS / "baseline_app.py"),
+        "--dsn", env.sut_dsn,
+        "--sql", env.get_sql,
+        "--port", str(env.baseline_port),
+        "--pool-max", str(env.pool_max),
+        "--workers", str(s.workers),
+    ]  # fmt: skip
+    if s.workers == 1:
+        cmd.append("--reuse-port")  # harmless, and the same socket options in both cases
+    proc = procs.start("baseline", cmd)
+    wait_ready(f"http://127.0.0.1:{env.baseline_port}/healthz", proc, 60, "baseline", procs,
+               "baseline")  # fmt: skip
+    return proc
+
+
+def verify(url: str) -> dict[str, Any]:
+    status, body = http_get(url, timeout=5.0)
+    if status != 200:
+        raise BenchError(f"{url} answered {status}: {body[:300]!r}")
+    doc: dict[str, Any] = json.loads(body)
+    return doc
+
+
+def run_phase(phase: str, s: Settings, env: Env, procs: Processes) -> RunResult:
+    wait_for_other_benchmark(s.wait_other)
+    if phase == "baseline":
+        proc = start_baseline(s, env, procs)
+        url, admin = f"http://127.0.0.1:{env.baseline_port}", None
+    else:
+        proc = start_proxy(phase, s, env, procs)
+        url, admin = f"http://127.0.0.1:{env.proxy_port}", f"http://127.0.0.1:{env.admin_port}"
+    try:
+        doc = verify(f"{url}/users/{env.sample_id}")
+        if doc.get("id") != env.sample_id:
+            raise BenchError(f"{phase}: /users/{env.sample_id} answered another record: {doc}")
+        run = measure(phase, url, s, env, procs, admin)
+        for attempt in range(s.retries):
+            if not run.disturbed:
+                break
+            print(f"  disturbed: measuring again ({attempt + 1}/{s.retries})", flush=True)
+            wait_for_other_benchmark(s.wait_other)
+            run = measure(phase, url, s, env, procs, admin)
+        return run
+    finally:
+        procs.stop(proc)
+
+
+# --------------------------------------------------------------------------- summary
+
+Rounds = list[dict[str, RunResult]]
+
+
+@dataclass(frozen=True)
+class Figures:
+    """Medians over the rounds of one phase."""
+
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    rps_range: tuple[float, float]
+    rounds: int
+    disturbed_rounds: int
+    comparisons: dict[str, int]  # summed over the rounds
+    shadow_dropped: int
+    requests: int
+    primary_ms: float | None
+    shadow_ms: float | None
+    cpu: dict[str, float]  # median cores by process
+    sut_cpu_us_per_request: float | None  # median
+    sut_runqueue_cores: float | None  # median
+
+
+def summarize(rounds: Rounds) -> dict[str, Figures]:
+    out: dict[str, Figures] = {}
+    for phase in PHASES:
+        runs = [r[phase] for r in rounds if phase in r]
+        if not runs:
+            continue
+        rps = [run.wrk.rps for run in runs]
+        outcomes: dict[str, int] = {}
+        for run in runs:
+            for k, v in comparisons(run.proxy).items():
+                outcomes[k] = outcomes.get(k, 0) + v
+        names = {n for run in runs if run.cpu for n in run.cpu.processes} | {"other", "irq"}
+        cpu = {}
+        for n in sorted(names):
+            vals = [
+                (run.cpu.processes.get(n, 0.0) if n not in ("other", "irq") else
+                 getattr(run.cpu, n))
+                for run in runs if run.cpu
+            ]  # fmt: skip
+            if vals:
+                cpu[n] = round(statistics.median(vals), 2)
+        prim = [m for run in runs if (m := mean_ms(run.proxy, "primary", "postgres"))]
+        shad = [m for run in runs if (m := mean_ms(run.proxy, "shadow", "dynamodb"))]
+        out[phase] = Figures(
+            rps=round(statistics.median(rps), 1),
+            p50_ms=round(statistics.median(run.wrk.p50_ms for run in runs), 3),
+            p99_ms=round(statistics.median(run.wrk.p99_ms for run in runs), 3),
+            rps_range=(min(rps), max(rps)),
+            rounds=len(runs),
+            disturbed_rounds=sum(run.disturbed for run in runs),
+            comparisons=outcomes,
+            shadow_dropped=sum(dropped(run.proxy) for run in runs),
+            requests=sum(run.wrk.requests for run in runs),
+            primary_ms=round(statistics.median(prim), 3) if prim else None,
+            shadow_ms=round(statistics.median(shad), 3) if shad else None,
+            cpu=cpu,
+            sut_cpu_us_per_request=median_or_none([run.sut_cpu_us_per_request for run in runs]),
+            sut_runqueue_cores=median_or_none(
+                [run.cpu.runqueue.get(phase) if run.cpu else None for run in runs]
+            ),
+        )
+    return out
+
+
+def median_or_none(values: list[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return round(statistics.median(present), 2) if present else None
+
+
+def ratios(rounds: Rounds) -> tuple[dict[str, float | None], dict[str, list[float]]]:
+    """rps of each proxy phase over the baseline's, within each round, then the median."""
+    per_round: dict[str, list[float]] = {p: [] for p in PHASES if p != "baseline"}
+    for results in rounds:
+        base = results.get("baseline")
+        for phase in per_round:
+            if base and phase in results and base.wrk.rps:
+                per_round[phase].append(round(results[phase].wrk.rps / base.wrk.rps, 3))
+    med = {p: round(statistics.median(v), 3) if v else None for p, v in per_round.items()}
+    return med, per_round
+
+
+def markdown(summary: dict[str, Figures], r: dict[str, float | None], s: Settings) -> str:
+    rounds = max((f.rounds for f in summary.values()), default=1)
+    lines = [
+        f"Get by key, `GET /users/{{id}}` (random ids), wrk -t{s.threads} -c{s.connections}, "
+        f"{s.duration:g} s per run after a {s.warmup:g} s warm-up, {s.workers} process(es) "
+        f"per system under test"
+        + (f", median of {rounds} interleaved rounds" if rounds > 1 else "")
+        + ":",
+        "",
+        "| system | rps | p50 ms | p99 ms | rps vs baseline | comparisons (outcomes) "
+        "| shadows dropped | CPU µs/request |",
+        "|---|---:|---:|---:|---:|---|---:|---:|",
+    ]
+    disturbed = False
+    for phase in PHASES:
+        f = summary.get(phase)
+        if f is None:
+            continue
+        mark = " (!)" if f.disturbed_rounds else ""
+        disturbed |= bool(f.disturbed_rounds)
+        ratio = "1.00" if phase == "baseline" else (
+            "-" if r.get(phase) is None else f"{r[phase]:.2f}"
+        )  # fmt: skip
+        if phase == "baseline":
+            comp, drop = "-", "-"
+        else:
+            total = sum(f.comparisons.values())
+            comp = (
+                f"{total:,}: " + ", ".join(f"{k} {v:,}" for k, v in sorted(f.comparisons.items()))
+                if total
+                else "0"
+            )
+            drop = f"{f.shadow_dropped:,}"
+        cpu_per_request = (
+            "-" if f.sut_cpu_us_per_request is None else f"{f.sut_cpu_us_per_request:,.0f}"
+        )
+        lines.append(
+            f"| {SHORT_LABELS[phase]}{mark} | {f.rps:,.0f} | {f.p50_ms:.2f} | {f.p99_ms:.2f} "
+            f"| {ratio} | {comp} | {drop} | {cpu_per_request} |"
+        )
+    lines += [
+        "",
+        "CPU µs/request: CPU time of the system under test (all its processes) per request,",
+        "shadow reads finished after the run included.",
+        "",
+        f"Target (issue 3): shadowproxy with shadowing at 10% >= {TARGET_RATIO}x the baseline's "
+        f"throughput: {verdict(r.get('shadow10'))}.",
+    ]
+    if disturbed:
+        lines.append(
+            "(!) other processes used more than the allowed share of the CPUs during the run."
+        )
+    return "\n".join(lines)
+
+
+def verdict(value: float | None) -> str:
+    if value is None:
+        return "not measured"
+    return f"{value:.2f}x, " + ("meets it" if value >= TARGET_RATIO else "MISSES it")
+
+
+def environment(s: Settings, users: int) -> dict[str, Any]:
+    def version(cmd: list[str]) -> str:
+        with contextlib.suppress(OSError, subprocess.TimeoutExpired, IndexError):
+            out = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
+            return (out.stdout + out.stderr).strip().splitlines()[0]
+        return "?"
+
+    cpu = "?"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    try:
+        import uvloop
+
+        loop = f"uvloop {uvloop.__version__}"
+    except ImportError:
+        loop = "asyncio"
+    return {
+        "cpus": os.cpu_count(),
+        "cpu_model": cpu,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "event_loop": loop,
+        "wrk": version(["wrk", "-v"]),
+        "postgres": version(["psql", "--version"]),
+        "git_commit": version(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"]),
+        "workers": s.workers,
+        "users": users,
+    }
+
+
+def reproduce_command(args: argparse.Namespace) -> str:
+    parts = [
+        ".venv/bin/python tests/benchmarks/store_proxy.py",
+        f"--duration {args.duration:g}",
+        f"--connections {args.connections}",
+        f"--users {args.users}",
+        f"--workers {args.workers}",
+    ]
+    if args.rounds != 1:
+        parts.append(f"--rounds {args.rounds}")
+    if args.phases != list(PHASES):
+        parts.append(f"--phases {','.join(args.phases)}")
+    return " ".join(parts)
+
+
+def report(args: argparse.Namespace, s: Settings, rounds: Rounds, failures: list[str]) -> None:
+    summary = summarize(rounds)
+    r, per_round = ratios(rounds)
+    print(f"\n== summary{' (medians over rounds)' if len(rounds) > 1 else ''}")
+    for phase, f in summary.items():
+        line = f"  {PHASE_LABELS[phase]:55s} {f.rps:9,.0f} rps  p50 {f.p50_ms:7.3f} ms  "
+        line += f"p99 {f.p99_ms:7.3f} ms"
+        if phase != "baseline":
+            ratio = r.get(phase)
+            line += f"  {'-' if ratio is None else f'{ratio:.3f}'}x baseline"
+        print(line)
+        if phase != "baseline":
+            outcomes = ", ".join(f"{k} {v:,}" for k, v in sorted(f.comparisons.items()))
+            print(
+                f"  {'':55s} comparisons {sum(f.comparisons.values()):,} ({outcomes or 'none'}), "
+                f"dropped {f.shadow_dropped:,}, of {f.requests:,} requests"
+            )
+    if len(rounds) > 1:
+        print(f"  per-round ratios: {per_round}")
+    print(f"  target: shadow10 >= {TARGET_RATIO}x baseline rps: {verdict(r.get('shadow10'))}")
+    env = environment(s, args.users)
+    table = markdown(summary, r, s)
+    command = reproduce_command(args)
+    print(
+        f"\n== Markdown ({env['cpus']} CPUs, {env['cpu_model']}; Python {env['python']}, "
+        f"{env['event_loop']}; {env['postgres']}; {env['wrk']})\n"
+    )
+    print(table)
+    print(f"\nReproduce: {command}")
+    if failures:
+        print("\nFAILED: " + "; ".join(failures))
+    if args.json:
+        doc = {
+            "environment": env,
+            "command": command,
+            "settings": asdict(s) | {"users": args.users, "rounds": args.rounds},
+            "summary": {ph: asdict(f) for ph, f in summary.items()},
+            "ratios_vs_baseline_rps": r,
+            "ratios_per_round": per_round,
+            "target": {"phase": "shadow10", "min_ratio": TARGET_RATIO},
+            "rounds": [
+                {phase: asdict(run) for phase, run in results.items()} for results in rounds
+            ],
+            "failures": failures,
+            "markdown": table,
+        }
+        args.json.write_text(json.dumps(doc, indent=2) + "\n")
+        print(f"\nwrote {args.json}")
+
+
+# --------------------------------------------------------------------------- main
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0] if __doc__ else None,
+        epilog="Needs wrk (apt-get install -y wrk) and PostgreSQL on 127.0.0.1:5432.",
+    )
+    p.add_argument("--duration", type=float, default=10, help="seconds per measured run (10)")
+    p.add_argument("--warmup", type=float, default=3, help="seconds per warm-up run (3)")
+    p.add_argument("--connections", type=int, default=32, help="wrk connections (32)")
+    p.add_argument("--threads", type=int, default=1, help="wrk threads (1)")
+    p.add_argument("--users", type=int, default=2000, help="users seeded in both stores (2000)")
+    p.add_argument("--workers", type=int, default=1, help="processes of each system under test (1)")
+    p.add_argument("--rounds", type=int, default=1, help="repeat all phases, interleaved (1)")
+    p.add_argument(
+        "--phases", default=",".join(PHASES), help=f"comma-separated subset of {','.join(PHASES)}"
+    )
+    p.add_argument(
+        "--dsn",
+        default="postgresql://postgres@127.0.0.1:5432/postgres",
+        help="PostgreSQL to create the benchmark table in",
+    )
+    p.add_argument(
+        "--max-background",
+        type=float,
+        default=10,
+        help="CPU %% used by other processes above which a run waits, then warns (10)",
+    )
+    p.add_argument(
+        "--quiet-timeout",
+        type=float,
+        default=60,
+        help="seconds to wait for the machine to go quiet before each run (60)",
+    )
+    p.add_argument(
+        "--wait-other",
+        type=float,
+        default=1800,
+        help="seconds to wait while tests/benchmarks/http_proxy.py runs (1800; 0: no wait)",
+    )
+    p.add_argument(
+        "--retries",
+        type=int,
+        default=2,
+        help="measure a phase again, up to this many times, when its run was disturbed (2)",
+    )
+    p.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=60,
+        help="seconds to wait for the shadow queue to drain after a run (60)",
+    )
+    p.add_argument("--json", type=Path, help="also write every figure to this JSON file")
+    p.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (configs, logs)")
+    args = p.parse_args(argv)
+    args.phases = [x.strip() for x in args.phases.split(",") if x.strip()]
+    unknown = set(args.phases) - set(PHASES)
+    if unknown:
+        p.error(f"unknown phase(s) {sorted(unknown)}; choose from {','.join(PHASES)}")
+    if args.users < 1 or args.workers < 1 or args.rounds < 1 or args.connections < 1:
+        p.error("--users, --workers, --rounds and --connections must be at least 1")
+    return args
+
+
+def with_application_name(dsn: str, name: str) -> str:
+    return dsn + ("&" if "?" in dsn else "?") + f"application_name={name}"
+
+
+async def check_postgres(dsn: str) -> None:
+    try:
+        conn = await asyncpg.connect(dsn, timeout=5)
+    except (OSError, asyncpg.PostgresError, TimeoutError) as e:
+        raise BenchError(f"no PostgreSQL answers on {dsn}: {e}") from e
+    await conn.close()
+
+
+def start_moto(port: int, procs: Processes) -> str:
+    proc = procs.start(
+        "moto", [sys.executable, str(HELPERS / "moto_server.py"), "--port", str(port)]
+    )
+    url = f"http://127.0.0.1:{port}"
+    # moto answers a bare GET / with 404 (no service named): it is up.
+    wait_ready(url + "/", proc, 60, "moto server", procs, "moto", ok=(200, 400, 403, 404))
+    return url
+
+
+def run(args: argparse.Namespace, s: Settings, tmp: Path, procs: Processes) -> int:
+    if not shutil.which("wrk"):
+        raise BenchError("wrk is missing: apt-get install -y wrk")
+    asyncio.run(check_postgres(args.dsn))
+    wait_for_other_benchmark(s.wait_other)
+    proxy_port, admin_port, baseline_port, moto_port = free_ports(4)
+    table = f"shadowproxy_bench_{uuid.uuid4().hex[:10]}"
+    raw = yaml.safe_load((REPO / "config" / "users.yaml").read_text())
+    moto_url: str | None = None
+    try:
+        moto_url = start_moto(moto_port, procs)
+        env = Env(
+            tmp=tmp,
+            dsn=args.dsn,
+            sut_dsn=with_application_name(args.dsn, table),
+            table=table,
+            moto_url=moto_url,
+            proxy_port=proxy_port,
+            admin_port=admin_port,
+            baseline_port=baseline_port,
+            ids_file=tmp / "ids.txt",
+            sample_id="",
+            get_sql=get_sql(table),
+            pool_max=int(raw["backends"]["rds"].get("pool_max", 10)),
+        )
+        print(
+            f"stores: PostgreSQL {args.dsn.split('@')[-1]} table {table}, "
+            f"DynamoDB (moto) {moto_url}; seeding {args.users:,} users into both ...",
+            flush=True,
+        )
+        started = time.monotonic()
+        ids = asyncio.run(setup_stores(env, args.users))
+        env.ids_file.write_text("\n".join(ids) + "\n")
+        env = dataclasses.replace(env, sample_id=ids[0])
+        print(f"  seeded in {time.monotonic() - started:.1f}s; query: {env.get_sql}", flush=True)
+        print(
+            f"  {s.workers} process(es) per system; asyncpg pool max {env.pool_max} per process",
+            flush=True,
+        )
+        rounds: Rounds = []
+        failures: list[str] = []
+        for n in range(args.rounds):
+            results: dict[str, RunResult] = {}
+            for phase in (p for p in PHASES if p in args.phases):
+                print(f"\n== {PHASE_LABELS[phase]} (round {n + 1}/{args.rounds})", flush=True)
+                try:
+                    results[phase] = run_phase(phase, s, env, procs)
+                except BenchError as e:
+                    print(f"  ! {phase} failed: {e}", flush=True)
+                    failures.append(f"{phase} (round {n + 1}): {str(e).splitlines()[0]}")
+            rounds.append(results)
+    finally:
+        with signals_ignored():
+            # The systems under test first (they hold pool connections), then the tables
+            # (DynamoDB's while moto still runs), then moto.
+            procs.stop_all(keep=("moto",))
+            for line in asyncio.run(drop_tables(args.dsn, table, moto_url)):
+                print(f"  {line}", flush=True)
+            procs.stop_all()
+    report(args, s, rounds, failures)
+    return 1 if failures else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    s = Settings(
+        duration=args.duration,
+        warmup=args.warmup,
+        connections=args.connections,
+        threads=args.threads,
+        workers=args.workers,
+        max_background=args.max_background,
+        quiet_timeout=args.quiet_timeout,
+        drain_timeout=args.drain_timeout,
+        wait_other=args.wait_other,
+        retries=args.retries,
+    )
+    tmp = Path(tempfile.mkdtemp(prefix="shadowproxy-store-bench-"))
+    procs = Processes(tmp)
+    try:
+        with terminate_on_sigterm():
+            return run(args, s, tmp, procs)
+    except BenchError as e:
+        print(f"\nbenchmark failed: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\ninterrupted; all benchmark processes stopped, tables dropped", file=sys.stderr)
+        return 130
+    finally:
+        with signals_ignored():
+            procs.stop_all()
+        if args.keep_tmp:
+            print(f"temp dir kept: {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
