@@ -32,11 +32,15 @@ loopback port, a PostgreSQL table and a DynamoDB table with a unique name
 (``shadowproxy_bench_<hex>``) created by ``init_stores`` and seeded with the same users in both
 (no divergences: every comparison should be ``match``), the systems under test, wrk.
 
-The proxy's config is ``config/users.yaml`` with: the benchmark's ports, DSN, endpoint and
-table; ``logging: WARNING``, no access log (the baseline has none either); no Redis cache
-(``cache_ttl_seconds: 0``: every read goes to PostgreSQL, as in the baseline) and no repair
-log (the benchmark only reads). Shadow runner settings are the defaults (queue 1024,
-concurrency 64, timeout 5 s).
+The proxy's config is ``config/users.yaml`` (its backends, the ``users`` resource, readiness
+thresholds) with: the benchmark's ports, DSN, endpoint and table; ``shadow_reads`` per phase;
+``logging: WARNING``, no access log (the baseline has none either); no Redis cache
+(``cache_ttl_seconds: 0``: every read goes to PostgreSQL, as in the baseline); no repair log
+(the benchmark only reads); flags and readiness counts held in the process (``kind: memory``)
+instead of the local Redis, so that the benchmark neither reads nor changes state shared with
+anyone else (with the shipped Redis flag store, Redis wins over the config: the
+``shadow_reads`` of one phase would leak into the next). Shadow runner settings are the
+defaults (queue 1024, concurrency 64, timeout 5 s).
 
 Fairness: the baseline gets ``--workers`` processes, like the proxy, and the same pool maximum
 per process (``pool_max`` of ``config/users.yaml``). wrk runs one thread. On a 2-core machine wrk,
@@ -543,9 +547,28 @@ class Env:
     pool_max: int
 
 
+# Top-level keys of config/users.yaml the benchmark keeps. Everything else (cache, repair
+# log, flag store, readiness store, sink, ...) is either set below or left at its default:
+# nothing the proxy under test does may touch state shared with other users of this machine
+# (the shipped config keeps flags, readiness counts and the repair log in the local Redis).
+KEPT_KEYS = ("backends", "resources", "redaction", "shadow", "limits", "requesters")
+
+
+def users_config() -> dict[str, Any]:
+    raw: dict[str, Any] = yaml.safe_load((REPO / "config" / "users.yaml").read_text())
+    kept = {k: v for k, v in raw.items() if k in KEPT_KEYS}
+    readiness = raw.get("readiness")
+    if isinstance(readiness, dict):
+        # The shipped thresholds, counted in the process (not in the shared Redis).
+        kept["readiness"] = {
+            k: v for k, v in readiness.items() if k not in ("store", "redis_url", "prefix")
+        } | {"store": "memory"}
+    return kept
+
+
 def proxy_raw_config(env: Env, shadow_reads: float) -> dict[str, Any]:
     """config/users.yaml, pointed at the benchmark's stores and ports (see the module doc)."""
-    raw: dict[str, Any] = yaml.safe_load((REPO / "config" / "users.yaml").read_text())
+    raw = users_config()
     raw["listen"] = {"host": "127.0.0.1", "port": env.proxy_port}
     raw["admin"] = {"host": "127.0.0.1", "port": env.admin_port}
     raw["logging"] = {"format": "json", "level": "WARNING", "access_log": False}
@@ -556,8 +579,8 @@ def proxy_raw_config(env: Env, shadow_reads: float) -> dict[str, Any]:
         store["table"] = env.table
     users["flags"]["shadow_reads"] = shadow_reads
     users["cache_ttl_seconds"] = 0
-    raw.pop("cache", None)
-    raw.pop("repair", None)
+    # Flags from this config, held in the process; the audit trail in the temp dir.
+    raw["flags"] = {"kind": "memory", "audit_path": str(env.tmp / "flags-audit.jsonl")}
     raw["sink"] = {"kind": "jsonl", "path": str(env.tmp / "mismatches.jsonl")}
     return raw
 
@@ -606,10 +629,7 @@ def get_sql(table: str) -> str:
     from proxy.store.postgres_sql import Statements
     from proxy.store.schema import Schema
 
-    raw: dict[str, Any] = yaml.safe_load((REPO / "config" / "users.yaml").read_text())
-    raw.pop("cache", None)
-    raw.pop("repair", None)
-    settings = settings_from_mapping(raw, source="config/users.yaml", env={})
+    settings = settings_from_mapping(users_config(), source="config/users.yaml", env={})
     schema = Schema(settings.resources["users"])
     return Statements(schema, table).get(schema.field_names)
 
@@ -849,6 +869,7 @@ def start_proxy(phase: str, s: Settings, env: Env, procs: Processes) -> subproce
         raise BenchError(
             f"shadowproxy check-config rejected {config}:\n{(check.stderr or check.stdout).strip()}"
         )
+    check_isolated(config)
     # The benchmark's config must be the one measured: drop SHADOWPROXY__* overrides.
     penv = {k: v for k, v in os.environ.items() if not k.startswith("SHADOWPROXY__")}
     penv.pop("PROMETHEUS_MULTIPROC_DIR", None)
@@ -860,6 +881,28 @@ def start_proxy(phase: str, s: Settings, env: Env, procs: Processes) -> subproce
     wait_ready(f"http://127.0.0.1:{env.proxy_port}/users/{env.sample_id}", proc, 30,
                "shadowproxy", procs, phase)  # fmt: skip
     return proc
+
+
+def check_isolated(config: Path) -> None:
+    """Refuse a config that would make the proxy use the shared Redis (or the repo dir)."""
+    from proxy.settings import load_settings
+
+    settings = load_settings(config, env={})
+    shared = []
+    if settings.cache is not None:
+        shared.append("cache")
+    if settings.repair is not None:
+        shared.append("repair")
+    flags = getattr(settings, "flags", None)
+    if flags is not None and getattr(flags, "kind", "memory") != "memory":
+        shared.append("flags")
+    readiness = getattr(settings, "readiness", None)
+    if readiness is not None and getattr(readiness, "store", "memory") != "memory":
+        shared.append("readiness")
+    if getattr(settings.sink, "kind", "jsonl") != "jsonl":
+        shared.append("sink")
+    if shared:
+        raise BenchError(f"{config}: would use shared state ({', '.join(shared)}); not started")
 
 
 def start_baseline(s: Settings, env: Env, procs: Processes) -> subprocess.Popen[bytes]:

@@ -84,7 +84,10 @@ async def test_crud_round_trip(
     assert await both_sides(proxy, u["id"]) == [None, None]
     await proxy.wait_for(lambda: proxy.apps.runner.depth == 0)
     await proxy.wait_for(lambda: sum(outcomes(proxy).values()) >= 3)  # the three GETs
-    assert outcomes(proxy) == {"match": 3}
+    # A GET shadowed just before the next write can race it: that is "transient", never
+    # "mismatch".
+    seen = outcomes(proxy)
+    assert sum(seen.values()) == 3 and set(seen) <= {"match", "transient"}, seen
 
 
 @BOTH
