@@ -6,7 +6,7 @@ import asyncio
 import logging
 import os
 import secrets
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
 
@@ -49,6 +49,7 @@ class Apps:
     flag_store: FlagStore
     decisions: Decisions
     guardrail: Guardrail
+    direct_handler: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]] | None = None
 
 
 def redaction_key(settings: Settings, env: Mapping[str, str]) -> bytes:
@@ -145,8 +146,9 @@ def build(
 
     proxy_app = web.Application()
     proxy_app.router.add_routes(resources.routes())
+    forward = partial(handle, ctx)
     if settings.routes:
-        proxy_app.router.add_route("*", "/{tail:.*}", partial(handle, ctx))
+        proxy_app.router.add_route("*", "/{tail:.*}", forward)
 
     async def upstreams_ctx(_: web.Application) -> AsyncIterator[None]:
         for upstream in upstreams.values():
@@ -227,6 +229,7 @@ def build(
         flag_store=flag_store,
         decisions=decisions,
         guardrail=guardrail,
+        direct_handler=forward if settings.routes and not settings.resources else None,
     )
 
 

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
 from dataclasses import dataclass
 from functools import partial
 
-import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
 
 from comparators import DiffBudget, compare_http
 from comparators.model import Comparison, HttpSnapshot, Outcome
+from proxy import h1
 from proxy.errors import (
     BadGateway,
     GatewayTimeout,
@@ -158,7 +159,7 @@ async def _primary(
     except TimeoutError as e:
         _backend_failed(ctx, route, request.method, backend.name, e, sampled)
         raise GatewayTimeout(f"primary backend {backend.name} did not answer in time") from e
-    except aiohttp.ClientError as e:
+    except h1.BackendError as e:
         _backend_failed(ctx, route, request.method, backend.name, e, sampled)
         raise BadGateway(f"primary backend {backend.name} failed: {type(e).__name__}") from e
     try:
@@ -166,15 +167,16 @@ async def _primary(
         out_headers["X-Request-ID"] = rid
         length = upstream.content_length
         response: web.StreamResponse
-        if request.method == "HEAD" or (length is not None and length <= SMALL_BODY):
-            payload = await upstream.read()
-            response = _whole(upstream.status, upstream.reason, out_headers, payload)
-            captured: bytes | None = payload
-        else:
-            response, captured = await _stream(
-                request, upstream, out_headers, ctx.compare_body_cap if sampled else -1
-            )
-    except (TimeoutError, aiohttp.ClientError) as e:
+        async with asyncio.timeout_at(upstream.deadline):
+            if request.method == "HEAD" or (length is not None and length <= SMALL_BODY):
+                payload = await upstream.read()
+                response = _whole(upstream.status, upstream.reason, out_headers, payload)
+                captured: bytes | None = payload
+            else:
+                response, captured = await _stream(
+                    request, upstream, out_headers, ctx.compare_body_cap if sampled else -1
+                )
+    except (TimeoutError, h1.BackendError) as e:
         _backend_failed(ctx, route, request.method, backend.name, e, sampled)
         if isinstance(e, TimeoutError):
             raise GatewayTimeout(f"primary backend {backend.name} timed out mid-body") from e
@@ -201,7 +203,7 @@ def _whole(status: int, reason: str | None, headers: CIMultiDict[str], body: byt
 
 async def _stream(
     request: web.Request,
-    upstream: aiohttp.ClientResponse,
+    upstream: h1.Response,
     headers: CIMultiDict[str],
     cap: int,
 ) -> tuple[web.StreamResponse, bytes | None]:
@@ -218,7 +220,7 @@ async def _stream(
                     kept = None
                 else:
                     kept.append(chunk)
-    except (TimeoutError, aiohttp.ClientError):
+    except (TimeoutError, h1.BackendError):
         # Headers are gone already: the only honest signal left is a cut connection.
         if request.transport is not None:
             request.transport.close()
@@ -276,11 +278,12 @@ async def _shadow_job(
             method, raw_path, request.headers, request.body, timeout=timeout
         )
         try:
-            payload = await _read_capped(upstream, ctx.compare_body_cap)
+            async with asyncio.timeout_at(upstream.deadline):
+                payload = await _read_capped(upstream, ctx.compare_body_cap)
         finally:
             upstream.release()
         snapshot = HttpSnapshot(upstream.status, _lowered(end_to_end(upstream.headers)), payload)
-    except (TimeoutError, aiohttp.ClientError) as e:
+    except (TimeoutError, h1.BackendError) as e:
         kind = backend_error_kind(e)
         ctx.metrics.backend_errors.labels(shadow.name, "shadow", kind).inc()
         outcome = Outcome.TIMEOUT if kind == "timeout" else Outcome.SHADOW_ERROR
@@ -307,7 +310,7 @@ async def _shadow_job(
     )
 
 
-async def _read_capped(response: aiohttp.ClientResponse, cap: int) -> bytes | None:
+async def _read_capped(response: h1.Response, cap: int) -> bytes | None:
     if response.content_length is not None and response.content_length > cap:
         return None
     chunks, size = [], 0

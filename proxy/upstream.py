@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import random
 
-import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
+from proxy import h1
+from proxy.errors import ConfigError
 from proxy.settings import HttpBackend
 
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
@@ -25,8 +26,6 @@ HOP_BY_HOP = frozenset(
         "upgrade",
     }
 )
-# Failures that happen before the backend could have acted on the request.
-_RETRYABLE = (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError)
 
 
 def end_to_end(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> CIMultiDict[str]:
@@ -44,31 +43,30 @@ class HttpUpstream:
     def __init__(self, name: str, config: HttpBackend) -> None:
         self.name = name
         self.config = config
-        self._base = config.url
-        self._session: aiohttp.ClientSession | None = None
+        url = URL(config.url)
+        if url.scheme != "http":
+            raise ConfigError(
+                f"backends.{name}.url = {config.url!r}: only http:// backends are supported "
+                "(terminate TLS in front of the backend or use a sidecar)"
+            )
+        self._host = url.host or "127.0.0.1"
+        self._port = url.port or 80
+        self._host_header = url.raw_authority
+        self._base_path = url.raw_path.rstrip("/")
+        self._pool: h1.Pool | None = None
 
     async def start(self) -> None:
-        connector = aiohttp.TCPConnector(
+        self._pool = h1.Pool(
+            self._host,
+            self._port,
             limit=self.config.max_connections,
-            limit_per_host=self.config.max_connections,
-            ttl_dns_cache=300,
-            keepalive_timeout=30,
-        )
-        self._session = aiohttp.ClientSession(
-            connector=connector,
-            timeout=aiohttp.ClientTimeout(total=None),
-            auto_decompress=False,
-            cookie_jar=aiohttp.DummyCookieJar(),
-            skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
+            connect_timeout=self.config.connect_timeout_seconds,
         )
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
-
-    def url(self, raw_path_qs: str) -> URL:
-        return URL(self._base + raw_path_qs, encoded=True)
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
 
     async def send(
         self,
@@ -78,36 +76,30 @@ class HttpUpstream:
         body: bytes | None,
         *,
         timeout: float | None = None,
-    ) -> aiohttp.ClientResponse:
-        """Send and return the response with its body unread; the caller releases it.
+    ) -> h1.Response:
+        """Send and return the response with its body unread; the caller releases it and
+        bounds the body read (``deadline()``).
 
-        Idempotent requests are retried on connection failures with exponential backoff and
-        full jitter, within the deadline; others are sent once.
+        Idempotent requests are retried on connection failures (refused, or a kept-alive
+        connection the backend had closed) with exponential backoff and full jitter, within
+        the deadline; others are sent once.
         """
-        if self._session is None:
+        if self._pool is None:
             raise RuntimeError(f"backend {self.name}: start() was not awaited")
         total = timeout if timeout is not None else self.config.timeout_seconds
         loop = asyncio.get_running_loop()
         deadline = loop.time() + total
+        head = h1.request_head(
+            method, self._base_path + raw_path_qs, self._host_header, headers, body
+        )
         attempts = 1 + (self.config.retries if method in IDEMPOTENT else 0)
-        url = self.url(raw_path_qs)
         for attempt in range(attempts):
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                raise TimeoutError
             try:
-                return await self._session.request(
-                    method,
-                    url,
-                    headers=headers,
-                    data=body or None,
-                    allow_redirects=False,
-                    timeout=aiohttp.ClientTimeout(
-                        total=remaining,
-                        connect=min(remaining, self.config.connect_timeout_seconds),
-                    ),
-                )
-            except _RETRYABLE:
+                async with asyncio.timeout_at(deadline):
+                    response, _ = await h1.send(self._pool, method, head, body)
+                response.deadline = deadline
+                return response
+            except (h1.ConnectFailed, h1.Disconnected):
                 if attempt == attempts - 1:
                     raise
                 backoff = self.config.retry_backoff_seconds * (2**attempt)
@@ -118,10 +110,6 @@ class HttpUpstream:
 def backend_error_kind(error: BaseException) -> str:
     if isinstance(error, TimeoutError):
         return "timeout"
-    if isinstance(error, aiohttp.ClientConnectorError):
-        return "connect"
-    if isinstance(error, aiohttp.ServerDisconnectedError):
-        return "disconnected"
-    if isinstance(error, aiohttp.ClientPayloadError):
-        return "payload"
+    if isinstance(error, h1.BackendError):
+        return error.kind
     return "protocol"

@@ -1,0 +1,289 @@
+"""A lean HTTP/1.1 client for the hot path: keep-alive pools on asyncio protocols, responses
+parsed by llhttp (httptools), headers kept as the raw bytes the backend sent.
+
+Why not aiohttp's client: per call it cost about as much CPU as everything else the proxy
+does for a request (DESIGN.md, and the profile in the README's performance section). This
+client does only what a proxy needs — one request at a time per connection, no cookies, no
+redirects, no decompression, no automatic headers — and passes the same pass-through tests.
+
+Errors (all ``BackendError``): ``ConnectFailed`` (nothing was sent), ``Disconnected`` (the
+connection closed before a response began), ``PayloadError`` (it broke off mid-body),
+``ProtocolError`` (not HTTP/1.1 we can parse). The first two are safe to retry for idempotent
+requests; deadlines are the caller's ``asyncio.timeout``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import AsyncIterator
+
+import httptools
+from multidict import CIMultiDict
+
+HIGH_WATER = 256 * 1024  # buffered body bytes before we stop reading from the backend
+
+
+class BackendError(Exception):
+    kind = "protocol"
+
+
+class ConnectFailed(BackendError):
+    kind = "connect"
+
+
+class Disconnected(BackendError):
+    kind = "disconnected"
+
+
+class PayloadError(BackendError):
+    kind = "payload"
+
+
+class ProtocolError(BackendError):
+    kind = "protocol"
+
+
+class Connection(asyncio.Protocol):
+    """One keep-alive connection; the parser's callbacks fill in the current response."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+        self._parser = httptools.HttpResponseParser(self)
+        self._waiter: asyncio.Future[None] | None = None
+        self.reset(head=False)
+
+    def reset(self, *, head: bool) -> None:
+        self.head = head
+        self.status = 0
+        self.reason = b""
+        self.raw_headers: list[tuple[bytes, bytes]] = []
+        self.chunks: deque[bytes] = deque()
+        self.buffered = 0
+        self.headers_complete = False
+        self.complete = False
+        self.keep_alive = False
+        self.error: BackendError | None = None
+
+    # --- asyncio.Protocol ---------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserError as e:
+            self._fail(ProtocolError(f"unparseable response: {e}"))
+            self.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if not self.complete and self.error is None:
+            if self.headers_complete:
+                self.error = PayloadError("the backend closed the connection mid-body")
+            else:
+                self.error = Disconnected("the backend closed the connection")
+        self._wake()
+
+    # --- llhttp callbacks ---------------------------------------------------------------
+
+    def on_status(self, status: bytes) -> None:
+        self.reason += status
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.raw_headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        self.status = self._parser.get_status_code()
+        self.keep_alive = self._parser.should_keep_alive()
+        self.headers_complete = True
+        if self.head:
+            # llhttp would wait for a body a HEAD answer never has: finish here, and never
+            # reuse the connection (the parser still expects those bytes).
+            self.complete = True
+            self.keep_alive = False
+        self._wake()
+
+    def on_body(self, body: bytes) -> None:
+        if self.head:
+            return
+        self.chunks.append(body)
+        self.buffered += len(body)
+        if self.buffered > HIGH_WATER and self.transport is not None:
+            self.transport.pause_reading()
+        self._wake()
+
+    def on_message_complete(self) -> None:
+        if not self.head:
+            self.complete = True
+        self._wake()
+
+    # --- for the response ---------------------------------------------------------------
+
+    def _fail(self, error: BackendError) -> None:
+        if self.error is None:
+            self.error = error
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def wait(self) -> None:
+        """Until the parser or the connection has news."""
+        if self.error is not None:
+            raise self.error
+        self._waiter = asyncio.get_running_loop().create_future()
+        try:
+            await self._waiter
+        finally:
+            self._waiter = None
+        if self.error is not None:
+            raise self.error
+
+    def take(self) -> bytes:
+        data = b"".join(self.chunks) if len(self.chunks) != 1 else self.chunks[0]
+        self.chunks.clear()
+        self.buffered = 0
+        if self.transport is not None and not self.closed:
+            self.transport.resume_reading()
+        return data
+
+    def close(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+
+class Pool:
+    """Keep-alive connections to one host:port, at most ``limit`` in use at once."""
+
+    def __init__(self, host: str, port: int, *, limit: int, connect_timeout: float) -> None:
+        self.host, self.port = host, port
+        self._idle: deque[Connection] = deque()
+        self._slots = asyncio.Semaphore(limit)
+        self._connect_timeout = connect_timeout
+
+    async def acquire(self, *, head: bool) -> tuple[Connection, bool]:
+        """(connection, reused). The caller's deadline bounds the wait for a slot."""
+        await self._slots.acquire()
+        try:
+            while self._idle:
+                conn = self._idle.pop()
+                if not conn.closed:
+                    conn.reset(head=head)
+                    return conn, True
+            loop = asyncio.get_running_loop()
+            try:
+                async with asyncio.timeout(self._connect_timeout):
+                    _, conn = await loop.create_connection(Connection, self.host, self.port)
+            except (OSError, TimeoutError) as e:
+                raise ConnectFailed(f"cannot connect to {self.host}:{self.port}: {e!r}") from e
+            conn.reset(head=head)
+            return conn, False
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def release(self, conn: Connection) -> None:
+        if conn.complete and conn.keep_alive and not conn.closed and conn.error is None:
+            self._idle.append(conn)
+        else:
+            conn.close()
+        self._slots.release()
+
+    def close(self) -> None:
+        while self._idle:
+            self._idle.pop().close()
+
+
+class Response:
+    """The backend's answer, body not yet read; ``release()`` exactly once."""
+
+    def __init__(self, conn: Connection, pool: Pool) -> None:
+        self._conn = conn
+        self._pool = pool
+        self._released = False
+        self.status = conn.status
+        self.reason = conn.reason.decode("latin-1")
+        self.raw_headers = conn.raw_headers
+        self._headers: CIMultiDict[str] | None = None
+        self.deadline: float | None = None  # loop time by which the body must be read
+
+    @property
+    def headers(self) -> CIMultiDict[str]:
+        """Decoded like aiohttp's server does (UTF-8, surrogateescape): the original bytes
+        come back when the proxy writes them out again."""
+        if self._headers is None:
+            self._headers = CIMultiDict(
+                (k.decode("latin-1"), v.decode("utf-8", "surrogateescape"))
+                for k, v in self.raw_headers
+            )
+        return self._headers
+
+    @property
+    def content_length(self) -> int | None:
+        value = self.headers.get("Content-Length")
+        return int(value) if value is not None and value.isdigit() else None
+
+    @property
+    def content(self) -> Response:
+        return self  # aiohttp's ``response.content.iter_any()`` spelling
+
+    async def iter_any(self) -> AsyncIterator[bytes]:
+        conn = self._conn
+        while True:
+            if conn.chunks:
+                yield conn.take()
+                continue
+            if conn.complete:
+                return
+            await conn.wait()
+
+    async def read(self) -> bytes:
+        conn = self._conn
+        while not conn.complete:
+            await conn.wait()
+        return conn.take() if conn.chunks else b""
+
+    def release(self) -> None:
+        if not self._released:
+            self._released = True
+            self._pool.release(self._conn)
+
+
+async def send(pool: Pool, method: str, head: bytes, body: bytes | None) -> tuple[Response, bool]:
+    """Write one request and wait for the response head. Returns (response, reused)."""
+    conn, reused = await pool.acquire(head=method == "HEAD")
+    try:
+        if conn.transport is None or conn.closed:
+            raise Disconnected("the connection closed before the request was sent")
+        conn.transport.write(head + body if body else head)
+        while not conn.headers_complete:
+            await conn.wait()
+    except BaseException as e:
+        conn.close()
+        pool.release(conn)
+        if isinstance(e, Disconnected):
+            e.reused = reused  # type: ignore[attr-defined]
+        raise
+    return Response(conn, pool), reused
+
+
+def request_head(
+    method: str, target: str, host: str, headers: CIMultiDict[str], body: bytes | None
+) -> bytes:
+    """The request line and headers, as bytes. Header values arrive decoded with
+    surrogateescape (aiohttp's server) and go out as the bytes they came in as."""
+    parts = [f"{method} {target} HTTP/1.1\r\nHost: {host}\r\n"]
+    parts += [f"{k}: {v}\r\n" for k, v in headers.items()]
+    if body is not None or method in ("POST", "PUT", "PATCH"):
+        parts.append(f"Content-Length: {len(body or b'')}\r\n")
+    parts.append("\r\n")
+    text = "".join(parts)
+    if text.count("\n") != len(parts) + 1 or "\r" in target or " " in target:
+        raise ProtocolError("a line break or space inside a header or the target: refused")
+    return text.encode("utf-8", "surrogateescape")

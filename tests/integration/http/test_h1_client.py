@@ -1,0 +1,149 @@
+"""The lean HTTP/1.1 client against raw sockets: reuse, HEAD, broken and hostile backends."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+from multidict import CIMultiDict
+
+from proxy import h1
+
+pytestmark = pytest.mark.integration
+
+Serve = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+RawServer = Callable[[Serve], Awaitable[tuple[int, list[int]]]]
+
+
+@pytest.fixture
+async def raw_server() -> AsyncIterator[RawServer]:
+    servers: list[asyncio.Server] = []
+
+    async def start(serve: Serve) -> tuple[int, list[int]]:
+        connections: list[int] = []
+
+        async def counted(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            connections.append(1)
+            try:
+                await serve(reader, writer)
+            finally:
+                writer.close()
+
+        server = await asyncio.start_server(counted, "127.0.0.1", 0)
+        servers.append(server)
+        return server.sockets[0].getsockname()[1], connections
+
+    yield start
+    for server in servers:
+        server.close()
+        await server.wait_closed()
+
+
+OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+
+
+async def keep_alive(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    while True:
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+        except asyncio.IncompleteReadError:
+            return
+        writer.write(OK)
+        await writer.drain()
+
+
+def head(method: str = "GET") -> bytes:
+    return h1.request_head(method, "/x", "h", CIMultiDict(), None)
+
+
+async def test_connections_are_reused(raw_server: RawServer) -> None:
+    port, connections = await raw_server(keep_alive)
+    pool = h1.Pool("127.0.0.1", port, limit=4, connect_timeout=1)
+    for _ in range(5):
+        response, _ = await h1.send(pool, "GET", head(), None)
+        assert await response.read() == b"ok"
+        response.release()
+    assert len(connections) == 1
+    pool.close()
+
+
+async def test_head_answers_are_complete_and_not_reused(raw_server: RawServer) -> None:
+    async def head_then_ok(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1234\r\n\r\n")
+        await writer.drain()
+        await asyncio.sleep(0.5)
+
+    port, connections = await raw_server(head_then_ok)
+    pool = h1.Pool("127.0.0.1", port, limit=4, connect_timeout=1)
+    for _ in range(2):
+        response, _ = await h1.send(pool, "HEAD", head("HEAD"), None)
+        assert response.content_length == 1234
+        assert await asyncio.wait_for(response.read(), 1) == b""
+        response.release()
+    assert len(connections) == 2
+    pool.close()
+
+
+async def test_garbage_is_a_protocol_error(raw_server: RawServer) -> None:
+    async def garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"SPLAT\r\n\r\n")
+        await writer.drain()
+
+    port, _ = await raw_server(garbage)
+    pool = h1.Pool("127.0.0.1", port, limit=1, connect_timeout=1)
+    with pytest.raises(h1.ProtocolError):
+        await h1.send(pool, "GET", head(), None)
+    # the slot came back: a second request is not stuck waiting for the only slot
+    with pytest.raises(h1.ProtocolError):
+        await asyncio.wait_for(h1.send(pool, "GET", head(), None), 2)
+
+
+async def test_body_cut_short_is_a_payload_error(raw_server: RawServer) -> None:
+    async def short(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly this")
+        await writer.drain()
+
+    port, _ = await raw_server(short)
+    pool = h1.Pool("127.0.0.1", port, limit=1, connect_timeout=1)
+    response, _ = await h1.send(pool, "GET", head(), None)
+    with pytest.raises(h1.PayloadError):
+        await response.read()
+    response.release()
+
+
+async def test_closed_before_answering_is_disconnected(raw_server: RawServer) -> None:
+    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+
+    port, _ = await raw_server(hang_up)
+    pool = h1.Pool("127.0.0.1", port, limit=1, connect_timeout=1)
+    with pytest.raises(h1.Disconnected):
+        await h1.send(pool, "GET", head(), None)
+
+
+async def test_refused_is_connect_failed() -> None:
+    from tests.support.servers import free_port
+
+    pool = h1.Pool("127.0.0.1", free_port(), limit=1, connect_timeout=1)
+    with pytest.raises(h1.ConnectFailed):
+        await h1.send(pool, "GET", head(), None)
+
+
+@pytest.mark.parametrize(
+    ("target", "headers"),
+    [("/x\r\nEvil: 1", {}), ("/x y", {}), ("/x", {"X-A": "1\r\nEvil: 1"}), ("/x", {"X\nB": "1"})],
+)
+def test_line_breaks_never_reach_the_wire(target: str, headers: dict[str, str]) -> None:
+    with pytest.raises(h1.ProtocolError):
+        h1.request_head("GET", target, "h", CIMultiDict(headers), None)
+
+
+def test_request_head_bytes() -> None:
+    got = h1.request_head("POST", "/a?b=1", "up:80", CIMultiDict({"X-Bin": "caf\udce9"}), b"{}")
+    assert got == (
+        b"POST /a?b=1 HTTP/1.1\r\nHost: up:80\r\nX-Bin: caf\xe9\r\nContent-Length: 2\r\n\r\n"
+    )
