@@ -33,8 +33,8 @@ from typing import Any, Protocol
 
 import orjson
 import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
+
+from proxy.redis_client import redis_client
 
 log = logging.getLogger("shadowproxy.flags")
 
@@ -173,16 +173,6 @@ class FileAuditLog:
 
     async def close(self) -> None:
         return None
-
-
-def redis_client(url: str, timeout_seconds: float) -> aioredis.Redis:
-    """A client that fails fast: no retries (redis-py retries by default), short timeouts."""
-    return aioredis.Redis.from_url(
-        url,
-        socket_timeout=timeout_seconds,
-        socket_connect_timeout=timeout_seconds,
-        retry=Retry(NoBackoff(), 0),
-    )
 
 
 class RedisAuditLog:

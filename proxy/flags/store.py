@@ -39,7 +39,7 @@ from typing import Any, Protocol
 import orjson
 from redis.exceptions import RedisError
 
-from proxy.flags.audit import AuditEntry, AuditLog, RedisAuditLog, redis_client
+from proxy.flags.audit import AuditEntry, AuditLog, RedisAuditLog
 from proxy.flags.model import (
     RESOURCE_FLAGS,
     ROUTE_FLAGS,
@@ -58,6 +58,7 @@ from proxy.flags.model import (
     snapshot_to_doc,
     validate,
 )
+from proxy.redis_client import redis_client
 from proxy.tasks import spawn
 
 log = logging.getLogger("shadowproxy.flags")

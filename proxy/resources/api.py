@@ -16,7 +16,6 @@ A bad request never reaches a store: every body, key and parameter is validated 
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -37,6 +36,7 @@ from proxy.errors import (
     UnsupportedMedia,
     problem_response,
 )
+from proxy.forward import request_id, requester_label
 from proxy.metrics import Metrics
 from proxy.resources.service import RequestInfo, ResourceService
 from proxy.store import base as store_errors
@@ -142,7 +142,7 @@ class ResourceAPI:
     ) -> Handler:
         async def handle(request: web.Request) -> web.StreamResponse:
             started = time.perf_counter()
-            rid = request.headers.get("X-Request-ID") or os.urandom(16).hex()
+            rid = request_id(request)
             requester = request.headers.get(self._requester_header)
             info = RequestInfo(rid, requester, request.method, request.path_qs)
             status = 500
@@ -184,7 +184,7 @@ class ResourceAPI:
         # Called once on success (from finally) or twice on error: count only the real one.
         if status == 500 and not final:
             return
-        label = "none" if requester is None else requester if requester in self._known else "other"
+        label = requester_label(requester, self._known)
         self._metrics.requests.labels(self.settings.name, request.method, str(status), label).inc()
         if self._access_log:
             log.info(

@@ -44,9 +44,9 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry, Counter
 from pydantic import BaseModel, ConfigDict, Field
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
+
+from proxy.redis_client import redis_client
 
 log = logging.getLogger("shadowproxy.cache")
 
@@ -94,16 +94,6 @@ class CacheMetrics:
                 registry=registry,
             ),
         )
-
-
-def redis_client(url: str, timeout_seconds: float) -> aioredis.Redis:
-    """A client that fails fast: no retries (redis-py retries 10 times by default)."""
-    return aioredis.Redis.from_url(
-        url,
-        socket_timeout=timeout_seconds,
-        socket_connect_timeout=timeout_seconds,
-        retry=Retry(NoBackoff(), 0),
-    )
 
 
 class RecordCache:

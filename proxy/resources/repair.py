@@ -40,7 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from redis.exceptions import ResponseError
 
 from proxy.errors import ConfigError
-from proxy.resources.cache import redis_client
+from proxy.redis_client import redis_client
 from proxy.store.base import NotFound, Record
 
 if TYPE_CHECKING:
