@@ -255,7 +255,7 @@ class ResourceAPI:
         record = self.schema.validate(
             self._object(await read_json(request, self._max_body)), partial=False
         )
-        created = await self.service.create(record)
+        created = await self.service.writes.create(record)
         return _json_response(self.schema.dumps(created), status=201)
 
     async def replace(self, request: web.Request, info: RequestInfo) -> web.Response:
@@ -269,7 +269,7 @@ class ResourceAPI:
                 "the key in the body differs from the key in the path",
                 details=[{"field": self.schema.key, "message": "does not match the path"}],
             )
-        return _json_response(self.schema.dumps(await self.service.replace(record)))
+        return _json_response(self.schema.dumps(await self.service.writes.replace(record)))
 
     async def update(self, request: web.Request, info: RequestInfo) -> web.Response:
         self._only(request, set())
@@ -278,11 +278,11 @@ class ResourceAPI:
         changes = self.schema.check_changes(key, self.schema.validate(body, partial=True))
         if not changes:
             raise Unprocessable("nothing to update: the body names no field besides the key")
-        return _json_response(self.schema.dumps(await self.service.update(key, changes)))
+        return _json_response(self.schema.dumps(await self.service.writes.update(key, changes)))
 
     async def delete(self, request: web.Request, info: RequestInfo) -> web.Response:
         self._only(request, set())
-        await self.service.delete(self._key(request))
+        await self.service.writes.delete(self._key(request))
         return web.Response(status=204)
 
     async def batch_put(self, request: web.Request, info: RequestInfo) -> web.Response:
@@ -310,7 +310,7 @@ class ResourceAPI:
             raise Unprocessable(
                 "some items do not match the schema; nothing was written", details=errors
             )
-        results = await self.service.batch_put(records)
+        results = await self.service.writes.batch_put(records)
         out = [
             {"key": self.schema.render_key(r.key), "status": "ok"}
             if r.ok

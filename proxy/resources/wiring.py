@@ -15,8 +15,9 @@ from proxy.http_routes import rule_spec
 from proxy.metrics import Metrics
 from proxy.publish import Publisher
 from proxy.resources.api import ResourceAPI
+from proxy.resources.parts import Cache, FlagSource, RepairLog, ResourceParts
 from proxy.resources.repair import RepairTarget
-from proxy.resources.service import Cache, FlagSource, RepairLog, ResourceParts, ResourceService
+from proxy.resources.service import ResourceService
 from proxy.resources.stores import build_stores
 from proxy.settings import ResourceSettings, Settings
 from proxy.shadow import ShadowRunner
