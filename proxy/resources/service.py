@@ -114,7 +114,7 @@ class ResourceService:
             cached = await self._cache.get(self.name, key_text)
             if cached is not None:
                 self._shadow(
-                    flags, "get", info, None, 0.0,
+                    flags, "get", info, _nothing, 0.0,
                     lambda s: self._read_one(s, key, fields), reread_primary=True,
                 )  # fmt: skip
                 return cached
@@ -124,7 +124,7 @@ class ResourceService:
         if body is not None and self._cache is not None and fields is None:
             await self._cache.set(self.name, key_text, body, self.parts.settings.cache_ttl_seconds)
         self._shadow(
-            flags, "get", info, self._json(record, fields), seconds,
+            flags, "get", info, lambda: self._json(record, fields), seconds,
             lambda s: self._read_one(s, key, fields),
         )  # fmt: skip
         return body
@@ -147,7 +147,7 @@ class ResourceService:
             if cached is not None:
                 items: list[dict[str, Any]] = orjson.loads(cached)
                 self._shadow(
-                    flags, "lookup", info, None, 0.0, read, listing=True, reread_primary=True
+                    flags, "lookup", info, _nothing, 0.0, read, listing=True, reread_primary=True
                 )
                 return items[:limit]
         store = self.parts.stores[flags.read_from]
@@ -159,7 +159,7 @@ class ResourceService:
             await self._cache.set_index(
                 self.name, index, value_text, orjson.dumps(listing["items"]), ttl
             )
-        self._shadow(flags, "lookup", info, listing, seconds, read, listing=True)
+        self._shadow(flags, "lookup", info, lambda: listing, seconds, read, listing=True)
         items = listing["items"]
         return items
 
@@ -178,7 +178,7 @@ class ResourceService:
             found = await s.batch_get(keys)
             return self._items([r for r in found if _matches(r, filters)])
 
-        self._shadow(flags, "list", info, self._items(records), seconds, read, listing=True)
+        self._shadow(flags, "list", info, lambda: self._items(records), seconds, read, listing=True)
         return records, next_cursor
 
     async def batch_get(self, keys: Sequence[Any], info: RequestInfo) -> list[Record]:
@@ -189,7 +189,9 @@ class ResourceService:
         async def read(s: Store) -> Any:
             return self._items(await s.batch_get(keys))
 
-        self._shadow(flags, "batch_get", info, self._items(records), seconds, read, listing=True)
+        self._shadow(
+            flags, "batch_get", info, lambda: self._items(records), seconds, read, listing=True
+        )
         return records
 
     async def _primary_read(
@@ -240,19 +242,22 @@ class ResourceService:
         flags: ResourceFlagState,
         operation: str,
         info: RequestInfo,
-        primary_value: Any,
+        primary: Callable[[], Any],
         primary_seconds: float,
         read: Reader,
         *,
         listing: bool = False,
         reread_primary: bool = False,
     ) -> None:
+        """Maybe shadow this read. ``primary`` renders the primary's value for comparison; it
+        is called only for a sampled read (most reads are not: no work is wasted on them)."""
         shadow = self._shadow_store(flags)
         if shadow is None or flags.shadow_reads <= 0:
             return
         if flags.shadow_reads < 1 and random.random() >= flags.shadow_reads:
             return
         rules = self.parts.list_rules if listing else self.parts.record_rules
+        primary_value = primary()
 
         async def job() -> None:
             await self._experiment(
@@ -320,3 +325,8 @@ class ResourceService:
 
 def _matches(record: Record, filters: Mapping[str, Any]) -> bool:
     return all(record.get(k) == v for k, v in filters.items())
+
+
+def _nothing() -> None:
+    """The primary's value when it was served from the cache: the job re-reads the store."""
+    return None

@@ -12,6 +12,7 @@ for uuid keys (index friendly) and hash buckets of the key text otherwise.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
@@ -74,7 +75,9 @@ class PostgresStore:
     async def open(self) -> None:
         if self._pool is None:
             with _translate():
-                self._pool = await asyncpg.create_pool(self.dsn, **self._pool_args)
+                self._pool = await asyncpg.create_pool(
+                    self.dsn, reset=_rollback_if_in_transaction, **self._pool_args
+                )
 
     async def close(self) -> None:
         pool, self._pool = self._pool, None
@@ -239,9 +242,16 @@ class PostgresStore:
     async def _connection(self) -> AsyncIterator[asyncpg.Connection]:
         if self._pool is None:
             raise StoreUnavailable(f"postgres store for {self.table!r} is not open")
+        pool = self._pool
         with _translate():
-            async with self._pool.acquire(timeout=self._acquire_timeout) as conn:
+            # asyncio.timeout bounds only the wait for a connection (cheaper than the
+            # wait_for task asyncpg's acquire(timeout=) starts on every call).
+            async with asyncio.timeout(self._acquire_timeout):
+                conn = await pool.acquire()
+            try:
                 yield conn
+            finally:
+                await pool.release(conn)
 
     def _key(self, key: Any) -> Any:
         return encode_value(self.schema.key_field, key)
@@ -249,6 +259,14 @@ class PostgresStore:
     def _decode(self, rows: Sequence[Mapping[str, Any]]) -> Records:
         names = self.schema.field_names
         return [decode_row(self.schema, row, names) for row in rows]
+
+
+async def _rollback_if_in_transaction(conn: asyncpg.Connection) -> None:
+    """Replaces asyncpg's reset on release (RESET ALL, UNLISTEN, advisory unlock...: one more
+    round trip per request). This store never changes session state, listens or holds
+    session locks; the only thing worth undoing is a transaction left open."""
+    if conn.is_in_transaction():
+        await conn.execute("ROLLBACK")
 
 
 @contextmanager
