@@ -6,7 +6,7 @@ import asyncio
 import logging
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 
 from aiohttp import web
@@ -25,11 +25,11 @@ from proxy.errors import (
     problem_response,
 )
 from proxy.http_routes import HttpRoute, Sides
-from proxy.metrics import Metrics
+from proxy.metrics import Children, Metrics
 from proxy.publish import Experiment, Publisher
 from proxy.routing import Router
 from proxy.shadow import ShadowRunner
-from proxy.upstream import HttpUpstream, backend_error_kind, end_to_end
+from proxy.upstream import HttpUpstream, backend_error_kind, end_to_end, end_to_end_raw
 
 log = logging.getLogger("shadowproxy.access")
 errlog = logging.getLogger("shadowproxy.proxy")
@@ -52,6 +52,7 @@ class ForwardContext:
     requester_header: str
     known_requesters: frozenset[str]
     access_log: bool
+    children: Children = field(default_factory=Children)
 
 
 def request_id(request: web.Request) -> str:
@@ -126,7 +127,7 @@ async def handle(ctx: ForwardContext, request: web.Request) -> web.StreamRespons
         return problem_response(problem, rid)
     finally:
         label = requester_label(requester, ctx.known_requesters)
-        ctx.metrics.requests.labels(route_name, request.method, str(status), label).inc()
+        ctx.children.get(ctx.metrics.requests, route_name, request.method, str(status), label).inc()
         if ctx.access_log:
             log.info(
                 "request",
@@ -163,19 +164,24 @@ async def _primary(
         _backend_failed(ctx, route, request.method, backend.name, e, sampled)
         raise BadGateway(f"primary backend {backend.name} failed: {type(e).__name__}") from e
     try:
-        out_headers = end_to_end(upstream.headers)
+        out_headers = end_to_end_raw(upstream.raw_headers)
         out_headers["X-Request-ID"] = rid
         length = upstream.content_length
         response: web.StreamResponse
-        async with asyncio.timeout_at(upstream.deadline):
-            if request.method == "HEAD" or (length is not None and length <= SMALL_BODY):
-                payload = await upstream.read()
-                response = _whole(upstream.status, upstream.reason, out_headers, payload)
-                captured: bytes | None = payload
-            else:
-                response, captured = await _stream(
-                    request, upstream, out_headers, ctx.compare_body_cap if sampled else -1
-                )
+        if upstream.complete:  # the usual small answer: all here already, nothing to wait for
+            payload = await upstream.read()
+            response = _whole(upstream.status, upstream.reason, out_headers, payload)
+            captured: bytes | None = payload
+        else:
+            async with asyncio.timeout_at(upstream.deadline):
+                if request.method == "HEAD" or (length is not None and length <= SMALL_BODY):
+                    payload = await upstream.read()
+                    response = _whole(upstream.status, upstream.reason, out_headers, payload)
+                    captured = payload
+                else:
+                    response, captured = await _stream(
+                        request, upstream, out_headers, ctx.compare_body_cap if sampled else -1
+                    )
     except (TimeoutError, h1.BackendError) as e:
         _backend_failed(ctx, route, request.method, backend.name, e, sampled)
         if isinstance(e, TimeoutError):
@@ -184,8 +190,8 @@ async def _primary(
     finally:
         upstream.release()
     seconds = time.perf_counter() - started
-    latency = ctx.metrics.backend_latency.labels(
-        backend.name, "primary", route.name, request.method
+    latency = ctx.children.get(
+        ctx.metrics.backend_latency, backend.name, "primary", route.name, request.method
     )
     latency.observe(seconds)
     snapshot = None
@@ -278,18 +284,24 @@ async def _shadow_job(
             method, raw_path, request.headers, request.body, timeout=timeout
         )
         try:
-            async with asyncio.timeout_at(upstream.deadline):
+            if upstream.complete:
                 payload = await _read_capped(upstream, ctx.compare_body_cap)
+            else:
+                async with asyncio.timeout_at(upstream.deadline):
+                    payload = await _read_capped(upstream, ctx.compare_body_cap)
         finally:
             upstream.release()
-        snapshot = HttpSnapshot(upstream.status, _lowered(end_to_end(upstream.headers)), payload)
+        headers = _lowered(end_to_end_raw(upstream.raw_headers))
+        snapshot = HttpSnapshot(upstream.status, headers, payload)
     except (TimeoutError, h1.BackendError) as e:
         kind = backend_error_kind(e)
         ctx.metrics.backend_errors.labels(shadow.name, "shadow", kind).inc()
         outcome = Outcome.TIMEOUT if kind == "timeout" else Outcome.SHADOW_ERROR
         comparison = Comparison(outcome, detail=f"{type(e).__name__}: {e}"[:300])
     seconds = time.perf_counter() - started
-    ctx.metrics.backend_latency.labels(shadow.name, "shadow", route.name, method).observe(seconds)
+    ctx.children.get(
+        ctx.metrics.backend_latency, shadow.name, "shadow", route.name, method
+    ).observe(seconds)
     if snapshot is not None:
         comparison = compare_http(primary, snapshot, route.rules, budget=ctx.budget)
     ctx.publisher.publish(

@@ -226,8 +226,15 @@ class Response:
 
     @property
     def content_length(self) -> int | None:
-        value = self.headers.get("Content-Length")
-        return int(value) if value is not None and value.isdigit() else None
+        for name, value in self.raw_headers:
+            if len(name) == 14 and name.lower() == b"content-length":
+                return int(value) if value.isdigit() else None
+        return None
+
+    @property
+    def complete(self) -> bool:
+        """The whole body has arrived (a small answer usually comes in one read)."""
+        return self._conn.complete
 
     @property
     def content(self) -> Response:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.multiprocess import MultiProcessCollector
@@ -99,6 +100,22 @@ class Metrics:
                 ("resource",),
             ),
         )
+
+
+class Children:
+    """Memoised labelled children. prometheus-client's ``labels()`` takes a lock and builds a
+    key on every call, and the proxy calls it several times per request; label values here
+    are bounded (routes, methods, statuses, known requesters), so the memo is too."""
+
+    def __init__(self) -> None:
+        self._cache: dict[tuple[Any, ...], Any] = {}
+
+    def get(self, metric: Any, *labels: str) -> Any:
+        key = (id(metric), labels)
+        child = self._cache.get(key)
+        if child is None:
+            child = self._cache[key] = metric.labels(*labels)
+        return child
 
 
 class FieldLabels:

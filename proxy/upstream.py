@@ -37,6 +37,22 @@ def end_to_end(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> CIMultiDict
     return CIMultiDict((k, v) for k, v in headers.items() if k.lower() not in drop)
 
 
+def end_to_end_raw(raw: list[tuple[bytes, bytes]]) -> CIMultiDict[str]:
+    """``end_to_end`` straight from a backend's raw header bytes: one copy, not two.
+    Decoded like aiohttp's server decodes (UTF-8, surrogateescape) so the bytes survive."""
+    drop = HOP_BY_HOP
+    out: CIMultiDict[str] = CIMultiDict()
+    for name_b, value_b in raw:
+        name = name_b.decode("latin-1")
+        lower = name.lower()
+        if lower == "connection":
+            drop = drop | {t.strip().lower() for t in value_b.decode("latin-1").split(",")}
+        out.add(name, value_b.decode("utf-8", "surrogateescape"))
+    for name in [n for n in out if n.lower() in drop]:
+        out.popall(name, None)
+    return out
+
+
 class HttpUpstream:
     """Owns the connection pool for one backend. ``start()``/``close()`` bracket its life."""
 
