@@ -36,6 +36,7 @@ unit: install-test
 
 bench: install-test
 	$(BIN)/python tests/benchmarks/http_proxy.py
+	$(BIN)/python tests/benchmarks/store_proxy.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
