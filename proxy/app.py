@@ -185,7 +185,10 @@ def build(
             return
         await repair_log.init()
         repairer = Repairer.from_config(
-            settings.repair, repair_log, resources.repair_targets(), RepairMetrics.create(registry)
+            settings.repair,
+            repair_log,
+            resources.repair_targets(resource_flags),
+            RepairMetrics.create(registry),
         )
         stop = asyncio.Event()
         task = spawn(repairer.run_forever(stop), name="repairer")

@@ -8,6 +8,7 @@ from contextlib import AsyncExitStack
 from prometheus_client import CollectorRegistry
 
 from proxy.errors import ConfigError
+from proxy.flags import make_flag_store
 from proxy.resources.repair import Repairer, RepairMetrics, make_repair_log
 from proxy.resources.wiring import build_parts, repair_targets
 from proxy.settings import Settings
@@ -43,9 +44,17 @@ async def reconcile(settings: Settings, env: Mapping[str, str] | None = None) ->
             stack.push_async_callback(store.close)
         await log.init()
         stack.push_async_callback(log.close)
+        # The live flags decide which store is primary now (a flip may have happened).
+        flag_store = make_flag_store(settings, settings.flags, audit_config_defaults=False)
+        await flag_store.start()
+        stack.push_async_callback(flag_store.close)
+        snapshot = flag_store.snapshot()
         revived = await log.retry_stuck()
         repairer = Repairer.from_config(
-            settings.repair, log, repair_targets(parts), RepairMetrics.create(CollectorRegistry())
+            settings.repair,
+            log,
+            repair_targets(parts, lambda name: snapshot.resources[name]),
+            RepairMetrics.create(CollectorRegistry()),
         )
         repaired, failed = await repairer.drain()
         depth = await log.depth()

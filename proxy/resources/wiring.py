@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
 
@@ -21,7 +22,7 @@ from proxy.resources.service import ResourceService
 from proxy.resources.stores import build_stores
 from proxy.settings import ResourceSettings, Settings
 from proxy.shadow import ShadowRunner
-from proxy.store.base import ManagedStore
+from proxy.store.base import ManagedStore, Record
 from proxy.store.schema import Schema
 
 
@@ -59,18 +60,48 @@ def build_parts(
     return ResourceParts(resource, schema, stores, record_rules, list_rules, new_store)
 
 
-def repair_targets(all_parts: Iterable[ResourceParts]) -> dict[str, RepairTarget]:
-    """Per resource: copy from the store reads come from to the other store in write_to.
-    Fixed from the flags at start."""
-    targets = {}
-    for parts in all_parts:
-        flags = parts.settings.flags
-        others = [s for s in flags.write_to if s != flags.read_from]
-        if others:
-            targets[parts.settings.name] = RepairTarget(
-                parts.stores[flags.read_from], parts.stores[others[0]], parts.schema.parse_key
-            )
-    return targets
+class FlagRoutedStore:
+    """The store a repair reads from (``primary``: the live ``read_from``) or writes to
+    (``secondary``: the other store in ``write_to``), chosen at each call from the live flags:
+    after a flip the repairer copies from the new primary, never from the store it left."""
+
+    def __init__(self, parts: ResourceParts, flags: FlagSource, role: str) -> None:
+        self._parts = parts
+        self._flags = flags
+        self._role = role
+
+    def _store(self) -> ManagedStore:
+        state = self._flags(self._parts.name)
+        if self._role == "primary":
+            return self._parts.stores[state.read_from]
+        others = [s for s in state.write_to if s != state.read_from]
+        if not others:
+            raise LookupError(f"{self._parts.name}: write_to names no second store to repair")
+        return self._parts.stores[others[0]]
+
+    async def get(self, key: Any, fields: Sequence[str] | None = None) -> Record | None:
+        return await self._store().get(key, fields)
+
+    async def put(self, record: Record) -> None:
+        await self._store().put(record)
+
+    async def delete(self, key: Any) -> None:
+        await self._store().delete(key)
+
+
+def repair_targets(
+    all_parts: Iterable[ResourceParts], flags: FlagSource
+) -> dict[str, RepairTarget]:
+    """Per resource with two stores: copy from the live primary to the live secondary."""
+    return {
+        parts.name: RepairTarget(
+            FlagRoutedStore(parts, flags, "primary"),
+            FlagRoutedStore(parts, flags, "secondary"),
+            parts.schema.parse_key,
+        )
+        for parts in all_parts
+        if len(parts.stores) > 1
+    }
 
 
 @dataclass(frozen=True)
@@ -81,8 +112,8 @@ class Resources:
     def stores(self) -> list[ManagedStore]:
         return [s for svc in self.services.values() for s in svc.parts.stores.values()]
 
-    def repair_targets(self) -> dict[str, RepairTarget]:
-        return repair_targets([svc.parts for svc in self.services.values()])
+    def repair_targets(self, flags: FlagSource) -> dict[str, RepairTarget]:
+        return repair_targets([svc.parts for svc in self.services.values()], flags)
 
     def routes(self) -> list[web.RouteDef]:
         return [route for api in self.apis for route in api.routes()]

@@ -65,6 +65,7 @@ async def store_proxy(moto_endpoint: str, tmp_path: Any) -> AsyncIterator[StoreP
         shadow_reads: float = 1.0,
         env: dict[str, str] | None = None,
         dynamo_url: str | None = None,
+        pg_dsn: str | None = None,
         dynamo: dict[str, Any] | None = None,
         **extra: Any,
     ) -> RunningProxy:
@@ -80,7 +81,7 @@ async def store_proxy(moto_endpoint: str, tmp_path: Any) -> AsyncIterator[StoreP
         resource.update(extra.pop("resource", {}))
         raw: dict[str, Any] = {
             "backends": {
-                "pg": {"kind": "postgres", "dsn": PG_DSN, "pool_max": 5},
+                "pg": {"kind": "postgres", "dsn": pg_dsn or PG_DSN, "pool_max": 5},
                 "ddb": {
                     "kind": "dynamodb",
                     "endpoint_url": dynamo_url or moto_endpoint,

@@ -152,3 +152,55 @@ async def test_concurrent_writes_and_reads_are_never_mismatches(
     assert seen.get("match", 0) > 100
     assert "mismatch" not in seen, seen
     assert set(seen) <= {"match", "transient"}
+
+
+@pytest.fixture
+async def pg_link() -> AsyncIterator[CuttableLink]:
+    link = await CuttableLink("127.0.0.1", 5432).start()
+    yield link
+    await link.stop()
+
+
+async def test_after_a_flip_repairs_copy_from_the_new_primary(
+    pg_link: CuttableLink,
+    store_proxy: StoreProxyFactory,
+    repair_stream: str,
+    http: aiohttp.ClientSession,
+) -> None:
+    dsn = f"postgresql://postgres@127.0.0.1:{pg_link.port}/test"
+    proxy = await store_proxy(
+        "postgres",
+        pg_dsn=dsn,
+        shadow_reads=0.0,
+        repair={
+            "kind": "redis",
+            "url": REDIS_URL,
+            "stream": repair_stream,
+            "interval_seconds": 0.1,
+            "retry_after_seconds": 0.2,
+        },
+    )
+    u = user(5)
+    async with http.post(proxy.url + "/users", json=u) as r:
+        assert r.status == 201
+    await proxy.apps.flag_store.set(
+        "users", "read_from", "dynamodb", actor="test", reason="flip", force=True
+    )
+    pg_link.cut()  # the old store, now the secondary, goes away
+    async with http.patch(f"{proxy.url}/users/{u['id']}", json={"last_name": "Newer"}) as r:
+        assert r.status == 200
+    pg_link.restore()
+    pg, ddb = stores(proxy)["postgres"], stores(proxy)["dynamodb"]
+    key = uuid.UUID(u["id"])
+
+    async def repaired() -> bool:
+        record = await pg.get(key)
+        return record is not None and record["last_name"] == "Newer"
+
+    for _ in range(200):
+        if await repaired():
+            break
+        await asyncio.sleep(0.05)
+    assert await repaired()
+    primary = await ddb.get(key)
+    assert primary is not None and primary["last_name"] == "Newer"  # never overwritten
