@@ -125,6 +125,12 @@ async def handle(ctx: ForwardContext, request: web.Request) -> web.StreamRespons
                 problem.message, extra={"request_id": rid, "route": route_name, "status": status}
             )
         return problem_response(problem, rid)
+    except Exception:
+        # A bug of ours, never the client's fault: logged with the request id, answered in
+        # the same envelope (not aiohttp's HTML page).
+        status = 500
+        errlog.exception("unexpected error", extra={"request_id": rid, "route": route_name})
+        return problem_response(HTTPProblem("internal error"), rid)
     finally:
         label = requester_label(requester, ctx.known_requesters)
         ctx.children.get(ctx.metrics.requests, route_name, request.method, str(status), label).inc()

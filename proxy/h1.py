@@ -34,6 +34,7 @@ class ConnectFailed(BackendError):
 
 class Disconnected(BackendError):
     kind = "disconnected"
+    reused = False  # on a kept-alive connection: the backend likely closed it while idle
 
 
 class PayloadError(BackendError):
@@ -161,22 +162,35 @@ class Connection(asyncio.Protocol):
 class Pool:
     """Keep-alive connections to one host:port, at most ``limit`` in use at once."""
 
-    def __init__(self, host: str, port: int, *, limit: int, connect_timeout: float) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        limit: int,
+        connect_timeout: float,
+        idle_seconds: float = 15.0,
+    ) -> None:
         self.host, self.port = host, port
-        self._idle: deque[Connection] = deque()
+        self._idle: deque[tuple[float, Connection]] = deque()
         self._slots = asyncio.Semaphore(limit)
         self._connect_timeout = connect_timeout
+        # Below the keep-alive timeout of most servers (Node 5 s aside): an older idle
+        # connection is more likely closed by the backend than worth reusing.
+        self._idle_seconds = idle_seconds
 
     async def acquire(self, *, head: bool) -> tuple[Connection, bool]:
         """(connection, reused). The caller's deadline bounds the wait for a slot."""
         await self._slots.acquire()
         try:
+            loop = asyncio.get_running_loop()
+            oldest = loop.time() - self._idle_seconds
             while self._idle:
-                conn = self._idle.pop()
-                if not conn.closed:
+                since, conn = self._idle.pop()
+                if not conn.closed and since >= oldest:
                     conn.reset(head=head)
                     return conn, True
-            loop = asyncio.get_running_loop()
+                conn.close()
             try:
                 async with asyncio.timeout(self._connect_timeout):
                     _, conn = await loop.create_connection(Connection, self.host, self.port)
@@ -190,14 +204,14 @@ class Pool:
 
     def release(self, conn: Connection) -> None:
         if conn.complete and conn.keep_alive and not conn.closed and conn.error is None:
-            self._idle.append(conn)
+            self._idle.append((asyncio.get_running_loop().time(), conn))
         else:
             conn.close()
         self._slots.release()
 
     def close(self) -> None:
         while self._idle:
-            self._idle.pop().close()
+            self._idle.pop()[1].close()
 
 
 class Response:
@@ -275,7 +289,7 @@ async def send(pool: Pool, method: str, head: bytes, body: bytes | None) -> tupl
         conn.close()
         pool.release(conn)
         if isinstance(e, Disconnected):
-            e.reused = reused  # type: ignore[attr-defined]
+            e.reused = reused
         raise
     return Response(conn, pool), reused
 

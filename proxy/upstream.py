@@ -109,18 +109,28 @@ class HttpUpstream:
             method, self._base_path + raw_path_qs, self._host_header, headers, body
         )
         attempts = 1 + (self.config.retries if method in IDEMPOTENT else 0)
-        for attempt in range(attempts):
+        stale_retry = method in IDEMPOTENT
+        attempt = 0
+        while True:
             try:
                 async with asyncio.timeout_at(deadline):
                     response, _ = await h1.send(self._pool, method, head, body)
                 response.deadline = deadline
                 return response
-            except (h1.ConnectFailed, h1.Disconnected):
-                if attempt == attempts - 1:
+            except h1.Disconnected as e:
+                # A kept-alive connection the backend closed while it sat idle: nothing was
+                # answered, so an idempotent request goes again at once, on a new connection.
+                if e.reused and stale_retry:
+                    stale_retry = False
+                    continue
+                if attempt >= attempts - 1:
                     raise
-                backoff = self.config.retry_backoff_seconds * (2**attempt)
-                await asyncio.sleep(min(random.uniform(0, backoff), deadline - loop.time()))
-        raise AssertionError("unreachable")  # pragma: no cover
+            except h1.ConnectFailed:
+                if attempt >= attempts - 1:
+                    raise
+            backoff = self.config.retry_backoff_seconds * (2**attempt)
+            await asyncio.sleep(min(random.uniform(0, backoff), deadline - loop.time()))
+            attempt += 1
 
 
 def backend_error_kind(error: BaseException) -> str:

@@ -147,3 +147,38 @@ def test_request_head_bytes() -> None:
     assert got == (
         b"POST /a?b=1 HTTP/1.1\r\nHost: up:80\r\nX-Bin: caf\xe9\r\nContent-Length: 2\r\n\r\n"
     )
+
+
+async def test_stale_kept_alive_connection_is_retried_for_idempotent_only(
+    raw_server: RawServer,
+) -> None:
+    from proxy.settings import HttpBackend
+    from proxy.upstream import HttpUpstream
+
+    async def one_answer_per_connection(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await writer.drain()
+        # keep-alive promised, but the next request on this connection gets a hang-up
+        await reader.readuntil(b"\r\n\r\n")
+
+    port, connections = await raw_server(one_answer_per_connection)
+    upstream = HttpUpstream("b", HttpBackend(kind="http", url=f"http://127.0.0.1:{port}"))
+    await upstream.start()
+    try:
+        for method, expected in (("GET", "ok"), ("GET", "ok"), ("POST", "disconnected")):
+            try:
+                response = await upstream.send(method, "/x", CIMultiDict(), None)
+            except h1.Disconnected:
+                outcome = "disconnected"
+            else:
+                outcome = (await response.read()).decode()
+                response.release()
+            assert outcome == expected, method
+        # GET #2 found connection 1 stale and went again on connection 2; the POST found
+        # connection 2 stale and was not sent again (it may have been acted on)
+        assert len(connections) == 2
+    finally:
+        await upstream.close()
