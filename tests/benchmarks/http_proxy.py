@@ -429,6 +429,7 @@ def proxy_config(tmp: Path, ports: Ports, *, shadow: bool) -> Path:
         "routes": [route],
         "shadow": {"queue_size": 1024, "concurrency": 64, "timeout_seconds": 2},
         "sink": {"kind": "jsonl", "path": str(tmp / "mismatches.jsonl")},
+        "flags": {"kind": "memory", "audit_path": str(tmp / "flags-audit.jsonl")},
     }
     name = "proxy-shadow" if shadow else "proxy"
     path = tmp / f"{name}.yaml"
