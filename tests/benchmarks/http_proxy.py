@@ -52,27 +52,34 @@ import contextlib
 import json
 import os
 import platform
-import random
 import re
 import resource
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-REPO = HERE.parent.parent
+sys.path.insert(0, str(HERE))
+
+from benchlib import (  # noqa: E402 - this folder is not a package
+    REPO,
+    BenchError,
+    Processes,
+    free_ports,
+    http_get,
+    shadowproxy_command,
+    terminate_on_sigterm,
+    wait_ready,
+)
+
 TEMPLATES = HERE / "templates"
 WRK_SCRIPTS = HERE / "wrk"
 REQUEST_PATH = "/users/42"
@@ -89,10 +96,6 @@ PHASE_LABELS = {
     "nginx-mirror-close": "nginx proxy_pass + mirror, shadow Connection: close",
 }
 MIRRORS = {"nginx-mirror": "", "nginx-mirror-close": "close"}
-
-
-class BenchError(Exception):
-    """A prerequisite is missing or a process under test misbehaved."""
 
 
 # --------------------------------------------------------------------------- results
@@ -168,162 +171,8 @@ class PhaseResult:
 # --------------------------------------------------------------------------- processes
 
 
-class Processes:
-    """Starts child processes in their own sessions and always stops them, newest first.
-
-    Each child leads a new process group, so stopping it also reaches whatever it forked
-    (nginx and shadowproxy workers) without touching anything this script did not start.
-    """
-
-    def __init__(self, logdir: Path) -> None:
-        self._logdir = logdir
-        self._procs: list[tuple[str, subprocess.Popen[bytes], int]] = []
-
-    def start(
-        self,
-        name: str,
-        cmd: Sequence[str],
-        *,
-        stop_signal: int = signal.SIGTERM,
-        env: dict[str, str] | None = None,
-    ) -> subprocess.Popen[bytes]:
-        log = (self._logdir / f"{name}.log").open("ab")
-        try:
-            proc = subprocess.Popen(
-                list(cmd),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                env=env,
-                cwd=REPO,
-            )
-        finally:
-            log.close()
-        self._procs.append((name, proc, stop_signal))
-        return proc
-
-    def log_tail(self, name: str, lines: int = 30) -> str:
-        path = self._logdir / f"{name}.log"
-        if not path.exists():
-            return ""
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-
-    def stop(self, proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
-        for entry in list(self._procs):
-            if entry[1] is proc:
-                self._procs.remove(entry)
-                _stop(proc, entry[2], timeout)
-
-    def running(self) -> dict[str, int]:
-        """Name -> process group id of every child still running."""
-        return {name: proc.pid for name, proc, _ in self._procs if proc.poll() is None}
-
-    def stop_all(self) -> None:
-        # A second Ctrl-C must not abandon children half-way through cleanup.
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-        try:
-            while self._procs:
-                _name, proc, sig = self._procs.pop()
-                _stop(proc, sig, 15.0)
-        finally:
-            signal.signal(signal.SIGINT, previous)
-
-
-def _stop(proc: subprocess.Popen[bytes], sig: int, timeout: float) -> None:
-    pgid = proc.pid  # start_new_session: the child leads its own group
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(sig)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            print(f"  ! pid {proc.pid} ignored signal {sig} for {timeout:.0f}s; killing its group")
-    # Whatever is left in the group (the leader if it hung, or orphaned workers).
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signal.SIGKILL)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(5)
-
-
-@contextlib.contextmanager
-def terminate_on_sigterm() -> Iterator[None]:
-    """Turn SIGTERM/SIGHUP into SystemExit so `finally` blocks stop the children."""
-
-    def handler(signum: int, _frame: FrameType | None) -> None:
-        print(f"\nsignal {signum}: stopping all benchmark processes", file=sys.stderr)
-        raise SystemExit(128 + signum)
-
-    old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGHUP)}
-    try:
-        yield
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
-
-
-def free_ports(count: int) -> list[int]:
-    """Ports free on 127.0.0.1 now, below the kernel's ephemeral range when possible.
-
-    A listening port picked from the ephemeral range can be taken, before nginx or the proxy
-    binds it, by the local end of one of the thousands of connections a run opens.
-    """
-    low = 32768
-    with contextlib.suppress(OSError, ValueError):
-        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    candidates = list(range(20000, low)) if low > 21000 else []
-    random.shuffle(candidates)
-    ports: list[int] = []
-    for port in candidates:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        ports.append(port)
-        if len(ports) == count:
-            return ports
-    while len(ports) < count:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-        if port not in ports:
-            ports.append(port)
-    return ports
-
-
 def taskset(cpus: str | None, cmd: list[str]) -> list[str]:
     return ["taskset", "-c", cpus, *cmd] if cpus else cmd
-
-
-def http_get(url: str, timeout: float = 2.0) -> tuple[int, bytes]:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
-            return resp.status, resp.read()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read()
-
-
-def wait_ready(
-    url: str,
-    proc: subprocess.Popen[bytes],
-    timeout: float,
-    what: str,
-    procs: Processes,
-    logname: str,
-) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise BenchError(
-                f"{what} exited with {proc.returncode} before it was ready:\n"
-                f"{procs.log_tail(logname)}"
-            )
-        with contextlib.suppress(OSError):
-            if http_get(url, timeout=1.0)[0] == 200:
-                return
-        time.sleep(0.1)
-    raise BenchError(f"{what} not ready at {url} after {timeout:.0f}s:\n{procs.log_tail(logname)}")
 
 
 # --------------------------------------------------------------------------- configs
@@ -748,13 +597,6 @@ def start_nginx(
     proc = procs.start(name, taskset(cpus, ["nginx", "-p", str(conf.parent), "-c", str(conf)]))
     wait_ready(ready_url, proc, 10, name, procs, name)
     return proc
-
-
-def shadowproxy_command() -> list[str]:
-    script = Path(sys.executable).parent / "shadowproxy"
-    if script.exists():
-        return [str(script)]
-    return [sys.executable, "-m", "proxy"]
 
 
 def check_shadowproxy() -> str | None:
