@@ -4,9 +4,11 @@ a free loopback port) shared by every test; PostgreSQL and Redis run on this mac
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import uuid
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
+import redis.asyncio as aioredis
 
 from proxy.store.embedded import start_moto_server
 
@@ -19,3 +21,24 @@ def moto_endpoint() -> Iterator[str]:
     server, endpoint_url = start_moto_server()
     yield endpoint_url
     server.stop()
+
+
+@pytest.fixture
+async def redis() -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.Redis.from_url(REDIS_URL)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+async def prefix() -> AsyncIterator[str]:
+    """A Redis key namespace of the test's own; every key under it is deleted afterwards."""
+    name = f"test:{uuid.uuid4().hex[:12]}"
+    yield name
+    client = aioredis.Redis.from_url(REDIS_URL)
+    try:
+        keys = [k async for k in client.scan_iter(match=f"{name}*")]
+        if keys:
+            await client.delete(*keys)
+    finally:
+        await client.aclose()

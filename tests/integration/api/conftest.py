@@ -4,6 +4,7 @@ import copy
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
+from urllib.parse import urlparse
 
 import aiohttp
 import pytest
@@ -12,6 +13,7 @@ from proxy.resources.admin_ops import init_stores
 from proxy.store.base import Store
 from tests.integration.conftest import PG_DSN
 from tests.support.servers import RunningProxy, start_proxy
+from tests.support.tcpproxy import CuttableLink
 
 pytestmark = pytest.mark.integration
 
@@ -112,3 +114,21 @@ async def store_proxy(moto_endpoint: str, tmp_path: Any) -> AsyncIterator[StoreP
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession() as session:
         yield session
+
+
+@pytest.fixture
+async def dynamo_link(moto_endpoint: str) -> AsyncIterator[CuttableLink]:
+    """A cuttable link to the DynamoDB endpoint. Request it before ``store_proxy`` so it
+    outlives the proxy's table cleanup."""
+    target = urlparse(moto_endpoint)
+    link = await CuttableLink(target.hostname or "127.0.0.1", target.port or 80).start()
+    yield link
+    await link.stop()
+
+
+@pytest.fixture
+async def pg_link() -> AsyncIterator[CuttableLink]:
+    """A cuttable link to the local PostgreSQL."""
+    link = await CuttableLink("127.0.0.1", 5432).start()
+    yield link
+    await link.stop()

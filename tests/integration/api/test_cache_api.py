@@ -3,28 +3,15 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
-import redis.asyncio as aioredis
 
 from tests.integration.api.conftest import StoreProxyFactory, stores, user
 from tests.integration.conftest import REDIS_URL
 from tests.support.servers import RunningProxy, free_port
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def cache_prefix() -> AsyncIterator[str]:
-    prefix = f"test:cache:{uuid.uuid4().hex}"
-    yield prefix
-    client = aioredis.Redis.from_url(REDIS_URL)
-    keys = [k async for k in client.scan_iter(f"{prefix}*")]
-    if keys:
-        await client.delete(*keys)
-    await client.aclose()
 
 
 def cache(proxy: RunningProxy, result: str) -> float:
@@ -41,11 +28,11 @@ async def cached_proxy(store_proxy: StoreProxyFactory, prefix: str, url: str = R
 
 
 async def test_get_is_cached_and_every_write_path_invalidates(
-    store_proxy: StoreProxyFactory, cache_prefix: str, http: aiohttp.ClientSession
+    store_proxy: StoreProxyFactory, prefix: str, http: aiohttp.ClientSession
 ) -> None:
     import asyncio
 
-    proxy = await cached_proxy(store_proxy, cache_prefix)
+    proxy = await cached_proxy(store_proxy, prefix)
     u = user(1)
     url = f"{proxy.url}/users/{u['id']}"
     async with http.post(proxy.url + "/users", json=u) as r:
@@ -79,11 +66,11 @@ async def test_get_is_cached_and_every_write_path_invalidates(
 
 
 async def test_index_lookup_cache_follows_email_changes(
-    store_proxy: StoreProxyFactory, cache_prefix: str, http: aiohttp.ClientSession
+    store_proxy: StoreProxyFactory, prefix: str, http: aiohttp.ClientSession
 ) -> None:
     import asyncio
 
-    proxy = await cached_proxy(store_proxy, cache_prefix)
+    proxy = await cached_proxy(store_proxy, prefix)
     u = user(2)
     async with http.post(proxy.url + "/users", json=u) as r:
         assert r.status == 201
@@ -104,10 +91,10 @@ async def test_index_lookup_cache_follows_email_changes(
 
 
 async def test_redis_down_keeps_serving_and_counts(
-    store_proxy: StoreProxyFactory, cache_prefix: str, http: aiohttp.ClientSession
+    store_proxy: StoreProxyFactory, prefix: str, http: aiohttp.ClientSession
 ) -> None:
     dead = f"redis://127.0.0.1:{free_port()}/0"
-    proxy = await cached_proxy(store_proxy, cache_prefix, url=dead)
+    proxy = await cached_proxy(store_proxy, prefix, url=dead)
     u = user(3)
     async with http.post(proxy.url + "/users", json=u) as r:
         assert r.status == 201

@@ -5,13 +5,10 @@ from __future__ import annotations
 import asyncio
 import random
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
-from urllib.parse import urlparse
 
 import aiohttp
 import pytest
-import redis.asyncio as aioredis
 
 from tests.integration.api.conftest import StoreProxyFactory, stores, user
 from tests.integration.conftest import REDIS_URL
@@ -19,17 +16,6 @@ from tests.support.servers import RunningProxy
 from tests.support.tcpproxy import CuttableLink
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def repair_stream() -> AsyncIterator[str]:
-    stream = f"test:repair:{uuid.uuid4().hex}"
-    yield stream
-    client = aioredis.Redis.from_url(REDIS_URL)
-    keys = [k async for k in client.scan_iter(f"{stream}*")]
-    if keys:
-        await client.delete(*keys)
-    await client.aclose()
 
 
 def gauge(proxy: RunningProxy, name: str, **labels: str) -> float:
@@ -46,19 +32,10 @@ def outcomes(proxy: RunningProxy) -> dict[str, float]:
     return found
 
 
-@pytest.fixture
-async def dynamo_link(moto_endpoint: str) -> AsyncIterator[CuttableLink]:
-    """Requested before ``store_proxy`` so it outlives the proxy's table cleanup."""
-    target = urlparse(moto_endpoint)
-    link = await CuttableLink(target.hostname or "127.0.0.1", target.port or 80).start()
-    yield link
-    await link.stop()
-
-
 async def test_secondary_down_during_1000_writes_then_every_key_repaired(
     dynamo_link: CuttableLink,
     store_proxy: StoreProxyFactory,
-    repair_stream: str,
+    prefix: str,
     http: aiohttp.ClientSession,
 ) -> None:
     link = dynamo_link
@@ -71,7 +48,7 @@ async def test_secondary_down_during_1000_writes_then_every_key_repaired(
             repair={
                 "kind": "redis",
                 "url": REDIS_URL,
-                "stream": repair_stream,
+                "stream": prefix,
                 "interval_seconds": 0.1,
                 "retry_after_seconds": 0.2,
             },
@@ -154,17 +131,10 @@ async def test_concurrent_writes_and_reads_are_never_mismatches(
     assert set(seen) <= {"match", "transient"}
 
 
-@pytest.fixture
-async def pg_link() -> AsyncIterator[CuttableLink]:
-    link = await CuttableLink("127.0.0.1", 5432).start()
-    yield link
-    await link.stop()
-
-
 async def test_after_a_flip_repairs_copy_from_the_new_primary(
     pg_link: CuttableLink,
     store_proxy: StoreProxyFactory,
-    repair_stream: str,
+    prefix: str,
     http: aiohttp.ClientSession,
 ) -> None:
     dsn = f"postgresql://postgres@127.0.0.1:{pg_link.port}/test"
@@ -175,7 +145,7 @@ async def test_after_a_flip_repairs_copy_from_the_new_primary(
         repair={
             "kind": "redis",
             "url": REDIS_URL,
-            "stream": repair_stream,
+            "stream": prefix,
             "interval_seconds": 0.1,
             "retry_after_seconds": 0.2,
         },

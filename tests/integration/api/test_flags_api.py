@@ -3,9 +3,7 @@ and the guardrail rolling a failing new primary back."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
-from urllib.parse import urlparse
 
 import aiohttp
 import pytest
@@ -173,14 +171,6 @@ async def test_new_store_read_fraction_is_sticky_per_key(
     assert first == second  # a key's store never changes while the fraction is unchanged
     share = sum(first)
     assert 100 - 28 <= share <= 100 + 28  # 4 sigma of Binomial(200, 0.5)
-
-
-@pytest.fixture
-async def dynamo_link(moto_endpoint: str) -> AsyncIterator[CuttableLink]:
-    target = urlparse(moto_endpoint)
-    link = await CuttableLink(target.hostname or "127.0.0.1", target.port or 80).start()
-    yield link
-    await link.stop()
 
 
 async def test_guardrail_rolls_back_a_new_primary_that_starts_failing(

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -25,11 +24,11 @@ from proxy.flags.model import (
     snapshot_to_doc,
 )
 from proxy.flags.store import FlagChange, FlagStoreError, FlagStoreUnavailable, RedisFlagStore
+from tests.integration.conftest import REDIS_URL
 from tests.support.tcpproxy import CuttableLink
 
 pytestmark = pytest.mark.integration
 
-REDIS_URL = "redis://127.0.0.1:6379/0"
 POLL = 0.05
 
 StoreFactory = Callable[..., Awaitable[RedisFlagStore]]
@@ -54,22 +53,6 @@ async def eventually(condition: Callable[[], bool], timeout: float = 3.0) -> flo
             pytest.fail(f"condition not met within {timeout} s")
         await asyncio.sleep(0.01)
     return time.monotonic() - start
-
-
-@pytest.fixture
-async def redis() -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(REDIS_URL)
-    yield client
-    await client.aclose()
-
-
-@pytest.fixture
-async def prefix(redis: aioredis.Redis) -> AsyncIterator[str]:
-    prefix = f"test:flags:{uuid.uuid4().hex[:12]}"
-    yield prefix
-    keys = [k async for k in redis.scan_iter(match=f"{prefix}:*")]
-    if keys:
-        await redis.delete(*keys)
 
 
 @pytest.fixture

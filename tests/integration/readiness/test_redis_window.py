@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import AsyncIterator, Callable
 
 import pytest
@@ -17,28 +15,20 @@ from proxy.readiness import (
     RedisWindow,
 )
 from proxy.readiness.histogram import OVERFLOW, bucket_index
+from tests.integration.conftest import REDIS_URL
 
 pytestmark = pytest.mark.integration
 
-REDIS_URL = os.environ.get("SHADOWPROXY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 T0 = 1_700_000_000.0
 WINDOW, BUCKET = 60, 10
 
 
 @pytest.fixture
 async def redis() -> AsyncIterator[aioredis.Redis]:
+    """Overrides the shared client: these tests read hashes back as text."""
     client = aioredis.Redis.from_url(REDIS_URL, decode_responses=True)
     yield client
     await client.aclose()
-
-
-@pytest.fixture
-async def prefix(redis: aioredis.Redis) -> AsyncIterator[str]:
-    name = f"test_readiness_{uuid.uuid4().hex[:12]}"
-    yield name
-    keys = [key async for key in redis.scan_iter(match=f"{name}:*")]
-    if keys:
-        await redis.delete(*keys)
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
@@ -13,32 +12,16 @@ import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry
 
 from proxy.resources.cache import CacheConfig, CacheMetrics, RecordCache
+from tests.integration.conftest import REDIS_URL
 
 pytestmark = pytest.mark.integration
 
-REDIS_URL = "redis://127.0.0.1:6379/0"
 CacheFactory = Callable[..., Awaitable[RecordCache]]
 
 
 @pytest.fixture
 def registry() -> CollectorRegistry:
     return CollectorRegistry()
-
-
-@pytest.fixture
-async def redis() -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(REDIS_URL)
-    yield client
-    await client.aclose()
-
-
-@pytest.fixture
-async def prefix(redis: aioredis.Redis) -> AsyncIterator[str]:
-    prefix = f"test:cache:{uuid.uuid4().hex[:12]}"
-    yield prefix
-    keys = [k async for k in redis.scan_iter(match=f"{prefix}:*")]
-    if keys:
-        await redis.delete(*keys)
 
 
 @pytest.fixture
