@@ -95,9 +95,6 @@ class ResourceService:
     ) -> tuple[T, float]:
         return await timed(self._metrics, self.name, role, store, operation, call)
 
-    def key_text(self, key: Any) -> str:
-        return self.parts.key_text(key)
-
     def _json(self, record: Record | None, fields: Sequence[str] | None = None) -> Any:
         return None if record is None else self.schema.to_json(record, fields=fields)
 
@@ -108,7 +105,7 @@ class ResourceService:
 
     async def get(self, key: Any, fields: Sequence[str] | None, info: RequestInfo) -> bytes | None:
         """Canonical JSON bytes of the record (projected), or None when absent."""
-        key_text = self.key_text(key)
+        key_text = self.parts.key_text(key)
         flags = self._read_flags(key_text)
         if self._cache is not None and fields is None:
             cached = await self._cache.get(self.name, key_text)

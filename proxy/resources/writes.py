@@ -58,9 +58,6 @@ class DualWriter:
     ) -> tuple[T, float]:
         return await timed(self._metrics, self.name, role, store, operation, call)
 
-    def key_text(self, key: Any) -> str:
-        return self.parts.key_text(key)
-
     async def create(self, record: Record) -> Record:
         key = record[self.schema.key]
         async with self._locks.hold(key):
@@ -188,7 +185,7 @@ class DualWriter:
 
     async def _to_repair_log(self, keys: Sequence[Any], reason: str) -> None:
         for key in keys:
-            text = self.key_text(key)
+            text = self.parts.key_text(key)
             try:
                 if self._repair_log is None:
                     raise RuntimeError("no repair log is configured")
@@ -205,7 +202,7 @@ class DualWriter:
     async def _invalidate(self, records: Sequence[Mapping[str, Any]]) -> None:
         if self._cache is None or not records:
             return
-        keys = [self.key_text(r[self.schema.key]) for r in records]
+        keys = [self.parts.key_text(r[self.schema.key]) for r in records]
         index_values: dict[str, list[str]] = {}
         for name, index in self.schema.indexes.items():
             values = [
