@@ -68,7 +68,10 @@ def build(
     settings: Settings, *, registry: CollectorRegistry, env: Mapping[str, str] | None = None
 ) -> Apps:
     env = os.environ if env is None else env
-    wire.install()
+    if settings.routes:
+        # Pass-through of non-UTF-8 header bytes; the resource API writes only its own
+        # headers and keeps aiohttp's (compiled) serializer.
+        wire.install()
     metrics = Metrics.create(registry)
     upstreams = {
         name: HttpUpstream(name, cfg)

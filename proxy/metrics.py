@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -14,6 +14,22 @@ LATENCY_BUCKETS = (
 )  # fmt: skip
 MAX_FIELDS_PER_ROUTE = 200
 OTHER = "other"
+
+
+class Children:
+    """Memoised labelled children. prometheus-client's ``labels()`` takes a lock and builds a
+    key on every call, and the proxy calls it several times per request; label values here
+    are bounded (routes, methods, statuses, known requesters), so the memo is too."""
+
+    def __init__(self) -> None:
+        self._cache: dict[tuple[Any, ...], Any] = {}
+
+    def get(self, metric: Any, *labels: str) -> Any:
+        key = (id(metric), labels)
+        child = self._cache.get(key)
+        if child is None:
+            child = self._cache[key] = metric.labels(*labels)
+        return child
 
 
 @dataclass(frozen=True)
@@ -30,6 +46,8 @@ class Metrics:
     internal_errors: Counter
     dual_write_failures: Counter
     repair_log_errors: Counter
+    # One memo of labelled children for every hot path that shares these metrics.
+    children: Children = field(default_factory=Children)
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> Metrics:
@@ -100,22 +118,6 @@ class Metrics:
                 ("resource",),
             ),
         )
-
-
-class Children:
-    """Memoised labelled children. prometheus-client's ``labels()`` takes a lock and builds a
-    key on every call, and the proxy calls it several times per request; label values here
-    are bounded (routes, methods, statuses, known requesters), so the memo is too."""
-
-    def __init__(self) -> None:
-        self._cache: dict[tuple[Any, ...], Any] = {}
-
-    def get(self, metric: Any, *labels: str) -> Any:
-        key = (id(metric), labels)
-        child = self._cache.get(key)
-        if child is None:
-            child = self._cache[key] = metric.labels(*labels)
-        return child
 
 
 class FieldLabels:

@@ -50,10 +50,9 @@ RESERVED_PARAMS = frozenset({"limit", "cursor", "fields"})
 DEFAULT_LIMIT = 100
 
 
-def _json_response(body: bytes, status: int = 200, rid: str = "") -> web.Response:
-    return web.Response(
-        body=body, status=status, content_type="application/json", headers={"X-Request-ID": rid}
-    )
+def _json_response(body: bytes, status: int = 200) -> web.Response:
+    """The handler wrapper adds ``X-Request-ID``."""
+    return web.Response(body=body, status=status, content_type="application/json")
 
 
 async def read_json(request: web.Request, limit: int) -> Any:
@@ -145,12 +144,8 @@ class ResourceAPI:
             rid = request_id(request)
             requester = request.headers.get(self._requester_header)
             info = RequestInfo(rid, requester, request.method, request.path_qs)
-            status = 500
             try:
                 response = await handler(request, info)
-                response.headers["X-Request-ID"] = rid
-                status = response.status
-                return response
             except SchemaError as e:
                 problem: HTTPProblem = _schema_problem(e)
             except store_errors.StoreError as e:
@@ -160,10 +155,12 @@ class ResourceAPI:
             except Exception:
                 errlog.exception("unexpected error", extra={"request_id": rid})
                 problem = HTTPProblem("internal error")
-            finally:
-                self._account(request, operation, status, requester, rid, started)
+            else:
+                response.headers["X-Request-ID"] = rid
+                self._account(request, operation, response.status, requester, rid, started)
+                return response
             status = problem.status
-            self._account(request, operation, status, requester, rid, started, final=True)
+            self._account(request, operation, status, requester, rid, started)
             if status >= 500:
                 errlog.warning(problem.message, extra={"request_id": rid, "status": status})
             return problem_response(problem, rid)
@@ -178,14 +175,12 @@ class ResourceAPI:
         requester: str | None,
         rid: str,
         started: float,
-        *,
-        final: bool = False,
     ) -> None:
-        # Called once on success (from finally) or twice on error: count only the real one.
-        if status == 500 and not final:
-            return
         label = requester_label(requester, self._known)
-        self._metrics.requests.labels(self.settings.name, request.method, str(status), label).inc()
+        metrics = self._metrics
+        metrics.children.get(
+            metrics.requests, self.settings.name, request.method, str(status), label
+        ).inc()
         if self._access_log:
             log.info(
                 "request",
@@ -213,9 +208,11 @@ class ResourceAPI:
         return self.schema.check_fields(f for f in raw.split(",") if f)
 
     async def get(self, request: web.Request, info: RequestInfo) -> web.Response:
-        self._only(request, {"fields"})
+        query = request.query_string  # most reads have none: then nothing to parse
+        if query:
+            self._only(request, {"fields"})
         key = self._key(request)
-        body = await self.service.get(key, self._fields(request), info)
+        body = await self.service.get(key, self._fields(request) if query else None, info)
         if body is None:
             raise NotFound(f"{self.settings.name} {request.match_info['key']!r} not found")
         return _json_response(body)

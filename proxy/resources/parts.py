@@ -75,7 +75,10 @@ async def timed(
     """Await a store call; observe its latency by store, role and operation."""
     started = time.perf_counter()
     try:
-        return await call, time.perf_counter() - started
+        result = await call
     finally:
         seconds = time.perf_counter() - started
-        metrics.backend_latency.labels(store, role, resource, operation).observe(seconds)
+        metrics.children.get(metrics.backend_latency, store, role, resource, operation).observe(
+            seconds
+        )
+    return result, seconds

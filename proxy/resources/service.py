@@ -66,6 +66,10 @@ class ResourceService:
         self._metrics = metrics
         self._budget = budget
         self._cache = cache if parts.settings.cache_ttl_seconds > 0 else None
+        names = list(parts.stores)
+        self._other_store: dict[str, str | None] = {
+            name: next((other for other in names if other != name), None) for name in names
+        }
         self.writes = DualWriter(
             parts, flags=flags, metrics=metrics, cache=self._cache, repair_log=repair_log
         )
@@ -76,19 +80,19 @@ class ResourceService:
     def flags(self) -> ResourceFlagState:
         return self._flags(self.name)
 
-    def _read_flags(self, key_text: str) -> ResourceFlagState:
+    def _read_flags(self, key: Any) -> ResourceFlagState:
         """The flags as one key's read sees them: with ``new_store_read_fraction`` set, a
         sticky share of keys (by hash) reads from the new store, shadowed to the old one."""
         flags = self.flags
         new_store = self.parts.new_store
         if flags.new_store_read_fraction <= 0 or new_store is None:
             return flags
+        key_text = self.parts.key_text(key)
         chosen = read_store(flags, key_text, new_store=new_store, salt=self.name)
         return flags if chosen == flags.read_from else dataclasses.replace(flags, read_from=chosen)
 
     def _shadow_store(self, flags: ResourceFlagState) -> str | None:
-        others = [name for name in self.parts.stores if name != flags.read_from]
-        return others[0] if others else None
+        return self._other_store.get(flags.read_from)
 
     async def _timed(
         self, role: str, store: str, operation: str, call: Awaitable[T]
@@ -105,10 +109,11 @@ class ResourceService:
 
     async def get(self, key: Any, fields: Sequence[str] | None, info: RequestInfo) -> bytes | None:
         """Canonical JSON bytes of the record (projected), or None when absent."""
-        key_text = self.parts.key_text(key)
-        flags = self._read_flags(key_text)
-        if self._cache is not None and fields is None:
-            cached = await self._cache.get(self.name, key_text)
+        flags = self._read_flags(key)
+        cache = self._cache if fields is None else None
+        key_text = "" if cache is None else self.parts.key_text(key)
+        if cache is not None:
+            cached = await cache.get(self.name, key_text)
             if cached is not None:
                 self._shadow(
                     flags, "get", info, _nothing, 0.0,
@@ -118,8 +123,8 @@ class ResourceService:
         store = self.parts.stores[flags.read_from]
         record, seconds = await self._primary_read(flags, "get", info, store.get(key, fields))
         body = None if record is None else self.schema.dumps(record, fields=fields)
-        if body is not None and self._cache is not None and fields is None:
-            await self._cache.set(self.name, key_text, body, self.parts.settings.cache_ttl_seconds)
+        if body is not None and cache is not None:
+            await cache.set(self.name, key_text, body, self.parts.settings.cache_ttl_seconds)
         self._shadow(
             flags, "get", info, lambda: self._json(record, fields), seconds,
             lambda s: self._read_one(s, key, fields),

@@ -61,6 +61,7 @@ class PostgresStore:
         self.table = table
         self.schema = schema
         self._sql = Statements(schema, table)
+        self._get_all = self._sql.get(schema.field_names)
         self._pool_args = {
             "min_size": min_size,
             "max_size": max_size,
@@ -68,6 +69,8 @@ class PostgresStore:
             "timeout": connect_timeout,
         }
         self._acquire_timeout = connect_timeout
+        self._pool_max = max_size
+        self._in_use = 0  # connections acquired and not yet released
         self._batch_rows = max(1, min(batch_rows, self._sql.max_rows()))
         self._scan_page = scan_page
         self._pool: asyncpg.Pool | None = None
@@ -104,8 +107,16 @@ class PostgresStore:
 
     async def get(self, key: Any, fields: Sequence[str] | None = None) -> Record | None:
         names = self.schema.check_fields(fields) if fields is not None else self.schema.field_names
-        async with self._connection() as conn:
-            row = await conn.fetchrow(self._sql.get(names), self._key(key))
+        sql = self._get_all if fields is None else self._sql.get(names)
+        # The hot path: no context-manager generators, only what the read needs.
+        try:
+            conn = await self._acquire()
+            try:
+                row = await conn.fetchrow(sql, self._key(key))
+            finally:
+                await self._release(conn)
+        except _TRANSLATED as e:
+            raise _translated(e) from e
         return None if row is None else decode_row(self.schema, row, names)
 
     async def query_index(self, index: str, value: Any, limit: int) -> Records:
@@ -240,18 +251,39 @@ class PostgresStore:
 
     @asynccontextmanager
     async def _connection(self) -> AsyncIterator[asyncpg.Connection]:
-        if self._pool is None:
-            raise StoreUnavailable(f"postgres store for {self.table!r} is not open")
-        pool = self._pool
         with _translate():
-            # asyncio.timeout bounds only the wait for a connection (cheaper than the
-            # wait_for task asyncpg's acquire(timeout=) starts on every call).
-            async with asyncio.timeout(self._acquire_timeout):
-                conn = await pool.acquire()
+            conn = await self._acquire()
             try:
                 yield conn
             finally:
-                await pool.release(conn)
+                await self._release(conn)
+
+    async def _acquire(self) -> asyncpg.Connection:
+        """A pooled connection. Only when every connection is in use is the wait bounded
+        by a timer: an ``asyncio.timeout`` on every read costs CPU for a wait that is
+        immediate while a connection is free (``_in_use`` counts this store's, the only user
+        of its pool)."""
+        pool = self._pool
+        if pool is None:
+            raise StoreUnavailable(f"postgres store for {self.table!r} is not open")
+        bounded = self._in_use >= self._pool_max
+        self._in_use += 1  # counted before any await: a concurrent caller sees it
+        try:
+            if not bounded:
+                return await pool.acquire()
+            async with asyncio.timeout(self._acquire_timeout):
+                return await pool.acquire()
+        except BaseException:
+            self._in_use -= 1
+            raise
+
+    async def _release(self, conn: asyncpg.Connection) -> None:
+        self._in_use -= 1
+        pool = self._pool
+        if pool is not None:
+            await pool.release(conn)
+        else:  # closed meanwhile: the pool terminated it
+            conn.terminate()
 
     def _key(self, key: Any) -> Any:
         return encode_value(self.schema.key_field, key)
@@ -269,27 +301,40 @@ async def _rollback_if_in_transaction(conn: asyncpg.Connection) -> None:
         await conn.execute("ROLLBACK")
 
 
+_TRANSLATED = (
+    TimeoutError,
+    OSError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+)
+
+
 @contextmanager
 def _translate() -> Iterator[None]:
     """asyncpg and socket errors -> the store error tree."""
     try:
         yield
-    except asyncpg.UniqueViolationError as e:
-        raise Conflict(f"{e.constraint_name or 'unique constraint'}: {e.detail or e}") from e
-    except (TimeoutError, asyncpg.QueryCanceledError) as e:
-        raise StoreTimeout(f"postgres: timed out: {e}") from e
-    except (
-        OSError,
-        asyncpg.PostgresConnectionError,
-        asyncpg.CannotConnectNowError,
-        asyncpg.TooManyConnectionsError,
-        asyncpg.AdminShutdownError,
-    ) as e:
-        raise StoreUnavailable(f"postgres: {type(e).__name__}: {e}") from e
-    except asyncpg.UndefinedTableError as e:
-        raise StoreUnavailable(f"postgres: {e} (run init-stores)") from e
-    except (asyncpg.PostgresError, asyncpg.InterfaceError) as e:
-        raise StoreError(f"postgres: {type(e).__name__}: {e}") from e
+    except _TRANSLATED as e:
+        raise _translated(e) from e
+
+
+def _translated(e: BaseException) -> StoreError:
+    if isinstance(e, asyncpg.UniqueViolationError):
+        return Conflict(f"{e.constraint_name or 'unique constraint'}: {e.detail or e}")
+    if isinstance(e, TimeoutError | asyncpg.QueryCanceledError):
+        return StoreTimeout(f"postgres: timed out: {e}")
+    if isinstance(
+        e,
+        OSError
+        | asyncpg.PostgresConnectionError
+        | asyncpg.CannotConnectNowError
+        | asyncpg.TooManyConnectionsError
+        | asyncpg.AdminShutdownError,
+    ):
+        return StoreUnavailable(f"postgres: {type(e).__name__}: {e}")
+    if isinstance(e, asyncpg.UndefinedTableError):
+        return StoreUnavailable(f"postgres: {e} (run init-stores)")
+    return StoreError(f"postgres: {type(e).__name__}: {e}")
 
 
 def _positive(limit: int) -> int:

@@ -191,6 +191,11 @@ class Schema:
             for name, ic in config.indexes.items()
         }
         self.sensitive_fields = frozenset(n for n, f in self.fields.items() if f.sensitive)
+        # Per field, in declaration order: what ``to_json`` needs, looked up once.
+        self._render_plan: dict[str, tuple[str, Callable[[Any], Any], bool]] = {
+            name: (name, spec.render, spec.type.container == "set")
+            for name, spec in self.fields.items()
+        }
 
     @cached_property
     def field_names(self) -> tuple[str, ...]:
@@ -324,17 +329,17 @@ class Schema:
         self, record: Mapping[str, Any], *, fields: Iterable[str] | None = None
     ) -> dict[str, Any]:
         """The canonical JSON value of a record: every declared field (or the projection)."""
-        names = self.field_names if fields is None else fields
+        plan = self._render_plan
+        steps = plan.values() if fields is None else (plan[name] for name in fields)
         out: dict[str, Any] = {}
-        for name in names:
-            spec = self.fields[name]
-            value = record.get(name, spec.empty)
+        for name, render, is_set in steps:
+            value = record.get(name)
             if value is None:
-                out[name] = [] if spec.type.container == "set" else None
+                out[name] = [] if is_set else None
             elif isinstance(value, Malformed):
                 out[name] = value.raw
             else:
-                out[name] = spec.render(value)
+                out[name] = render(value)
         return out
 
     def dumps(self, record: Mapping[str, Any], *, fields: Iterable[str] | None = None) -> bytes:

@@ -121,6 +121,8 @@ def exported() -> dict[str, list[Exported]]:
         if dataclasses.is_dataclass(metrics):
             for field in dataclasses.fields(metrics):
                 collector = getattr(metrics, field.name)
+                if not hasattr(collector, "describe"):  # e.g. the memo of labelled children
+                    continue
                 for family in collector.describe():
                     labels[family.name] = _labelnames(collector)
         for family in registry.collect():
