@@ -15,6 +15,7 @@ requests; deadlines are the caller's ``asyncio.timeout``.
 from __future__ import annotations
 
 import asyncio
+import ssl as ssl_module
 from collections import deque
 from collections.abc import AsyncIterator
 
@@ -160,7 +161,8 @@ class Connection(asyncio.Protocol):
 
 
 class Pool:
-    """Keep-alive connections to one host:port, at most ``limit`` in use at once."""
+    """Keep-alive connections to one host:port, at most ``limit`` in use at once; over TLS
+    when ``ssl`` is given (the server's certificate is checked against ``host``)."""
 
     def __init__(
         self,
@@ -170,8 +172,10 @@ class Pool:
         limit: int,
         connect_timeout: float,
         idle_seconds: float = 15.0,
+        ssl: ssl_module.SSLContext | None = None,
     ) -> None:
         self.host, self.port = host, port
+        self._ssl = ssl
         self._idle: deque[tuple[float, Connection]] = deque()
         self._slots = asyncio.Semaphore(limit)
         self._connect_timeout = connect_timeout
@@ -193,7 +197,16 @@ class Pool:
                 conn.close()
             try:
                 async with asyncio.timeout(self._connect_timeout):
-                    _, conn = await loop.create_connection(Connection, self.host, self.port)
+                    if self._ssl is None:
+                        _, conn = await loop.create_connection(Connection, self.host, self.port)
+                    else:
+                        _, conn = await loop.create_connection(
+                            Connection,
+                            self.host,
+                            self.port,
+                            ssl=self._ssl,
+                            server_hostname=self.host,
+                        )
             except (OSError, TimeoutError) as e:
                 raise ConnectFailed(f"cannot connect to {self.host}:{self.port}: {e!r}") from e
             conn.reset(head=head)

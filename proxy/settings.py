@@ -97,6 +97,7 @@ class DynamoDBBackend(_Model):
     sdk_max_attempts: int = Field(3, ge=1, le=10)
     access_key_id_env: str = "AWS_ACCESS_KEY_ID"
     secret_access_key_env: str = "AWS_SECRET_ACCESS_KEY"
+    session_token_env: str = "AWS_SESSION_TOKEN"  # temporary keys (STS) come with one
 
 
 Backend = Annotated[HttpBackend | PostgresBackend | DynamoDBBackend, Field(discriminator="kind")]

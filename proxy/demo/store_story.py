@@ -130,7 +130,7 @@ async def seed(settings: Settings, users: list[dict[str, Any]]) -> list[Planted]
         # A type drift only a raw write can make: a boolean stored as the string "true".
         item = ddb._encode(drifted)  # type: ignore[attr-defined]
         item["is_active"] = {"S": str(drifted["is_active"]).lower()}
-        await ddb._client.put_item(TableName=ddb.table, Item=item)  # type: ignore[attr-defined]
+        await ddb._call("PutItem", TableName=ddb.table, Item=item)  # type: ignore[attr-defined]
     return [
         Planted(str(changed["id"]), "email changed", "email"),
         Planted(str(missing["id"]), "missing in DynamoDB", "$"),

@@ -1,4 +1,5 @@
-"""Build store objects from backend config. asyncpg and aioboto3 stay behind these imports."""
+"""Build store objects from backend config. asyncpg (and the DynamoDB client) stay behind these
+imports."""
 
 from __future__ import annotations
 
@@ -37,8 +38,11 @@ def build_store(
             table,
             schema,
             retry=RetryPolicy(max_attempts=backend.max_attempts),
-            aws_access_key_id=env.get(backend.access_key_id_env) or "test",
-            aws_secret_access_key=env.get(backend.secret_access_key_env) or "test",
+            # Keys in the configured env vars win; without them the client asks botocore's
+            # default chain (profiles, roles), and an emulator endpoint falls back to dummies.
+            aws_access_key_id=env.get(backend.access_key_id_env) or None,
+            aws_secret_access_key=env.get(backend.secret_access_key_env) or None,
+            aws_session_token=env.get(backend.session_token_env) or None,
             connect_timeout=backend.connect_timeout_seconds,
             read_timeout=backend.timeout_seconds,
             sdk_max_attempts=backend.sdk_max_attempts,

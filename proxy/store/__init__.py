@@ -1,7 +1,8 @@
 """Typed resource storage: the schema contract, canonical codecs, PostgreSQL and DynamoDB.
 
-``asyncpg`` is imported only by ``proxy.store.postgres`` and ``aioboto3`` only by
-``proxy.store.dynamodb``: import those modules where a store is built, not from here.
+``asyncpg`` is imported only by ``proxy.store.postgres`` and the DynamoDB client
+(``proxy.store.dynamo_http``) only by ``proxy.store.dynamodb``: import those modules where a
+store is built, not from here.
 """
 
 from proxy.store.base import (

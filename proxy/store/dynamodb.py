@@ -1,5 +1,6 @@
-"""The DynamoDB store: one table keyed by the resource key, one GSI per declared index, the
-low-level aioboto3 client.
+"""The DynamoDB store: one table keyed by the resource key, one GSI per declared index, our
+lean JSON client (``proxy.store.dynamo_http``: SigV4 over keep-alive HTTP; botocore is only
+asked for credentials when none are given).
 
     store = DynamoDBStore("http://127.0.0.1:8000", "us-east-1", "users", schema)
     await store.open()
@@ -18,8 +19,13 @@ of the table. Reads are strongly consistent unless ``consistent_reads=False``; i
 queries are eventually consistent (GSIs cannot be read consistently).
 
 ``scan_page`` caps the items read per Scan call of ``scan`` (a backfill's read rate).
-``client_wrapper`` receives the low-level client once opened and returns what the store
-calls; tests use it to count calls and inject ``UnprocessedItems`` or throttling errors.
+``client_wrapper`` receives the opened ``DynamoHttpClient`` and returns what the store calls
+(anything with its ``call(operation, request)``); tests use it to count calls and inject
+``UnprocessedItems`` or throttling errors.
+
+Each call is retried inside the client first (``sdk_max_attempts`` calls for throttles, 5xx
+answers, connection failures and timeouts, like botocore's standard mode); the store's own
+``RetryPolicy`` then retries throttled batch calls and pages and unprocessed items on top.
 """
 
 from __future__ import annotations
@@ -28,20 +34,8 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
-from contextlib import AsyncExitStack, aclosing
+from contextlib import aclosing
 from typing import Any
-
-import aioboto3
-import aiohttp
-from aiobotocore.config import AioConfig
-from botocore.exceptions import (
-    BotoCoreError,
-    ClientError,
-    ConnectTimeoutError,
-    HTTPClientError,
-    ReadTimeoutError,
-)
-from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from proxy.store import cursor as cursors
 from proxy.store.base import (
@@ -70,6 +64,13 @@ from proxy.store.codec_dynamodb import (
     encode_value,
     item_size,
 )
+from proxy.store.dynamo_http import (
+    CONNECTION_CODES,
+    RETRYABLE_CODES,
+    DynamoError,
+    DynamoHttpClient,
+    DynamoTransportError,
+)
 from proxy.store.retry import RetryPolicy
 from proxy.store.schema import Schema
 
@@ -77,15 +78,7 @@ KIND = "dynamodb"
 MAX_BATCH_WRITE = 25
 MAX_BATCH_GET = 100
 MAX_SEGMENTS = 1_000_000
-THROTTLING_CODES = frozenset(
-    {
-        "ProvisionedThroughputExceededException",
-        "ThrottlingException",
-        "RequestLimitExceeded",
-        "InternalServerError",
-        "ServiceUnavailable",
-    }
-)
+THROTTLING_CODES = RETRYABLE_CODES
 log = logging.getLogger(__name__)
 
 
@@ -103,6 +96,7 @@ class DynamoDBStore:
         client_wrapper: Callable[[Any], Any] | None = None,
         aws_access_key_id: str | None = None,
         aws_secret_access_key: str | None = None,
+        aws_session_token: str | None = None,
         connect_timeout: float = 2.0,
         read_timeout: float = 5.0,
         sdk_max_attempts: int = 3,
@@ -115,39 +109,41 @@ class DynamoDBStore:
         self.schema = schema
         self.retry = retry or RetryPolicy()
         self._wrap = client_wrapper
-        self._credentials = {
-            "aws_access_key_id": aws_access_key_id,
-            "aws_secret_access_key": aws_secret_access_key,
-        }
-        self._config = AioConfig(
-            connect_timeout=connect_timeout,
-            read_timeout=read_timeout,
-            retries={"mode": "standard", "max_attempts": sdk_max_attempts},
-        )
+        self._access_key_id = aws_access_key_id
+        self._secret_access_key = aws_secret_access_key
+        self._session_token = aws_session_token
+        self._connect_timeout = connect_timeout
+        self._read_timeout = read_timeout
+        self._sdk_max_attempts = sdk_max_attempts
         self._consistent = consistent_reads
         self._scan_page = scan_page
         self._client: Any = None
-        self._stack: AsyncExitStack | None = None
+        self._http: DynamoHttpClient | None = None
 
     async def open(self) -> None:
         if self._client is not None:
             return
-        stack = AsyncExitStack()
-        session = aioboto3.Session(region_name=self.region, **self._credentials)
+        http = DynamoHttpClient(
+            self.endpoint_url,
+            self.region,
+            access_key_id=self._access_key_id,
+            secret_access_key=self._secret_access_key,
+            session_token=self._session_token,
+            connect_timeout=self._connect_timeout,
+            read_timeout=self._read_timeout,
+            max_attempts=self._sdk_max_attempts,
+        )
         try:
-            client = await stack.enter_async_context(
-                session.client("dynamodb", endpoint_url=self.endpoint_url, config=self._config)
-            )
-        except BaseException:
-            await stack.aclose()
-            raise
-        self._stack = stack
-        self._client = self._wrap(client) if self._wrap else client
+            await http.open()
+        except DynamoError as e:
+            raise _translate(e) from e
+        self._http = http
+        self._client = self._wrap(http) if self._wrap else http
 
     async def close(self) -> None:
-        stack, self._stack, self._client = self._stack, None, None
-        if stack is not None:
-            await stack.aclose()
+        http, self._http, self._client = self._http, None, None
+        if http is not None:
+            await http.close()
 
     async def __aenter__(self) -> DynamoDBStore:
         await self.open()
@@ -164,7 +160,7 @@ class DynamoDBStore:
         table = await self._describe()
         if table is None:
             try:
-                await self._call("create_table", **self._table_definition())
+                await self._call("CreateTable", **self._table_definition())
             except StoreError as e:
                 if _code(e) != "ResourceInUseException":  # created concurrently
                     raise
@@ -173,7 +169,7 @@ class DynamoDBStore:
         for index in self.schema.indexes.values():
             if index.dynamodb_index not in existing:
                 await self._call(
-                    "update_table",
+                    "UpdateTable",
                     TableName=self.table,
                     AttributeDefinitions=self._attribute_definitions(),
                     GlobalSecondaryIndexUpdates=[{"Create": self._gsi(index.dynamodb_index)}],
@@ -182,7 +178,7 @@ class DynamoDBStore:
 
     async def _describe(self) -> dict[str, Any] | None:
         try:
-            response = await self._call("describe_table", TableName=self.table)
+            response = await self._call("DescribeTable", TableName=self.table)
         except StoreError as e:
             if _code(e) == "ResourceNotFoundException":
                 return None
@@ -244,7 +240,7 @@ class DynamoDBStore:
         }
         if fields is not None:
             request.update(_projection(names))
-        response = await self._call("get_item", **request)
+        response = await self._call("GetItem", **request)
         item = response.get("Item")
         return None if item is None else decode_item(self.schema, item, names)
 
@@ -259,7 +255,7 @@ class DynamoDBStore:
                 ":v": encode_value(self.schema.fields[spec.field], value)
             },
         }
-        async with aclosing(self._pages("query", request, _positive(limit))) as items:
+        async with aclosing(self._pages("Query", request, _positive(limit))) as items:
             return [self._decode(item) async for item in items]
 
     async def list(
@@ -273,7 +269,7 @@ class DynamoDBStore:
             request["ExclusiveStartKey"] = encode_key(self.schema, last)
         records: Records = []
         more = False
-        async with aclosing(self._pages("scan", request, _positive(limit) + 1)) as items:
+        async with aclosing(self._pages("Scan", request, _positive(limit) + 1)) as items:
             async for item in items:
                 if len(records) == limit:
                     more = True
@@ -305,7 +301,7 @@ class DynamoDBStore:
         while True:
             attempt += 1
             try:
-                response = await self._call("batch_get_item", RequestItems={self.table: request})
+                response = await self._call("BatchGetItem", RequestItems={self.table: request})
             except Throttled:
                 if attempt >= self.retry.max_attempts:
                     raise
@@ -334,7 +330,7 @@ class DynamoDBStore:
         }
         if self._scan_page is not None:
             request["Limit"] = self._scan_page
-        async with aclosing(self._pages("scan", request, None)) as items:
+        async with aclosing(self._pages("Scan", request, None)) as items:
             async for item in items:
                 yield self._decode(item)
 
@@ -361,7 +357,7 @@ class DynamoDBStore:
     async def create(self, record: Record) -> None:
         try:
             await self._call(
-                "put_item",
+                "PutItem",
                 TableName=self.table,
                 Item=self._encode(record),
                 ConditionExpression="attribute_not_exists(#k)",
@@ -373,7 +369,7 @@ class DynamoDBStore:
             raise
 
     async def put(self, record: Record) -> None:
-        await self._call("put_item", TableName=self.table, Item=self._encode(record))
+        await self._call("PutItem", TableName=self.table, Item=self._encode(record))
 
     async def update(self, key: Any, changes: Mapping[str, Any]) -> Record:
         changes = self.schema.check_changes(key, changes)
@@ -412,7 +408,7 @@ class DynamoDBStore:
         if values:
             request["ExpressionAttributeValues"] = values
         try:
-            response = await self._call("update_item", **request)
+            response = await self._call("UpdateItem", **request)
         except StoreError as e:
             if _code(e) == "ConditionalCheckFailedException":
                 raise NotFound(f"{self.schema.name} {key!s} not found") from e
@@ -422,7 +418,7 @@ class DynamoDBStore:
     async def delete(self, key: Any) -> None:
         try:
             await self._call(
-                "delete_item",
+                "DeleteItem",
                 TableName=self.table,
                 Key=encode_key(self.schema, key),
                 ConditionExpression="attribute_exists(#k)",
@@ -477,7 +473,7 @@ class DynamoDBStore:
             attempt += 1
             try:
                 response = await self._call(
-                    "batch_write_item", RequestItems={self.table: list(pending.values())}
+                    "BatchWriteItem", RequestItems={self.table: list(pending.values())}
                 )
             except Throttled as e:
                 if attempt >= self.retry.max_attempts:
@@ -502,11 +498,12 @@ class DynamoDBStore:
     # plumbing ---------------------------------------------------------------------------
 
     async def _call(self, operation: str, **request: Any) -> dict[str, Any]:
+        """One DynamoDB operation by its API name (``"GetItem"``), errors translated."""
         if self._client is None:
             raise StoreUnavailable(f"dynamodb store for {self.table!r} is not open")
         try:
-            response: dict[str, Any] = await getattr(self._client, operation)(**request)
-        except (ClientError, BotoCoreError, aiohttp.ClientError, OSError) as e:
+            response: dict[str, Any] = await self._client.call(operation, request)
+        except (DynamoError, OSError) as e:
             raise _translate(e) from e
         return response
 
@@ -564,10 +561,16 @@ def _projection(names: Sequence[str]) -> dict[str, Any]:
 
 
 def _translate(error: Exception) -> StoreError:
-    """botocore/aiohttp errors -> the store error tree (the ClientError stays as __cause__)."""
-    if isinstance(error, ClientError):
-        code = error.response.get("Error", {}).get("Code", "")
-        message = f"dynamodb: {code}: {error.response.get('Error', {}).get('Message', '')}"
+    """Client errors -> the store error tree (the DynamoError stays as ``__cause__``)."""
+    if isinstance(error, TimeoutError):
+        return StoreTimeout(f"dynamodb: {error}")
+    if isinstance(error, DynamoTransportError):
+        if error.code in CONNECTION_CODES:
+            return StoreUnavailable(f"dynamodb: {error.code}: {error.message}")
+        return StoreError(f"dynamodb: {error.code}: {error.message}")
+    if isinstance(error, DynamoError):
+        code = error.code
+        message = f"dynamodb: {code}: {error.message}"
         if code in THROTTLING_CODES:
             return Throttled(message)
         if code == "ResourceNotFoundException":
@@ -577,17 +580,16 @@ def _translate(error: Exception) -> StoreError:
         ):
             return LimitExceeded(message)
         return StoreError(message)
-    if isinstance(error, ReadTimeoutError | ConnectTimeoutError | TimeoutError):
-        return StoreTimeout(f"dynamodb: {error}")
-    if isinstance(error, BotoConnectionError | HTTPClientError | aiohttp.ClientError | OSError):
+    if isinstance(error, OSError):
         return StoreUnavailable(f"dynamodb: {type(error).__name__}: {error}")
     return StoreError(f"dynamodb: {type(error).__name__}: {error}")
 
 
 def _code(error: StoreError) -> str:
+    """The DynamoDB error code behind a translated error ("" for transport failures)."""
     cause = error.__cause__
-    if isinstance(cause, ClientError):
-        return str(cause.response.get("Error", {}).get("Code", ""))
+    if isinstance(cause, DynamoError) and not isinstance(cause, DynamoTransportError):
+        return cause.code
     return ""
 
 

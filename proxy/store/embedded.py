@@ -1,7 +1,7 @@
 """An embedded DynamoDB endpoint: moto's server on a free loopback port, in a thread.
 
     server, endpoint_url = start_moto_server()
-    ...                                   # aioboto3 client with endpoint_url, any credentials
+    ...                                   # a DynamoDB client with endpoint_url, any credentials
     server.stop()
 
 moto keeps its data in process-global memory: every server in one process shares it, so

@@ -106,7 +106,7 @@ async def store_proxy(moto_endpoint: str, tmp_path: Any) -> AsyncIterator[StoreP
         ddb = stores(proxy)["dynamodb"]
         async with pg._connection() as conn:  # type: ignore[attr-defined]
             await conn.execute(f'DROP TABLE IF EXISTS "{pg.table}"')  # type: ignore[attr-defined]
-        await ddb._client.delete_table(TableName=ddb.table)  # type: ignore[attr-defined]
+        await ddb._client.call("DeleteTable", {"TableName": ddb.table})  # type: ignore[attr-defined]
         await proxy.stop()
 
 

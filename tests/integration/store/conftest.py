@@ -14,9 +14,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from botocore.exceptions import ClientError
 
 from proxy.store.base import Record, Store
+from proxy.store.dynamo_http import DynamoError
 from proxy.store.dynamodb import DynamoDBStore
 from proxy.store.postgres import PostgresStore
 from proxy.store.retry import RetryPolicy
@@ -71,7 +71,7 @@ def table_name() -> str:
 
 
 class FaultyClient:
-    """Wraps the low-level DynamoDB client: records the items of each batch call and plays
+    """Wraps the store's ``DynamoHttpClient``: records the items of each batch call and plays
     queued faults (``inject``) instead of, or around, the real call."""
 
     def __init__(self) -> None:
@@ -84,23 +84,22 @@ class FaultyClient:
         return self
 
     def inject(self, operation: str, fault: Fault, times: int | None = 1) -> None:
-        """Play ``fault`` on the next ``times`` calls of ``operation`` (None: every call)."""
+        """Play ``fault`` on the next ``times`` calls of ``operation`` ("BatchWriteItem"; None:
+        every call)."""
         self._faults[operation].append((fault, times))
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._client, name)
 
-    async def batch_write_item(self, **request: Any) -> Any:
-        items = sum(len(v) for v in request["RequestItems"].values())
-        self.batch_sizes["batch_write_item"].append(items)
-        return await self._play("batch_write_item", request)
-
-    async def batch_get_item(self, **request: Any) -> Any:
-        keys = sum(len(v["Keys"]) for v in request["RequestItems"].values())
-        self.batch_sizes["batch_get_item"].append(keys)
-        return await self._play("batch_get_item", request)
-
-    async def _play(self, operation: str, request: dict[str, Any]) -> Any:
+    async def call(self, operation: str, request: dict[str, Any]) -> Any:
+        if operation == "BatchWriteItem":
+            self.batch_sizes[operation].append(
+                sum(len(v) for v in request["RequestItems"].values())
+            )
+        elif operation == "BatchGetItem":
+            self.batch_sizes[operation].append(
+                sum(len(v["Keys"]) for v in request["RequestItems"].values())
+            )
         queue = self._faults[operation]
         if queue:
             fault, times = queue[0]
@@ -110,7 +109,7 @@ class FaultyClient:
                 else:
                     queue[0] = (fault, times - 1)
             return await fault(self._client, request)
-        return await getattr(self._client, operation)(**request)
+        return await self._client.call(operation, request)
 
 
 Fault = Callable[[Any, dict[str, Any]], Awaitable[Any]]
@@ -118,7 +117,7 @@ Fault = Callable[[Any, dict[str, Any]], Awaitable[Any]]
 
 def throttle(code: str = "ProvisionedThroughputExceededException") -> Fault:
     async def fault(client: Any, request: dict[str, Any]) -> Any:
-        raise ClientError({"Error": {"Code": code, "Message": "injected"}}, "BatchWriteItem")
+        raise DynamoError(code, "injected", 400)
 
     return fault
 
@@ -131,7 +130,7 @@ async def write_half(client: Any, request: dict[str, Any]) -> Any:
         half = len(requests) // 2
         done[table], rest[table] = requests[:half], requests[half:]
     if any(done.values()):
-        await client.batch_write_item(RequestItems={t: r for t, r in done.items() if r})
+        await client.call("BatchWriteItem", {"RequestItems": {t: r for t, r in done.items() if r}})
     return {"UnprocessedItems": {t: r for t, r in rest.items() if r}}
 
 
@@ -145,8 +144,8 @@ async def get_half(client: Any, request: dict[str, Any]) -> Any:
     for table, spec in request["RequestItems"].items():
         half = len(spec["Keys"]) // 2
         if half:
-            answer = await client.batch_get_item(
-                RequestItems={table: {**spec, "Keys": spec["Keys"][:half]}}
+            answer = await client.call(
+                "BatchGetItem", {"RequestItems": {table: {**spec, "Keys": spec["Keys"][:half]}}}
             )
             responses[table] = answer["Responses"][table]
         unprocessed[table] = {**spec, "Keys": spec["Keys"][half:]}
@@ -211,7 +210,7 @@ async def open_dynamodb(
         await store.init()
         yield store
     finally:
-        await store._call("delete_table", TableName=table)
+        await store._call("DeleteTable", TableName=table)
         await store.close()
 
 

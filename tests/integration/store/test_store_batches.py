@@ -30,7 +30,7 @@ async def test_batch_put_then_batch_get(
     assert all(r.ok for r in results)
     assert await store.batch_get([u["id"] for u in users]) == users
     if isinstance(store, DynamoDBStore):
-        writes, reads = faulty.batch_sizes["batch_write_item"], faulty.batch_sizes["batch_get_item"]
+        writes, reads = faulty.batch_sizes["BatchWriteItem"], faulty.batch_sizes["BatchGetItem"]
         assert max(writes) <= 25 and sum(writes) == size
         assert len(writes) == math.ceil(size / 25)
         assert max(reads) <= 100 and len(reads) == math.ceil(size / 100)
@@ -66,19 +66,19 @@ async def test_postgres_batch_in_several_statements_is_one_transaction(
 async def test_unprocessed_items_are_retried(
     ddb_store: DynamoDBStore, make_user: MakeUser, faulty: Any, faults: Any
 ) -> None:
-    faulty.inject("batch_write_item", faults.write_half, times=3)
+    faulty.inject("BatchWriteItem", faults.write_half, times=3)
     users = [make_user() for _ in range(30)]
     results = await ddb_store.batch_put(users)
     assert all(r.ok for r in results)
     assert await ddb_store.batch_get([u["id"] for u in users]) == users
-    assert len(faulty.batch_sizes["batch_write_item"]) > 2
+    assert len(faulty.batch_sizes["BatchWriteItem"]) > 2
 
 
 @pytest.mark.parametrize("code", ["ProvisionedThroughputExceededException", "ThrottlingException"])
 async def test_throttled_batch_calls_are_retried(
     ddb_store: DynamoDBStore, make_user: MakeUser, faulty: Any, faults: Any, code: str
 ) -> None:
-    faulty.inject("batch_write_item", faults.throttle(code), times=2)
+    faulty.inject("BatchWriteItem", faults.throttle(code), times=2)
     users = [make_user() for _ in range(10)]
     assert all(r.ok for r in await ddb_store.batch_put(users))
     assert await ddb_store.batch_get([u["id"] for u in users]) == users
@@ -87,10 +87,10 @@ async def test_throttled_batch_calls_are_retried(
 async def test_items_still_unprocessed_after_the_budget_fail_one_by_one(
     ddb_store: DynamoDBStore, make_user: MakeUser, faulty: Any, faults: Any
 ) -> None:
-    faulty.inject("batch_write_item", faults.write_half, times=None)
+    faulty.inject("BatchWriteItem", faults.write_half, times=None)
     users = [make_user() for _ in range(25)]
     results = await ddb_store.batch_put(users)
-    assert len(faulty.batch_sizes["batch_write_item"]) == ddb_store.retry.max_attempts
+    assert len(faulty.batch_sizes["BatchWriteItem"]) == ddb_store.retry.max_attempts
     failed = {r.key for r in results if not r.ok}
     assert failed and len(failed) < 25
     assert all(isinstance(r.error, Throttled) for r in results if not r.ok)
@@ -101,12 +101,12 @@ async def test_items_still_unprocessed_after_the_budget_fail_one_by_one(
 async def test_exhausted_throttling_fails_every_item_of_every_chunk(
     ddb_store: DynamoDBStore, make_user: MakeUser, faulty: Any, faults: Any
 ) -> None:
-    faulty.inject("batch_write_item", faults.write_none, times=None)
+    faulty.inject("BatchWriteItem", faults.write_none, times=None)
     users = [make_user() for _ in range(30)]
     results = await ddb_store.batch_put(users)
     assert [r.key for r in results] == [u["id"] for u in users]
     assert all(isinstance(r.error, Throttled) for r in results)
-    assert faulty.batch_sizes["batch_write_item"] == [25] * 4 + [5] * 4
+    assert faulty.batch_sizes["BatchWriteItem"] == [25] * 4 + [5] * 4
 
 
 async def test_an_oversize_item_fails_alone(
@@ -116,7 +116,7 @@ async def test_an_oversize_item_fails_alone(
     results = await ddb_store.batch_put(users)
     assert [r.ok for r in results] == [True, False, True]
     assert isinstance(results[1].error, LimitExceeded)
-    assert faulty.batch_sizes["batch_write_item"] == [2]
+    assert faulty.batch_sizes["BatchWriteItem"] == [2]
     with pytest.raises(LimitExceeded):
         await ddb_store.put(users[1])
 
@@ -126,16 +126,16 @@ async def test_unprocessed_keys_are_retried(
 ) -> None:
     users = [make_user() for _ in range(150)]
     await ddb_store.batch_put(users)
-    faulty.inject("batch_get_item", faults.get_half, times=2)
-    faulty.inject("batch_get_item", faults.throttle(), times=1)
+    faulty.inject("BatchGetItem", faults.get_half, times=2)
+    faulty.inject("BatchGetItem", faults.throttle(), times=1)
     assert await ddb_store.batch_get([u["id"] for u in users]) == users
-    assert max(faulty.batch_sizes["batch_get_item"]) <= 100
+    assert max(faulty.batch_sizes["BatchGetItem"]) <= 100
 
 
 async def test_keys_still_unprocessed_after_the_budget_raise(
     ddb_store: DynamoDBStore, make_user: MakeUser, faulty: Any, faults: Any
 ) -> None:
-    faulty.inject("batch_get_item", faults.get_none, times=None)
+    faulty.inject("BatchGetItem", faults.get_none, times=None)
     with pytest.raises(Throttled):
         await ddb_store.batch_get([uuid.uuid4()])
-    assert len(faulty.batch_sizes["batch_get_item"]) == ddb_store.retry.max_attempts
+    assert len(faulty.batch_sizes["BatchGetItem"]) == ddb_store.retry.max_attempts

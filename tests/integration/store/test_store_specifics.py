@@ -75,9 +75,9 @@ async def test_dynamodb_init_adds_missing_indexes(
         moto_endpoint, "us-east-1", table_name, users_schema, **credentials
     ) as store:
         await store.init()
-        table = (await store._call("describe_table", TableName=table_name))["Table"]
+        table = (await store._call("DescribeTable", TableName=table_name))["Table"]
         assert [g["IndexName"] for g in table["GlobalSecondaryIndexes"]] == ["email-index"]
-        await store._call("delete_table", TableName=table_name)
+        await store._call("DeleteTable", TableName=table_name)
 
 
 async def test_dynamodb_type_drift_reads_as_malformed(
@@ -86,7 +86,7 @@ async def test_dynamodb_type_drift_reads_as_malformed(
     user = make_user(login_count=42, is_active=True)
     await ddb_store.put(user)
     await ddb_store._call(
-        "update_item",
+        "UpdateItem",
         TableName=ddb_store.table,
         Key={"id": {"S": str(user["id"])}},
         UpdateExpression="SET login_count = :s, is_active = :n, #roles = :l",
