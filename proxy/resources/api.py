@@ -143,7 +143,8 @@ class ResourceAPI:
             started = time.perf_counter()
             rid = request_id(request)
             requester = request.headers.get(self._requester_header)
-            info = RequestInfo(rid, requester, request.method, request.path_qs)
+            # The path as the client sent it (no URL object built per request).
+            info = RequestInfo(rid, requester, request.method, request.raw_path)
             try:
                 response = await handler(request, info)
             except SchemaError as e:

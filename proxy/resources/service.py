@@ -8,6 +8,7 @@ import asyncio
 import dataclasses
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -122,13 +123,13 @@ class ResourceService:
                 return cached
         store = self.parts.stores[flags.read_from]
         record, seconds = await self._primary_read(flags, "get", info, store.get(key, fields))
-        body = None if record is None else self.schema.dumps(record, fields=fields)
+        value = self._json(record, fields)  # rendered once: the body, and a sampled comparison
+        body = None if value is None else orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
         if body is not None and cache is not None:
             await cache.set(self.name, key_text, body, self.parts.settings.cache_ttl_seconds)
         self._shadow(
-            flags, "get", info, lambda: self._json(record, fields), seconds,
-            lambda s: self._read_one(s, key, fields),
-        )  # fmt: skip
+            flags, "get", info, lambda: value, seconds, lambda s: self._read_one(s, key, fields)
+        )
         return body
 
     async def _read_one(self, store: Store, key: Any, fields: Sequence[str] | None) -> Any:
@@ -201,13 +202,25 @@ class ResourceService:
     ) -> tuple[T, float]:
         """The primary's read, timed; a failure is counted as ``primary_error`` (readiness and
         the guardrail watch it) and raised to the client."""
+        # Timed here rather than through ``timed()``: two coroutine layers fewer per read.
+        started = time.perf_counter()
         try:
-            return await self._timed("primary", flags.read_from, operation, call)
+            result = await call
         except StoreError as e:
+            self._observe(flags.read_from, operation, started)
             if self._shadow_store(flags) is not None and flags.shadow_reads > 0:
                 failed = Comparison(Outcome.PRIMARY_ERROR, detail=f"{type(e).__name__}: {e}"[:300])
                 self._publish(flags.read_from, "", operation, info, failed, 0.0, None)
             raise
+        return result, self._observe(flags.read_from, operation, started)
+
+    def _observe(self, store: str, operation: str, started: float) -> float:
+        seconds = time.perf_counter() - started
+        metrics = self._metrics
+        metrics.children.get(
+            metrics.backend_latency, store, "primary", self.name, operation
+        ).observe(seconds)
+        return seconds
 
     def _publish(
         self,
