@@ -34,9 +34,11 @@ test: install-test services lint
 unit: install-test
 	$(BIN)/pytest tests/unit
 
+# store_proxy.py shadows to dynalite (npm, installed once into the git-ignored .bench-cache/)
+# when node and npm are on PATH, else to moto; BENCH_ARGS="--dynamodb moto" forces moto.
 bench: install-test
 	$(BIN)/python tests/benchmarks/http_proxy.py
-	$(BIN)/python tests/benchmarks/store_proxy.py
+	$(BIN)/python tests/benchmarks/store_proxy.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -9,7 +9,7 @@ Not a test: nothing here asserts speed. One run measures ``GET /users/{id}`` wit
                  store sends, the row as JSON; uvloop, one asyncpg pool per process
 - ``shadow100``  wrk -> ``shadowproxy serve --workers N``: the reference ``users`` resource of
                  ``config/users.yaml``, PostgreSQL primary, every read shadowed to DynamoDB
-                 (moto's server) and compared (``shadow_reads: 1.0``)
+                 (a local emulator, ``--dynamodb``) and compared (``shadow_reads: 1.0``)
 - ``shadow10``   the same with ``shadow_reads: 0.1`` (the issue's target: >= 0.7x baseline rps)
 - ``shadow0``    the same with ``shadow_reads: 0`` (reference: the store path alone)
 
@@ -24,13 +24,20 @@ Usage (from the repository root; needs ``apt-get install -y wrk`` and PostgreSQL
 127.0.0.1:5432, user postgres, trust auth)::
 
     .venv/bin/python tests/benchmarks/store_proxy.py [--duration 10] [--connections 32]
-        [--users 2000] [--workers 1] [--rounds 1] [--json out.json]
+        [--users 2000] [--workers 1] [--rounds 1] [--dynamodb dynalite|moto] [--json out.json]
 
-What it sets up and always removes again (also on Ctrl-C, SIGTERM and errors): a moto server
-process (``proxy.store.embedded.start_moto_server``, ``store/moto_server.py``) on a free
-loopback port, a PostgreSQL table and a DynamoDB table with a unique name
-(``shadowproxy_bench_<hex>``) created by ``init_stores`` and seeded with the same users in both
-(no divergences: every comparison should be ``match``), the systems under test, wrk.
+The DynamoDB endpoint (``--dynamodb``): ``dynalite`` (the default when ``node`` and ``npm`` are
+on PATH; https://github.com/architect/dynalite, Node.js, in memory) or ``moto`` (moto's server,
+``proxy.store.embedded.start_moto_server`` in a process of its own, ``store/moto_server.py``;
+the default without Node). dynalite is installed on first use with ``npm install --prefix
+.bench-cache/dynalite dynalite@<pinned version>`` (``.bench-cache/`` is git-ignored; delete it
+to reinstall) and started as ``node .../dynalite/cli.js --host 127.0.0.1 --port P
+--createTableMs 0 --deleteTableMs 0 --updateTableMs 0``.
+
+What it sets up and always removes again (also on Ctrl-C, SIGTERM and errors): the DynamoDB
+emulator process on a free loopback port, a PostgreSQL table and a DynamoDB table with a unique
+name (``shadowproxy_bench_<hex>``) created by ``init_stores`` and seeded with the same users in
+both (no divergences: every comparison should be ``match``), the systems under test, wrk.
 
 The proxy's config is ``config/users.yaml`` (its backends, the ``users`` resource, readiness
 thresholds) with: the benchmark's ports, DSN, endpoint and table; ``shadow_reads`` per phase;
@@ -44,22 +51,28 @@ defaults (queue 1024, concurrency 64, timeout 5 s).
 
 Fairness: the baseline gets ``--workers`` processes, like the proxy, and the same pool maximum
 per process (``pool_max`` of ``config/users.yaml``). wrk runs one thread. On a 2-core machine wrk,
-the system under test, PostgreSQL and moto share the cores, the same way in every run: the
-figures are "whole machine" figures. Each run reports the cores used by the system under test,
-PostgreSQL (the backends of the system under test, found by the ``application_name`` its DSN
-sets), moto, wrk, interrupts and other processes, how long the system under test was runnable
-but waiting for a CPU, and its CPU time per request (shadow work drained after the run
-included): unlike rps, that figure hardly depends on how busy the other cores are. Before each
+the system under test, PostgreSQL and the DynamoDB emulator share the cores, the same way in
+every run: the figures are "whole machine" figures. Each run reports the cores used by the
+system under test, PostgreSQL (the backends of the system under test, found by the
+``application_name`` its DSN sets), the DynamoDB emulator (``dynamodb``), wrk, interrupts and
+other processes, how long the system under test was runnable but waiting for a CPU, its CPU
+time per request and the emulator's CPU time per shadow read (shadow work drained after the run
+included): unlike rps, these figures hardly depend on how busy the other cores are. Before each
 run the script waits (``--quiet-timeout``) until other processes use at most
 ``--max-background`` % of the CPUs; a run during which they used more (or during which another
 benchmark of this repository, ``tests/benchmarks/http_proxy.py``, ran) is measured again, up to
 ``--retries`` times, and flagged ``(!)`` in the table if it stays disturbed. Before starting
 and before each phase the script also waits (``--wait-other``) while that other benchmark runs.
 
-moto is much slower than DynamoDB (one Python process, every request parsed and answered in
-Python): at 100% shadowing the shadow side cannot keep up, the bounded shadow queue fills and
+Why dynalite is the default: in production DynamoDB's CPU is not on the proxy's machine, here
+the emulator's is, so the cheaper the emulator, the more the figures measure the proxy. moto
+parses and answers every request in Python and closes every connection: ~3-4 ms of CPU per
+GetItem on a 2-core machine, so at 10% shadowing moto alone took ~0.8 cores from the system
+under test and the benchmark measured moto. dynalite costs ~0.5 ms of CPU per GetItem and keeps
+connections alive. It is still on the same cores: read its share in the ``dynamodb`` CPU figure
+of each run. At 100% shadowing an emulator may not keep up: the bounded shadow queue fills and
 the excess is dropped (``shadowproxy_shadow_dropped_total{reason="queue_full"}``), never waited
-for by clients, but moto's CPU use competes with the proxy for the two cores.
+for by clients.
 """
 
 from __future__ import annotations
@@ -68,6 +81,7 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import json
 import os
 import platform
@@ -123,6 +137,11 @@ SHORT_LABELS = {
     "shadow0": "shadowproxy, shadow 0%",
 }
 OTHER_BENCHMARKS = ("tests/benchmarks/http_proxy.py", "http_proxy.py")
+DYNAMODB = "dynamodb"  # the emulator's process (log, CPU accounting), whichever it is
+EMULATORS = ("dynalite", "moto")
+DYNALITE_VERSION = "4.0.0"
+DYNALITE_DIR = REPO / ".bench-cache" / "dynalite"  # git-ignored npm prefix
+DYNALITE_CLI = DYNALITE_DIR / "node_modules" / "dynalite" / "cli.js"
 
 
 # --------------------------------------------------------------------------- processes
@@ -206,7 +225,7 @@ class CpuUse:
     processes: dict[str, float]  # ours, by name; "postgres": backends serving our table
     # Cores-worth of time our processes' threads were runnable but waiting for a CPU (run
     # queue, /proc/<pid>/task/*/schedstat): the direct measure of CPU contention. Threads
-    # that exited during the run (moto's per-connection threads) are missed.
+    # that exited during the run (e.g. moto's per-connection threads) are missed.
     runqueue: dict[str, float]
     other: float  # user+system time of processes that are not ours
     irq: float  # hard+soft interrupts: mostly the loopback TCP traffic
@@ -289,6 +308,9 @@ class RunResult:
     wrk: WrkResult
     proxy: dict[str, float] = field(default_factory=dict)  # /metrics deltas (proxy runs)
     sut_cpu_us_per_request: float | None = None  # incl. shadow work drained after the run
+    # The DynamoDB emulator's CPU time per comparison (= shadow read) of the run, drained
+    # ones included.
+    dynamodb_cpu_us_per_shadow_read: float | None = None
     drain_seconds: float | None = None  # shadow queue drain time after the run
     cpu: CpuUse | None = None
     disturbed: bool = False  # other processes used more than --max-background during the run
@@ -382,7 +404,7 @@ class Env:
     dsn: str
     sut_dsn: str  # the same, with application_name = table: its backends can be told apart
     table: str
-    moto_url: str
+    dynamodb_url: str
     proxy_port: int
     admin_port: int
     baseline_port: int
@@ -418,7 +440,7 @@ def proxy_raw_config(env: Env, shadow_reads: float) -> dict[str, Any]:
     raw["admin"] = {"host": "127.0.0.1", "port": env.admin_port}
     raw["logging"] = {"format": "json", "level": "WARNING", "access_log": False}
     raw["backends"]["rds"]["dsn"] = env.sut_dsn
-    raw["backends"]["dynamo"]["endpoint_url"] = env.moto_url
+    raw["backends"]["dynamo"]["endpoint_url"] = env.dynamodb_url
     users = raw["resources"]["users"]
     for store in users["stores"].values():
         store["table"] = env.table
@@ -479,7 +501,7 @@ def get_sql(table: str) -> str:
     return Statements(schema, table).get(schema.field_names)
 
 
-async def drop_tables(dsn: str, table: str, moto_url: str | None) -> list[str]:
+async def drop_tables(dsn: str, table: str, dynamodb_url: str | None) -> list[str]:
     """Drop the benchmark's tables; lines saying what was done (never raises)."""
     done = []
     try:
@@ -491,21 +513,39 @@ async def drop_tables(dsn: str, table: str, moto_url: str | None) -> list[str]:
             await conn.close()
     except (OSError, asyncpg.PostgresError, TimeoutError) as e:
         done.append(f"! could not drop PostgreSQL table {table}: {e}")
-    if moto_url is not None:
+    if dynamodb_url is not None:
         try:
-            import aioboto3
-
-            session = aioboto3.Session(
-                region_name="us-east-1", aws_access_key_id="test", aws_secret_access_key="test"
-            )
-            async with session.client("dynamodb", endpoint_url=moto_url) as client:
-                names = (await client.list_tables())["TableNames"]
-                if table in names:
-                    await client.delete_table(TableName=table)
-                    done.append(f"DynamoDB table {table} deleted")
-        except Exception as e:  # the moto process is stopped right after anyway
+            done.append(await delete_dynamodb_table(dynamodb_url, table))
+        except Exception as e:  # the emulator process is stopped right after anyway
             done.append(f"! could not delete DynamoDB table {table}: {type(e).__name__}: {e}")
     return done
+
+
+async def delete_dynamodb_table(url: str, table: str) -> str:
+    """DeleteTable through the proxy's own DynamoDB client (works with moto and dynalite)."""
+    from proxy.settings import settings_from_mapping
+    from proxy.store.base import StoreError
+    from proxy.store.dynamodb import DynamoDBStore
+    from proxy.store.schema import Schema
+
+    raw = users_config()
+    settings = settings_from_mapping(raw, source="config/users.yaml", env={})
+    store = DynamoDBStore(
+        url,
+        str(raw["backends"]["dynamo"].get("region") or "us-east-1"),
+        table,
+        Schema(settings.resources["users"]),
+        aws_access_key_id="test",  # emulators accept any pair
+        aws_secret_access_key="test",
+    )
+    async with store:
+        try:
+            await store._call("DeleteTable", TableName=table)
+        except StoreError as e:
+            if "ResourceNotFoundException" in str(e):
+                return f"DynamoDB table {table} was not there"
+            raise
+    return f"DynamoDB table {table} deleted"
 
 
 async def pg_backend_pids(dsn: str, table: str) -> set[int]:
@@ -539,6 +579,7 @@ class Settings:
     drain_timeout: float
     wait_other: float
     retries: int
+    dynamodb: str  # the DynamoDB emulator: "dynalite" or "moto"
 
 
 def run_wrk(url: str, *, duration: float, s: Settings, env: Env, procs: Processes) -> WrkResult:
@@ -636,7 +677,11 @@ def measure(
     if result.requests and phase in after.ticks:
         used_s = (after.ticks[phase] - before_cpu.ticks[phase]) / CLK_TCK
         run.sut_cpu_us_per_request = round(1e6 * used_s / result.requests, 1)
-    print("    " + describe(run), flush=True)
+    shadow_reads = sum(comparisons(run.proxy).values())
+    if shadow_reads and DYNAMODB in after.ticks and DYNAMODB in before_cpu.ticks:
+        used_s = (after.ticks[DYNAMODB] - before_cpu.ticks[DYNAMODB]) / CLK_TCK
+        run.dynamodb_cpu_us_per_shadow_read = round(1e6 * used_s / shadow_reads, 1)
+    print("    " + describe(run, s.dynamodb), flush=True)
     if other_bench:
         print("    ! another benchmark (http_proxy.py) ran during this run", flush=True)
     elif run.disturbed:
@@ -649,7 +694,7 @@ def measure(
     return run
 
 
-def describe(run: RunResult) -> str:
+def describe(run: RunResult, emulator: str) -> str:
     w = run.wrk
     text = (
         f"{w.rps:,.0f} rps  p50 {w.p50_ms:.3f} ms  p90 {w.p90_ms:.3f} ms  "
@@ -682,13 +727,21 @@ def describe(run: RunResult) -> str:
             text += f"\n    errors: {errs}"
     if run.cpu:
         c = run.cpu
-        parts = [f"{n} {v:.2f}" for n, v in c.processes.items()]
+        parts = [
+            f"{n} ({emulator}) {v:.2f}" if n == DYNAMODB else f"{n} {v:.2f}"
+            for n, v in c.processes.items()
+        ]
         parts += [f"irq {c.irq:.2f}", f"other {c.other:.2f}", f"steal {c.steal:.2f}"]
         text += f"\n    cpu cores used (of {c.cpus}, busy {c.busy:.2f}): " + ", ".join(parts)
         sut = run.phase
         if run.sut_cpu_us_per_request is not None:
             text += f"\n    {sut}: {run.sut_cpu_us_per_request:,.0f} µs CPU per request"
             text += f", runnable but waiting for a CPU {c.runqueue.get(sut, 0):.2f} cores"
+        if run.dynamodb_cpu_us_per_shadow_read is not None:
+            text += (
+                f"\n    {DYNAMODB} ({emulator}): {run.dynamodb_cpu_us_per_shadow_read:,.0f} µs "
+                "CPU per shadow read"
+            )
     return text
 
 
@@ -822,6 +875,7 @@ class Figures:
     cpu: dict[str, float]  # median cores by process
     sut_cpu_us_per_request: float | None  # median
     sut_runqueue_cores: float | None  # median
+    dynamodb_cpu_us_per_shadow_read: float | None  # median: the emulator's CPU
 
 
 def summarize(rounds: Rounds) -> dict[str, Figures]:
@@ -863,6 +917,9 @@ def summarize(rounds: Rounds) -> dict[str, Figures]:
             sut_cpu_us_per_request=median_or_none([run.sut_cpu_us_per_request for run in runs]),
             sut_runqueue_cores=median_or_none(
                 [run.cpu.runqueue.get(phase) if run.cpu else None for run in runs]
+            ),
+            dynamodb_cpu_us_per_shadow_read=median_or_none(
+                [run.dynamodb_cpu_us_per_shadow_read for run in runs]
             ),
         )
     return out
@@ -910,7 +967,7 @@ def markdown(summary: dict[str, Figures], r: dict[str, float | None], s: Setting
     lines = [
         f"Get by key, `GET /users/{{id}}` (random ids), wrk -t{s.threads} -c{s.connections}, "
         f"{s.duration:g} s per run after a {s.warmup:g} s warm-up, {s.workers} process(es) "
-        f"per system under test"
+        f"per system under test, DynamoDB: {emulator_label(s.dynamodb)} on the same cores"
         + (f", median of {rounds} interleaved rounds" if rounds > 1 else "")
         + ":",
         "",
@@ -949,6 +1006,19 @@ def markdown(summary: dict[str, Figures], r: dict[str, float | None], s: Setting
         "",
         "CPU µs/request: CPU time of the system under test (all its processes) per request,",
         "shadow reads finished after the run included.",
+    ]
+    emulator_cpu = [
+        f"~{f.dynamodb_cpu_us_per_shadow_read:,.0f} µs ({SHORT_LABELS[phase]})"
+        for phase, f in summary.items()
+        if f.dynamodb_cpu_us_per_shadow_read is not None
+    ]
+    if emulator_cpu:
+        lines.append(
+            f"The DynamoDB emulator ({s.dynamodb}) used per shadow read: "
+            + ", ".join(emulator_cpu)
+            + "."
+        )
+    lines += [
         "",
         f"Target (issue 3): shadowproxy with shadowing at 10% >= {TARGET_RATIO}x the baseline's "
         f"throughput: {verdict(r.get('shadow10'))}.",
@@ -994,6 +1064,7 @@ def environment(s: Settings, users: int) -> dict[str, Any]:
         "wrk": version(["wrk", "-v"]),
         "postgres": version(["psql", "--version"]),
         "git_commit": version(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"]),
+        "dynamodb": emulator_label(s.dynamodb),
         "workers": s.workers,
         "users": users,
     }
@@ -1011,6 +1082,8 @@ def reproduce_command(args: argparse.Namespace) -> str:
         parts.append(f"--rounds {args.rounds}")
     if args.phases != list(PHASES):
         parts.append(f"--phases {','.join(args.phases)}")
+    if args.dynamodb != EMULATORS[0]:  # dynalite is the default wherever Node is installed
+        parts.append(f"--dynamodb {args.dynamodb}")
     return " ".join(parts)
 
 
@@ -1018,6 +1091,7 @@ def report(args: argparse.Namespace, s: Settings, rounds: Rounds, failures: list
     summary = summarize(rounds)
     r, per_round = ratios(rounds)
     print(f"\n== summary{' (medians over rounds)' if len(rounds) > 1 else ''}")
+    print(f"  DynamoDB: {emulator_label(s.dynamodb)}")
     for phase, f in summary.items():
         line = f"  {PHASE_LABELS[phase]:55s} {f.rps:9,.0f} rps  p50 {f.p50_ms:7.3f} ms  "
         line += f"p99 {f.p99_ms:7.3f} ms"
@@ -1031,6 +1105,11 @@ def report(args: argparse.Namespace, s: Settings, rounds: Rounds, failures: list
                 f"  {'':55s} comparisons {sum(f.comparisons.values()):,} ({outcomes or 'none'}), "
                 f"dropped {f.shadow_dropped:,}, of {f.requests:,} requests"
             )
+            if f.dynamodb_cpu_us_per_shadow_read is not None:
+                print(
+                    f"  {'':55s} {s.dynamodb} CPU per shadow read "
+                    f"{f.dynamodb_cpu_us_per_shadow_read:,.0f} µs"
+                )
     if len(rounds) > 1:
         print(f"  per-round ratios: {per_round}")
     print(f"  target: shadow10 >= {TARGET_RATIO}x baseline rps: {verdict(r.get('shadow10'))}")
@@ -1046,7 +1125,7 @@ def report(args: argparse.Namespace, s: Settings, rounds: Rounds, failures: list
     command = reproduce_command(args)
     print(
         f"\n== Markdown ({env['cpus']} CPUs, {env['cpu_model']}; Python {env['python']}, "
-        f"{env['event_loop']}; {env['postgres']}; {env['wrk']})\n"
+        f"{env['event_loop']}; {env['postgres']}; {env['wrk']}; DynamoDB {env['dynamodb']})\n"
     )
     print(table)
     print(f"\nReproduce: {command}")
@@ -1125,6 +1204,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=60,
         help="seconds to wait for the shadow queue to drain after a run (60)",
     )
+    p.add_argument(
+        "--dynamodb",
+        choices=EMULATORS,
+        help="the DynamoDB endpoint: dynalite (Node.js, installed on first use into "
+        ".bench-cache/dynalite; the default when node and npm are on PATH) or moto "
+        "(moto's server; the default otherwise)",
+    )
     p.add_argument("--json", type=Path, help="also write every figure to this JSON file")
     p.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (configs, logs)")
     args = p.parse_args(argv)
@@ -1134,7 +1220,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         p.error(f"unknown phase(s) {sorted(unknown)}; choose from {','.join(PHASES)}")
     if args.users < 1 or args.workers < 1 or args.rounds < 1 or args.connections < 1:
         p.error("--users, --workers, --rounds and --connections must be at least 1")
+    if args.dynamodb is None:
+        args.dynamodb, args.dynamodb_why = default_emulator()
+    else:
+        args.dynamodb_why = "--dynamodb"
     return args
+
+
+def default_emulator() -> tuple[str, str]:
+    """dynalite where Node.js can run it, else moto; and why."""
+    missing = [tool for tool in ("node", "npm") if not shutil.which(tool)]
+    if missing:
+        return "moto", f"default: {' and '.join(missing)} not on PATH, so no dynalite"
+    return "dynalite", "default: node and npm are on PATH"
 
 
 def with_application_name(dsn: str, name: str) -> str:
@@ -1149,14 +1247,93 @@ async def check_postgres(dsn: str) -> None:
     await conn.close()
 
 
-def start_moto(port: int, procs: Processes) -> str:
-    proc = procs.start(
-        "moto", [sys.executable, str(HELPERS / "moto_server.py"), "--port", str(port)]
-    )
+def start_dynamodb(emulator: str, port: int, procs: Processes) -> str:
+    """Start the DynamoDB emulator (process name ``dynamodb``) on `port`; its endpoint URL."""
+    if emulator == "dynalite":
+        cmd = [
+            node_path(),
+            str(install_dynalite()),
+            "--host", "127.0.0.1",
+            "--port", str(port),
+            "--createTableMs", "0",
+            "--deleteTableMs", "0",
+            "--updateTableMs", "0",
+        ]  # fmt: skip
+        # dynalite answers a bare GET / with 200 ("healthy: ..."), moto with 404 (no service
+        # named): either means it is up.
+    else:
+        cmd = [sys.executable, str(HELPERS / "moto_server.py"), "--port", str(port)]
+    proc = procs.start(DYNAMODB, cmd)
     url = f"http://127.0.0.1:{port}"
-    # moto answers a bare GET / with 404 (no service named): it is up.
-    wait_ready(url + "/", proc, 60, "moto server", procs, "moto", ok=(200, 400, 403, 404))
+    wait_ready(url + "/", proc, 60, f"{emulator} server", procs, DYNAMODB,
+               ok=(200, 400, 403, 404))  # fmt: skip
     return url
+
+
+def node_path() -> str:
+    node = shutil.which("node")
+    if node is None:
+        raise BenchError(
+            "--dynamodb dynalite needs Node.js (node and npm on PATH); or --dynamodb moto"
+        )
+    return node
+
+
+def installed_dynalite() -> str | None:
+    """The version of dynalite in DYNALITE_DIR, None when it is not (fully) installed."""
+    if not DYNALITE_CLI.exists():
+        return None
+    try:
+        meta = json.loads((DYNALITE_CLI.parent / "package.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return str(meta.get("version")) if isinstance(meta, dict) else None
+
+
+def install_dynalite() -> Path:
+    """dynalite's cli.js, installed with npm into the git-ignored cache the first time."""
+    node_path()
+    if installed_dynalite() == DYNALITE_VERSION:
+        return DYNALITE_CLI
+    npm = shutil.which("npm")
+    if npm is None:
+        raise BenchError("--dynamodb dynalite needs npm on PATH to install dynalite")
+    DYNALITE_DIR.mkdir(parents=True, exist_ok=True)
+    spec = f"dynalite@{DYNALITE_VERSION}"
+    where = DYNALITE_DIR.relative_to(REPO)
+    print(f"installing {spec} into {where} (once) ...", flush=True)
+    cmd = [npm, "install", "--no-audit", "--no-fund", "--prefix", str(DYNALITE_DIR), spec]
+    try:
+        out = subprocess.run(
+            cmd, capture_output=True, text=True, timeout=600, cwd=REPO, stdin=subprocess.DEVNULL
+        )
+    except subprocess.TimeoutExpired as e:
+        raise BenchError(f"npm install {spec} did not finish within 600s") from e
+    tail = "\n".join((out.stdout + out.stderr).strip().splitlines()[-30:])
+    if out.returncode != 0:
+        raise BenchError(f"npm install {spec} failed (exit {out.returncode}):\n{tail}")
+    if installed_dynalite() != DYNALITE_VERSION:
+        raise BenchError(f"npm install {spec} left no {DYNALITE_CLI}:\n{tail}")
+    return DYNALITE_CLI
+
+
+@functools.cache
+def emulator_label(emulator: str) -> str:
+    """The emulator with its version, for the report ("dynalite 4.0.0 (Node v20.1.0)")."""
+    if emulator == "dynalite":
+        node = "?"
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            node = subprocess.run(
+                ["node", "--version"], capture_output=True, text=True, timeout=10
+            ).stdout.strip()
+        return f"dynalite {installed_dynalite() or '?'} (Node {node})"
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as package_version
+
+    try:
+        return f"moto {package_version('moto')} (server)"
+    except PackageNotFoundError:
+        return "moto ? (server)"
 
 
 def run(args: argparse.Namespace, s: Settings, tmp: Path, procs: Processes) -> int:
@@ -1164,18 +1341,21 @@ def run(args: argparse.Namespace, s: Settings, tmp: Path, procs: Processes) -> i
         raise BenchError("wrk is missing: apt-get install -y wrk")
     asyncio.run(check_postgres(args.dsn))
     wait_for_other_benchmark(s.wait_other)
-    proxy_port, admin_port, baseline_port, moto_port = free_ports(4)
+    print(f"DynamoDB: {args.dynamodb} ({args.dynamodb_why})", flush=True)
+    if args.dynamodb == "dynalite":
+        install_dynalite()
+    proxy_port, admin_port, baseline_port, dynamodb_port = free_ports(4)
     table = f"shadowproxy_bench_{uuid.uuid4().hex[:10]}"
     raw = yaml.safe_load((REPO / "config" / "users.yaml").read_text())
-    moto_url: str | None = None
+    dynamodb_url: str | None = None
     try:
-        moto_url = start_moto(moto_port, procs)
+        dynamodb_url = start_dynamodb(args.dynamodb, dynamodb_port, procs)
         env = Env(
             tmp=tmp,
             dsn=args.dsn,
             sut_dsn=with_application_name(args.dsn, table),
             table=table,
-            moto_url=moto_url,
+            dynamodb_url=dynamodb_url,
             proxy_port=proxy_port,
             admin_port=admin_port,
             baseline_port=baseline_port,
@@ -1186,7 +1366,8 @@ def run(args: argparse.Namespace, s: Settings, tmp: Path, procs: Processes) -> i
         )
         print(
             f"stores: PostgreSQL {args.dsn.split('@')[-1]} table {table}, "
-            f"DynamoDB (moto) {moto_url}; seeding {args.users:,} users into both ...",
+            f"DynamoDB ({emulator_label(args.dynamodb)}) {dynamodb_url}; "
+            f"seeding {args.users:,} users into both ...",
             flush=True,
         )
         started = time.monotonic()
@@ -1213,9 +1394,9 @@ def run(args: argparse.Namespace, s: Settings, tmp: Path, procs: Processes) -> i
     finally:
         with signals_ignored():
             # The systems under test first (they hold pool connections), then the tables
-            # (DynamoDB's while moto still runs), then moto.
-            procs.stop_all(keep=("moto",))
-            for line in asyncio.run(drop_tables(args.dsn, table, moto_url)):
+            # (DynamoDB's while the emulator still runs), then the emulator.
+            procs.stop_all(keep=(DYNAMODB,))
+            for line in asyncio.run(drop_tables(args.dsn, table, dynamodb_url)):
                 print(f"  {line}", flush=True)
             procs.stop_all()
     report(args, s, rounds, failures)
@@ -1235,6 +1416,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         drain_timeout=args.drain_timeout,
         wait_other=args.wait_other,
         retries=args.retries,
+        dynamodb=args.dynamodb,
     )
     # Ctrl-C / SIGINT always interrupts (a shell starts background jobs with SIGINT ignored).
     signal.signal(signal.SIGINT, signal.default_int_handler)
