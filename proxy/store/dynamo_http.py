@@ -128,13 +128,20 @@ class Credentials:
                 raise ValueError("AWS credentials must not contain line breaks")
 
 
+_last_stamp: tuple[int, str] = (-1, "")
+
+
 def amz_date(now: float) -> str:
-    """SigV4's timestamp, ``20240101T120000Z``, for a Unix time."""
-    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
+    """SigV4's timestamp, ``20240101T120000Z``, for a Unix time (formatted once a second)."""
+    global _last_stamp
+    second = int(now)
+    if _last_stamp[0] != second:
+        _last_stamp = (second, time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(second)))
+    return _last_stamp[1]
 
 
 def _hmac(key: bytes, text: str) -> bytes:
-    return hmac.new(key, text.encode(), hashlib.sha256).digest()
+    return hmac.digest(key, text.encode(), "sha256")
 
 
 class SigV4Signer:
@@ -181,7 +188,7 @@ class SigV4Signer:
             (ALGORITHM, timestamp, scope, hashlib.sha256(canonical.encode()).hexdigest())
         )
         key = self.signing_key(credentials.secret_access_key, date)
-        signature = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
+        signature = hmac.digest(key, to_sign.encode(), "sha256").hex()  # one-shot: no HMAC object
         return (
             f"{ALGORITHM} Credential={credentials.access_key_id}/{scope}, "
             f"SignedHeaders={signed}, Signature={signature}"
