@@ -194,7 +194,10 @@ async def test_repairer_over_a_real_log_waits_out_a_secondary_outage(
 ) -> None:
     primary = DictStore([{"id": k, "v": k} for k in range(0, 200, 2)])
     secondary = DictStore([{"id": k, "v": -1} for k in range(200)])
-    log = await opened(make_log(max_attempts=100))
+    # Long enough that no failed entry is due again while one drain is still running (200
+    # entries take several tenths of a second on a slow machine).
+    retry = 2.0
+    log = await opened(make_log(max_attempts=100, retry_after_seconds=retry))
     for key in range(200):
         await log.append("users", str(key), "secondary write failed")
     registry = CollectorRegistry()
@@ -206,7 +209,7 @@ async def test_repairer_over_a_real_log_waits_out_a_secondary_outage(
     assert await repairer.drain() == (0, 200)
     assert await log.depth() == 200
     secondary.down = False
-    await asyncio.sleep(RETRY * 1.5)
+    await asyncio.sleep(retry * 1.25)
     assert await repairer.drain() == (200, 0)
 
     assert secondary.data == primary.data
