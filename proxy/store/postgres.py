@@ -71,8 +71,6 @@ class PostgresStore:
         self._acquire_timeout = connect_timeout
         self._pool_max = max_size
         self._in_use = 0  # connections acquired and not yet released
-        self._idle: list[asyncpg.Connection] = []  # kept out of the pool for the next call
-        self._pool_waiters = 0  # callers inside pool.acquire()
         self._batch_rows = max(1, min(batch_rows, self._sql.max_rows()))
         self._scan_page = scan_page
         self._pool: asyncpg.Pool | None = None
@@ -86,10 +84,7 @@ class PostgresStore:
 
     async def close(self) -> None:
         pool, self._pool = self._pool, None
-        idle, self._idle = self._idle, []
         if pool is not None:
-            for conn in idle:
-                await pool.release(conn)
             await pool.close()
 
     async def __aenter__(self) -> PostgresStore:
@@ -118,10 +113,8 @@ class PostgresStore:
             conn = await self._acquire()
             try:
                 row = await conn.fetchrow(sql, self._key(key))
-            except BaseException:
-                await self._release(conn, reusable=False)
-                raise
-            await self._release(conn)
+            finally:
+                await self._release(conn)
         except _TRANSLATED as e:
             raise _translated(e) from e
         return None if row is None else decode_row(self.schema, row, names)
@@ -262,32 +255,19 @@ class PostgresStore:
             conn = await self._acquire()
             try:
                 yield conn
-            except BaseException:
-                await self._release(conn, reusable=False)
-                raise
-            await self._release(conn)
+            finally:
+                await self._release(conn)
 
     async def _acquire(self) -> asyncpg.Connection:
-        """A connection: one this store used last and kept (``_idle``), else the pool's.
-
-        Why keep connections instead of handing each back to asyncpg's pool: a pool checkout
-        and release cost about as much CPU as the query (holder bookkeeping, an inactivity
-        timer, a shielded task per release). Kept connections stay checked out of the pool,
-        which this store is the only user of, so ``_in_use`` (connections in active use)
-        still tells when the pool is exhausted: only then is the wait bounded by a timer."""
+        """A pooled connection. Only when every connection is in use is the wait bounded
+        by a timer: an ``asyncio.timeout`` on every read costs CPU for a wait that is
+        immediate while a connection is free (``_in_use`` counts this store's, the only user
+        of its pool)."""
         pool = self._pool
         if pool is None:
             raise StoreUnavailable(f"postgres store for {self.table!r} is not open")
-        idle = self._idle
-        while idle:
-            conn = idle.pop()  # the most recently used: warm, least likely to have timed out
-            if not conn.is_closed():
-                self._in_use += 1
-                return conn
-            await pool.release(conn)  # closed under us: the pool replaces it
         bounded = self._in_use >= self._pool_max
         self._in_use += 1  # counted before any await: a concurrent caller sees it
-        self._pool_waiters += 1  # while > 0, released connections go back to the pool
         try:
             if not bounded:
                 return await pool.acquire()
@@ -296,26 +276,14 @@ class PostgresStore:
         except BaseException:
             self._in_use -= 1
             raise
-        finally:
-            self._pool_waiters -= 1
 
-    async def _release(self, conn: asyncpg.Connection, *, reusable: bool = True) -> None:
-        """Keep a connection that finished its work cleanly; anything else (an error, a
-        cancellation mid-query, an open transaction) goes back to the pool, which resets or
-        replaces it — and so does every connection while a caller waits for the pool."""
+    async def _release(self, conn: asyncpg.Connection) -> None:
         self._in_use -= 1
         pool = self._pool
-        if pool is None:  # closed meanwhile: the pool terminated it
-            conn.terminate()
-        elif (
-            reusable
-            and not self._pool_waiters
-            and not conn.is_closed()
-            and not conn.is_in_transaction()
-        ):
-            self._idle.append(conn)
-        else:
+        if pool is not None:
             await pool.release(conn)
+        else:  # closed meanwhile: the pool terminated it
+            conn.terminate()
 
     def _key(self, key: Any) -> Any:
         return encode_value(self.schema.key_field, key)
