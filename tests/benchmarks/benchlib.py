@@ -6,8 +6,10 @@ Imported by the scripts in this folder as ``benchlib`` (they run with this folde
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import random
+import re
 import signal
 import socket
 import subprocess
@@ -18,6 +20,7 @@ import urllib.request
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent.parent
 
@@ -194,3 +197,33 @@ def wait_ready(
 def shadowproxy_command() -> list[str]:
     script = Path(sys.executable).parent / "shadowproxy"
     return [str(script)] if script.exists() else [sys.executable, "-m", "proxy"]
+
+
+def wrk_report(
+    procs: Processes,
+    cmd: Sequence[str],
+    *,
+    log: Path,
+    duration: float,
+    env: dict[str, str],
+) -> dict[str, Any]:
+    """Run wrk (``cmd``, its Lua script printing ``BENCH_RESULT {json}``) through ``procs``
+    and return that JSON report; a wrk that hangs, fails or prints none is a ``BenchError``.
+    ``log`` is where ``procs`` writes wrk's output (``<logdir>/<name>.log``): only what this
+    run appended is read."""
+    start = log.stat().st_size if log.exists() else 0
+    proc = procs.start(log.stem, cmd, stop_signal=signal.SIGINT, env=env)
+    try:
+        proc.wait(duration + 30)
+    except subprocess.TimeoutExpired:
+        raise BenchError(f"wrk did not finish within {duration + 30:.0f}s") from None
+    finally:
+        procs.stop(proc)
+    with log.open("rb") as f:
+        f.seek(start)
+        out = f.read().decode(errors="replace")
+    match = re.search(r"^BENCH_RESULT (\{.*\})$", out, re.MULTILINE)
+    if proc.returncode != 0 or not match:
+        raise BenchError(f"wrk failed (exit {proc.returncode}):\n{out[-2000:]}")
+    report: dict[str, Any] = json.loads(match.group(1))
+    return report

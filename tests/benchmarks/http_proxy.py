@@ -55,7 +55,6 @@ import platform
 import re
 import resource
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -78,6 +77,7 @@ from benchlib import (  # noqa: E402 - this folder is not a package
     shadowproxy_command,
     terminate_on_sigterm,
     wait_ready,
+    wrk_report,
 )
 
 TEMPLATES = HERE / "templates"
@@ -317,23 +317,8 @@ def run_wrk(
         str(script),
         url,
     ]
-    logname = "wrk"
-    log = tmp / f"{logname}.log"
-    start = log.stat().st_size if log.exists() else 0
-    proc = procs.start(logname, taskset(cpus, cmd), stop_signal=signal.SIGINT, env=env)
-    try:
-        proc.wait(duration + 30)
-    except subprocess.TimeoutExpired:
-        raise BenchError(f"wrk did not finish within {duration + 30:.0f}s") from None
-    finally:
-        procs.stop(proc)
-    with log.open("rb") as f:
-        f.seek(start)
-        out = f.read().decode(errors="replace")
-    match = re.search(r"^BENCH_RESULT (\{.*\})$", out, re.MULTILINE)
-    if proc.returncode != 0 or not match:
-        raise BenchError(f"wrk failed (exit {proc.returncode}):\n{out[-2000:]}")
-    return WrkResult.from_report(json.loads(match.group(1)))
+    report = wrk_report(procs, taskset(cpus, cmd), log=tmp / "wrk.log", duration=duration, env=env)
+    return WrkResult.from_report(report)
 
 
 def upstream_requests(ports: Ports) -> int:

@@ -113,6 +113,7 @@ from benchlib import (  # noqa: E402 - this folder is not a package
     signals_ignored,
     terminate_on_sigterm,
     wait_ready,
+    wrk_report,
 )
 
 HELPERS = HERE / "store"
@@ -596,22 +597,8 @@ def run_wrk(url: str, *, duration: float, s: Settings, env: Env, procs: Processe
         url,
     ]
     wrk_env = dict(os.environ, BENCH_IDS_FILE=str(env.ids_file), BENCH_PREFIX="/users/")
-    log = env.tmp / "wrk.log"
-    start = log.stat().st_size if log.exists() else 0
-    proc = procs.start("wrk", cmd, stop_signal=signal.SIGINT, env=wrk_env)
-    try:
-        proc.wait(duration + 30)
-    except subprocess.TimeoutExpired:
-        raise BenchError(f"wrk did not finish within {duration + 30:.0f}s") from None
-    finally:
-        procs.stop(proc)
-    with log.open("rb") as f:
-        f.seek(start)
-        out = f.read().decode(errors="replace")
-    match = re.search(r"^BENCH_RESULT (\{.*\})$", out, re.MULTILINE)
-    if proc.returncode != 0 or not match:
-        raise BenchError(f"wrk failed (exit {proc.returncode}):\n{out[-2000:]}")
-    result = WrkResult.from_report(json.loads(match.group(1)))
+    report = wrk_report(procs, cmd, log=env.tmp / "wrk.log", duration=duration, env=wrk_env)
+    result = WrkResult.from_report(report)
     if result.errors.get("status"):
         # Every id exists: an error response means the system under test is broken, and
         # measuring how fast it fails would be meaningless.
