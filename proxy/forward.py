@@ -6,7 +6,7 @@ import asyncio
 import logging
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 
 from aiohttp import web
@@ -25,7 +25,7 @@ from proxy.errors import (
     problem_response,
 )
 from proxy.http_routes import HttpRoute, Sides
-from proxy.metrics import Children, Metrics
+from proxy.metrics import Metrics
 from proxy.publish import Experiment, Publisher
 from proxy.routing import Router
 from proxy.shadow import ShadowRunner
@@ -52,7 +52,6 @@ class ForwardContext:
     requester_header: str
     known_requesters: frozenset[str]
     access_log: bool
-    children: Children = field(default_factory=Children)
 
 
 def request_id(request: web.Request) -> str:
@@ -133,7 +132,9 @@ async def handle(ctx: ForwardContext, request: web.Request) -> web.StreamRespons
         return problem_response(HTTPProblem("internal error"), rid)
     finally:
         label = requester_label(requester, ctx.known_requesters)
-        ctx.children.get(ctx.metrics.requests, route_name, request.method, str(status), label).inc()
+        ctx.metrics.children.get(
+            ctx.metrics.requests, route_name, request.method, str(status), label
+        ).inc()
         if ctx.access_log:
             log.info(
                 "request",
@@ -196,7 +197,7 @@ async def _primary(
     finally:
         upstream.release()
     seconds = time.perf_counter() - started
-    latency = ctx.children.get(
+    latency = ctx.metrics.children.get(
         ctx.metrics.backend_latency, backend.name, "primary", route.name, request.method
     )
     latency.observe(seconds)
@@ -305,7 +306,7 @@ async def _shadow_job(
         outcome = Outcome.TIMEOUT if kind == "timeout" else Outcome.SHADOW_ERROR
         comparison = Comparison(outcome, detail=f"{type(e).__name__}: {e}"[:300])
     seconds = time.perf_counter() - started
-    ctx.children.get(
+    ctx.metrics.children.get(
         ctx.metrics.backend_latency, shadow.name, "shadow", route.name, method
     ).observe(seconds)
     if snapshot is not None:

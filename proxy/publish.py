@@ -11,7 +11,7 @@ from urllib.parse import parse_qsl, urlencode
 
 from comparators import Redactor
 from comparators.model import Comparison, Outcome
-from proxy.metrics import Children, FieldLabels, Metrics
+from proxy.metrics import FieldLabels, Metrics
 from proxy.sinks import BufferedSink
 
 log = logging.getLogger("shadowproxy.compare")
@@ -61,7 +61,6 @@ class Publisher:
         self._sink = sink
         self._redactor = redactor
         self._fields = FieldLabels()
-        self._children = Children()
         self.observers = list(observers)
 
     def publish(self, exp: Experiment) -> None:
@@ -74,7 +73,7 @@ class Publisher:
 
     def _publish(self, exp: Experiment) -> None:
         comparison = exp.comparison
-        self._children.get(
+        self._metrics.children.get(
             self._metrics.comparisons, exp.route, exp.operation, comparison.outcome.value
         ).inc()
         for observe in self.observers:

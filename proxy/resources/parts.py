@@ -78,7 +78,11 @@ async def timed(
         result = await call
     finally:
         seconds = time.perf_counter() - started
-        metrics.children.get(metrics.backend_latency, store, role, resource, operation).observe(
-            seconds
-        )
+        observe_latency(metrics, resource, role, store, operation, seconds)
     return result, seconds
+
+
+def observe_latency(
+    metrics: Metrics, resource: str, role: str, store: str, operation: str, seconds: float
+) -> None:
+    metrics.children.get(metrics.backend_latency, store, role, resource, operation).observe(seconds)

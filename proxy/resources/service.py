@@ -20,7 +20,14 @@ from comparators.model import Comparison, Outcome
 from proxy.flags import ResourceFlagState, read_store
 from proxy.metrics import Metrics
 from proxy.publish import Experiment, Publisher
-from proxy.resources.parts import Cache, FlagSource, RepairLog, ResourceParts, timed
+from proxy.resources.parts import (
+    Cache,
+    FlagSource,
+    RepairLog,
+    ResourceParts,
+    observe_latency,
+    timed,
+)
 from proxy.resources.writes import DualWriter
 from proxy.shadow import ShadowRunner
 from proxy.store.base import (
@@ -216,10 +223,7 @@ class ResourceService:
 
     def _observe(self, store: str, operation: str, started: float) -> float:
         seconds = time.perf_counter() - started
-        metrics = self._metrics
-        metrics.children.get(
-            metrics.backend_latency, store, "primary", self.name, operation
-        ).observe(seconds)
+        observe_latency(self._metrics, self.name, "primary", store, operation, seconds)
         return seconds
 
     def _publish(
