@@ -251,12 +251,17 @@ class Response:
             )
         return self._headers
 
+    def header(self, name: bytes) -> bytes | None:
+        """The first value of header ``name`` (lower-case), as the bytes the backend sent."""
+        for key, value in self.raw_headers:
+            if len(key) == len(name) and key.lower() == name:
+                return value
+        return None
+
     @property
     def content_length(self) -> int | None:
-        for name, value in self.raw_headers:
-            if len(name) == 14 and name.lower() == b"content-length":
-                return int(value) if value.isdigit() else None
-        return None
+        value = self.header(b"content-length")
+        return int(value) if value is not None and value.isdigit() else None
 
     @property
     def complete(self) -> bool:

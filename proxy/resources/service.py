@@ -36,6 +36,7 @@ from proxy.store.base import (
     StoreError,
     StoreTimeout,
 )
+from proxy.store.schema import json_bytes
 
 log = logging.getLogger("shadowproxy.resources")
 T = TypeVar("T")
@@ -131,7 +132,7 @@ class ResourceService:
         store = self.parts.stores[flags.read_from]
         record, seconds = await self._primary_read(flags, "get", info, store.get(key, fields))
         value = self._json(record, fields)  # rendered once: the body, and a sampled comparison
-        body = None if value is None else orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+        body = None if value is None else json_bytes(value)
         if body is not None and cache is not None:
             await cache.set(self.name, key_text, body, self.parts.settings.cache_ttl_seconds)
         self._shadow(

@@ -394,7 +394,7 @@ class DynamoHttpClient:
                 data = await response.read()
             finally:
                 response.release()
-        crc = _header(response.raw_headers, b"x-amz-crc32")
+        crc = response.header(b"x-amz-crc32")
         if crc is not None and (not crc.isdigit() or int(crc) != zlib.crc32(data)):
             raise DynamoTransportError(
                 "CRC32Mismatch",
@@ -403,7 +403,7 @@ class DynamoHttpClient:
                 response.status,
             )
         if response.status != 200:
-            error_type = _header(response.raw_headers, b"x-amzn-errortype")
+            error_type = response.header(b"x-amzn-errortype")
             raise parse_error(
                 response.status, data, error_type.decode("latin-1") if error_type else None
             )
@@ -439,10 +439,3 @@ async def _frozen(credentials: Any) -> Credentials:
     """aiobotocore credentials -> ours (refreshing them first when they are due)."""
     frozen = await credentials.get_frozen_credentials()
     return Credentials(frozen.access_key, frozen.secret_key, frozen.token or None)
-
-
-def _header(raw: list[tuple[bytes, bytes]], name: bytes) -> bytes | None:
-    for key, value in raw:
-        if len(key) == len(name) and key.lower() == name:
-            return value
-    return None

@@ -173,6 +173,11 @@ class IndexSpec:
     unique: bool
 
 
+def json_bytes(value: Any) -> bytes:
+    """Canonical JSON bytes of a value ``to_json`` rendered: keys sorted."""
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+
+
 class Schema:
     """The compiled resource: validation, canonical rendering, key and query parsing."""
 
@@ -343,7 +348,7 @@ class Schema:
         return out
 
     def dumps(self, record: Mapping[str, Any], *, fields: Iterable[str] | None = None) -> bytes:
-        return orjson.dumps(self.to_json(record, fields=fields), option=orjson.OPT_SORT_KEYS)
+        return json_bytes(self.to_json(record, fields=fields))
 
     def render_key(self, key: Any) -> Any:
         return self.key_field.render(key)
