@@ -109,41 +109,33 @@ class DynamoDBStore:
         self.schema = schema
         self.retry = retry or RetryPolicy()
         self._wrap = client_wrapper
-        self._access_key_id = aws_access_key_id
-        self._secret_access_key = aws_secret_access_key
-        self._session_token = aws_session_token
-        self._connect_timeout = connect_timeout
-        self._read_timeout = read_timeout
-        self._sdk_max_attempts = sdk_max_attempts
         self._consistent = consistent_reads
         self._scan_page = scan_page
-        self._client: Any = None
-        self._http: DynamoHttpClient | None = None
+        self._http = DynamoHttpClient(
+            endpoint_url,
+            region,
+            access_key_id=aws_access_key_id,
+            secret_access_key=aws_secret_access_key,
+            session_token=aws_session_token,
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            max_attempts=sdk_max_attempts,
+        )
+        self._client: Any = None  # the client (or the test wrapper around it) while open
 
     async def open(self) -> None:
         if self._client is not None:
             return
-        http = DynamoHttpClient(
-            self.endpoint_url,
-            self.region,
-            access_key_id=self._access_key_id,
-            secret_access_key=self._secret_access_key,
-            session_token=self._session_token,
-            connect_timeout=self._connect_timeout,
-            read_timeout=self._read_timeout,
-            max_attempts=self._sdk_max_attempts,
-        )
         try:
-            await http.open()
+            await self._http.open()
         except DynamoError as e:
             raise _translate(e) from e
-        self._http = http
-        self._client = self._wrap(http) if self._wrap else http
+        self._client = self._wrap(self._http) if self._wrap else self._http
 
     async def close(self) -> None:
-        http, self._http, self._client = self._http, None, None
-        if http is not None:
-            await http.close()
+        if self._client is not None:
+            self._client = None
+            await self._http.close()
 
     async def __aenter__(self) -> DynamoDBStore:
         await self.open()
