@@ -32,6 +32,18 @@ def build_store(
     if isinstance(backend, DynamoDBBackend):
         from proxy.store.dynamodb import DynamoDBStore
 
+        key_id = env.get(backend.access_key_id_env) or None
+        secret = env.get(backend.secret_access_key_env) or None
+        if (key_id is None) != (secret is None):
+            given, missing = (
+                (backend.access_key_id_env, backend.secret_access_key_env)
+                if key_id
+                else (backend.secret_access_key_env, backend.access_key_id_env)
+            )
+            raise ConfigError(
+                f"DynamoDB credentials: {given} is set but {missing} is not; set both, or "
+                "neither to use the default credential chain"
+            )
         return DynamoDBStore(
             backend.endpoint_url,
             backend.region,
@@ -40,8 +52,8 @@ def build_store(
             retry=RetryPolicy(max_attempts=backend.max_attempts),
             # Keys in the configured env vars win; without them the client asks botocore's
             # default chain (profiles, roles), and an emulator endpoint falls back to dummies.
-            aws_access_key_id=env.get(backend.access_key_id_env) or None,
-            aws_secret_access_key=env.get(backend.secret_access_key_env) or None,
+            aws_access_key_id=key_id,
+            aws_secret_access_key=secret,
             aws_session_token=env.get(backend.session_token_env) or None,
             connect_timeout=backend.connect_timeout_seconds,
             read_timeout=backend.timeout_seconds,
