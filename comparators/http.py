@@ -2,8 +2,11 @@
 
 Paths: ``status``, ``headers.<lower-cased name>``, ``body`` / ``body.items[2].email``.
 A header's values are a string when it came once, else the list of values in order.
-A non-JSON body that differs is one ``changed`` difference at ``body`` whose values are short
-previews: ``"<length> bytes sha256:<12 hex> <repr of the first 64 bytes>"``.
+A non-JSON body that differs is one ``changed`` difference at ``body`` whose values are
+:class:`BodyPreview` s (size, kind, digest: never the bytes, which may hold PII).
+
+Unless ``rules.compare_server_errors``, a 5xx is not compared at all: the primary's makes the
+outcome ``primary_error``, the shadow's (against a primary below 500) ``shadow_error``.
 """
 
 from __future__ import annotations
@@ -15,11 +18,11 @@ import orjson
 
 from comparators.budget import DiffBudget
 from comparators.comparison import MATCH, NO_DIFFERENCES, Partial, compare_values, finish
-from comparators.model import Comparison, Difference, HttpSnapshot, Outcome
+from comparators.model import BodyPreview, Comparison, Difference, HttpSnapshot, Outcome
 from comparators.rules import Rules
 
 BODY = "body"
-PREVIEW_BYTES = 64
+SNIFF_BYTES = 512
 OVER_CAP = Comparison(Outcome.SKIPPED, detail="body over cap")
 _JSON_START = re.compile(rb"\s*[\[{]")
 _NOT_JSON: object = object()
@@ -34,6 +37,11 @@ def compare_http(
     comparison is ``SKIPPED`` unless status or headers already differ: that is a ``MISMATCH``
     whose detail says the body was not compared.
     """
+    if not rules.compare_server_errors:
+        if primary.status >= 500:
+            return Comparison(Outcome.PRIMARY_ERROR, detail=f"primary answered {primary.status}")
+        if shadow.status >= 500:
+            return Comparison(Outcome.SHADOW_ERROR, detail=f"shadow answered {shadow.status}")
     head = _head_differences(primary, shadow, rules)
     if primary.body is None or shadow.body is None:
         if not head:
@@ -49,10 +57,24 @@ def compare_http(
     return finish(found, rules)
 
 
-def preview(body: bytes) -> str:
-    digest = hashlib.sha256(body).hexdigest()[:12]
-    more = "..." if len(body) > PREVIEW_BYTES else ""
-    return f"{len(body)} bytes sha256:{digest} {body[:PREVIEW_BYTES]!r}{more}"
+def preview(body: bytes) -> BodyPreview:
+    return BodyPreview(len(body), _kind(body), hashlib.sha256(body).hexdigest())
+
+
+def _kind(body: bytes) -> str:
+    if not body:
+        return "empty"
+    start = body[:SNIFF_BYTES]
+    if _JSON_START.match(start):
+        return "json (unparseable)"
+    if b"<html" in start.lower() or start.lstrip()[:9].lower() == b"<!doctype":
+        return "html"
+    try:
+        start.decode("utf-8")
+    except UnicodeDecodeError as e:
+        if e.start < len(start) - 3:  # not just a character cut at the sniff boundary
+            return "binary"
+    return "text" if b"\x00" not in start else "binary"
 
 
 def _head_differences(

@@ -35,6 +35,20 @@ class Difference:
 
 
 @dataclass(frozen=True, slots=True)
+class BodyPreview:
+    """A body that is not JSON, as a difference shows it: its size, what it looks like and a
+    digest, never its bytes (they may hold anything, PII included). A redactor turns the
+    digest into a keyed token; ``str()`` leaves it out."""
+
+    size: int
+    kind: str  # "html", "json (unparseable)", "text", "binary" or "empty"
+    digest: str  # sha256 hex of the whole body
+
+    def __str__(self) -> str:
+        return f"{self.size} bytes {self.kind}"
+
+
+@dataclass(frozen=True, slots=True)
 class Comparison:
     outcome: Outcome
     differences: tuple[Difference, ...] = ()

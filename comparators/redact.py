@@ -7,8 +7,9 @@ True
 True
 
 Field names match case-insensitively at any depth. A keyed-list segment whose key field is
-sensitive (``users[email="a@b.c"]``) has its key value replaced in the path as well. Nothing
-here raises on odd input: what cannot be walked is redacted whole.
+sensitive (``users[email="a@b.c"]``) has its key value replaced in the path as well. A
+:class:`BodyPreview` (a body that is not JSON) becomes ``"<size> bytes <kind> redacted:<token>"``
+whatever its path. Nothing here raises on odd input: what cannot be walked is redacted whole.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from comparators.canonical import canonical
-from comparators.model import Difference
+from comparators.model import BodyPreview, Difference
 from comparators.paths import Keyed, Segment, collapse_indexes, parse_path, render_path
 
 PREFIX = "redacted:"
@@ -77,11 +78,18 @@ class Redactor:
             }
         if isinstance(value, list | tuple):
             return [self._tree(v) for v in value]
+        if isinstance(value, BodyPreview):
+            return self._preview(value)
         return value
+
+    def _preview(self, preview: BodyPreview) -> str:
+        return f"{preview} {self._token(preview.digest.encode())}"
 
     def _side(self, value: Any, sensitive: bool) -> Any:
         if value is None:
             return None
+        if isinstance(value, BodyPreview):
+            return self._preview(value)
         return self.value(value) if sensitive else self.tree(value)
 
     def _segment(self, segment: Segment) -> Segment:

@@ -38,6 +38,9 @@ class RuleSpec:
     - ``unordered``: lists compared as multisets. ``keyed``: lists of objects matched by a key
       field (pattern -> field), reported as ``items[id=42].name``.
     - ``compare_status``, ``headers``: what of an HTTP response is compared besides the body.
+    - ``compare_server_errors``: when false (the default), a 5xx answer is not compared: a
+      primary 5xx is ``primary_error``, a shadow 5xx against a primary below 500 is
+      ``shadow_error``, so an outage never counts as a mismatch.
     - ``max_diff_bytes``: canonical size above which no structured diff is computed.
     - ``max_differences``: differences reported at most (the rest are counted in ``detail``).
     """
@@ -51,6 +54,7 @@ class RuleSpec:
     keyed: Mapping[str, str] = field(default_factory=dict)
     compare_status: bool = True
     headers: tuple[str, ...] = ()
+    compare_server_errors: bool = False
     max_diff_bytes: int = DEFAULT_MAX_DIFF_BYTES
     max_differences: int = DEFAULT_MAX_DIFFERENCES
 
@@ -70,6 +74,7 @@ class Rules:
     has_tolerances: bool
     compare_status: bool
     headers: tuple[str, ...]
+    compare_server_errors: bool
     max_diff_bytes: int
     max_differences: int
 
@@ -99,6 +104,7 @@ def compile_rules(spec: RuleSpec) -> Rules:
         has_tolerances=numeric > 0 or timestamp > 0 or bool(states),
         compare_status=_flag("compare_status", spec.compare_status),
         headers=_headers(spec.headers),
+        compare_server_errors=_flag("compare_server_errors", spec.compare_server_errors),
         max_diff_bytes=_positive("max_diff_bytes", spec.max_diff_bytes),
         max_differences=_positive("max_differences", spec.max_differences),
     )

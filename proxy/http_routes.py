@@ -42,7 +42,7 @@ class HttpRoute:
         new_side = "shadow" if state.shadow == self.new_backend else "primary"
         return Sides(self.upstreams[state.primary], shadow, state.sample, new_side)
 
-    def sampled(self, request: web.Request, sides: Sides) -> bool:
+    def sampled(self, request: web.Request, path: str, sides: Sides) -> bool:
         sample = sides.sample
         if sides.shadow is None or request.method not in self.shadow_methods:
             return False
@@ -52,13 +52,13 @@ class HttpRoute:
             return False
         if self.sample_key is None:
             return random.random() < sample
-        key = _sample_key(self.sample_key, request)
+        key = _sample_key(self.sample_key, request, path)
         return zlib.crc32(key.encode("utf-8", "surrogateescape")) / 0x1_0000_0000 < sample
 
 
-def _sample_key(spec: str, request: web.Request) -> str:
+def _sample_key(spec: str, request: web.Request, path: str) -> str:
     if spec == "path":
-        return request.path
+        return path
     kind, _, name = spec.partition(":")
     if kind == "header":
         return request.headers.get(name, "")
@@ -75,6 +75,7 @@ def rule_spec(config: CompareConfig) -> RuleSpec:
         unordered=config.unordered,
         keyed=dict(config.keyed),
         compare_status=config.status,
+        compare_server_errors=config.server_errors,
         headers=tuple(h.lower() for h in config.headers),
         max_diff_bytes=config.max_diff_bytes,
     )

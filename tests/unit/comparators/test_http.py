@@ -17,6 +17,7 @@ from comparators import (
     compile_rules,
 )
 from comparators.http import preview
+from comparators.model import BodyPreview
 
 JSON = (("content-type", "application/json"),)
 
@@ -73,10 +74,20 @@ def test_non_json_bodies_compare_bytewise_with_previews() -> None:
     assert result.outcome is Outcome.MISMATCH
     (difference,) = result.differences
     assert (difference.path, difference.kind) == ("body", "changed")
-    digest = hashlib.sha256(primary).hexdigest()[:12]
-    assert difference.primary == f"120 bytes sha256:{digest} {primary[:64]!r}..."
+    digest = hashlib.sha256(primary).hexdigest()
+    assert difference.primary == BodyPreview(120, "text", digest)
     assert difference.shadow == preview(shadow)
-    assert not preview(shadow).endswith("...")
+    assert str(difference.primary) == "120 bytes text"
+
+
+def test_previews_never_hold_the_body() -> None:
+    secret = b"<html><body>ssn 123-45-6789 a@example.com</body></html>"
+    shown = preview(secret)
+    assert shown.kind == "html"
+    assert b"123-45" not in repr(shown).encode() and "example" not in str(shown)
+    assert preview(b'{"email": "a@example.com", "ss').kind == "json (unparseable)"
+    assert preview(bytes(range(256))).kind == "binary"
+    assert preview("grüß".encode() * 200).kind == "text"  # a character cut at the sniff edge
 
 
 def test_body_that_looks_like_json_but_is_not() -> None:
@@ -84,12 +95,30 @@ def test_body_that_looks_like_json_but_is_not() -> None:
     assert [d.path for d in result.differences] == ["body"]
     empty = compare_http(snap(b""), snap(b"{}"), rules())
     assert empty.differences[0].primary == preview(b"")
+    assert empty.differences[0].primary.kind == "empty"
+
+
+def test_server_errors_are_errors_not_mismatches() -> None:
+    down = compare_http(snap(b"<html>oops</html>", 503), snap(b"{}", 200), rules())
+    assert (down.outcome, down.detail) == (Outcome.PRIMARY_ERROR, "primary answered 503")
+    flapping = compare_http(snap(b"{}", 200), snap(b"{}", 502), rules())
+    assert (flapping.outcome, flapping.detail) == (Outcome.SHADOW_ERROR, "shadow answered 502")
+    both = compare_http(snap(b"{}", 500), snap(b"{}", 500), rules())
+    assert both.outcome is Outcome.PRIMARY_ERROR
+    assert compare_http(snap(b"{}", 404), snap(b"{}", 499), rules()).outcome is Outcome.MISMATCH
+
+
+def test_server_errors_compared_when_asked() -> None:
+    compared = rules(compare_server_errors=True)
+    result = compare_http(snap(b"{}", 200), snap(b"{}", 500), compared)
+    assert result.differences == (Difference("status", "changed", 200, 500),)
+    assert compare_http(snap(b"{}", 503), snap(b"{}", 503), compared).outcome is Outcome.MATCH
 
 
 def test_status() -> None:
-    result = compare_http(snap(b"{}", 200), snap(b"{}", 500), rules())
-    assert result.differences == (Difference("status", "changed", 200, 500),)
-    assert compare_http(snap(b"{}", 200), snap(b"{}", 500), rules(compare_status=False)) == (
+    result = compare_http(snap(b"{}", 200), snap(b"{}", 404), rules())
+    assert result.differences == (Difference("status", "changed", 200, 404),)
+    assert compare_http(snap(b"{}", 200), snap(b"{}", 404), rules(compare_status=False)) == (
         Comparison(Outcome.MATCH)
     )
 

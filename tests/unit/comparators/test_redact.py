@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from comparators import Difference, Redactor
+from comparators.http import preview
 from comparators.redact import UNAVAILABLE
 
 KEY = b"k" * 32
@@ -107,3 +108,16 @@ def test_summarised_differences_pass_through() -> None:
 def test_key_must_be_bytes() -> None:
     with pytest.raises(TypeError):
         Redactor({"email"}, "text")  # type: ignore[arg-type]
+
+
+def test_body_previews_become_keyed_tokens() -> None:
+    body = b"<html>ssn 123-45-6789</html>"
+    shown = redactor().difference(Difference("body", "changed", preview(body), None))
+    assert isinstance(shown.primary, str)
+    assert shown.primary.startswith(f"{len(body)} bytes html redacted:")
+    assert shown.primary == redactor().tree([preview(body)])[0]
+    other = Redactor(frozenset(), key=b"another key").difference(
+        Difference("body", "changed", preview(body))
+    )
+    assert other.primary != shown.primary  # keyed: not the bare sha256 of the body
+    assert hashlib.sha256(body).hexdigest()[:16] not in shown.primary
