@@ -9,8 +9,9 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 from prometheus_client.aiohttp import make_aiohttp_handler
 
+from proxy import client_timeouts
 from proxy.admin_flags import FlagsAdmin
-from proxy.errors import BadRequest, HTTPProblem, problem_response
+from proxy.errors import BadRequest, HTTPProblem, envelope, problem_response
 from proxy.forward import request_id
 from proxy.metrics import exposition_registry
 from proxy.shadow import ShadowRunner
@@ -18,6 +19,7 @@ from proxy.sinks import BufferedSink
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 MAX_MISMATCHES = 1000
+MAX_ADMIN_BODY = 64 * 1024
 
 
 class Unauthorized(HTTPProblem):
@@ -53,6 +55,20 @@ def require_token(token: str | None, handler: Handler) -> Handler:
     return guarded
 
 
+@web.middleware
+async def problems(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """aiohttp's own refusals (404, 405, 413 over ``client_max_size``) in our envelope."""
+    try:
+        return await handler(request)
+    except web.HTTPException as e:
+        if e.status < 400:
+            raise
+        return envelope(e.status, _CODES.get(e.status, "error"), e.reason, request_id(request))
+
+
+_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
+
+
 def parse_limit(raw: str | None, default: int = 50) -> int:
     if raw is None:
         return default
@@ -69,7 +85,9 @@ def build_admin_app(
     token: str | None,
     flags: FlagsAdmin,
 ) -> web.Application:
-    app = web.Application()
+    app = web.Application(
+        middlewares=[client_timeouts.middleware, problems], client_max_size=MAX_ADMIN_BODY
+    )
 
     async def healthz(request: web.Request) -> web.Response:
         # Losing the flag store is survivable (last known flags stay in force): say so, 200.

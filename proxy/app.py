@@ -14,7 +14,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from comparators import DiffBudget, Redactor
-from proxy import wire
+from proxy import client_timeouts, wire
 from proxy.admin import build_admin_app
 from proxy.admin_flags import FlagsAdmin
 from proxy.decisions import Decisions, targets_from
@@ -134,6 +134,7 @@ def build(
         requester_header=settings.requesters.header,
         known_requesters=frozenset(settings.requesters.known),
         access_log=settings.logging.access_log,
+        normalize_paths=settings.listen.path_policy == "normalize",
     )
 
     new_stores = {name: svc.parts.new_store for name, svc in resources.services.items()}
@@ -147,11 +148,12 @@ def build(
     publisher.observers += [decisions.record, guardrail.observe]
     flag_store.on_change(guardrail.on_change)
 
-    proxy_app = web.Application()
+    proxy_app = web.Application(middlewares=[client_timeouts.middleware])
     proxy_app.router.add_routes(resources.routes())
     forward = partial(handle, ctx)
     if settings.routes:
-        proxy_app.router.add_route("*", "/{tail:.*}", forward)
+        # The forwarding handler answers Expect itself, after routing and the size check.
+        proxy_app.router.add_route("*", "/{tail:.*}", forward, expect_handler=_expect_later)
 
     async def upstreams_ctx(_: web.Application) -> AsyncIterator[None]:
         for upstream in upstreams.values():
@@ -237,6 +239,10 @@ def build(
         guardrail=guardrail,
         direct_handler=forward if settings.routes and not settings.resources else None,
     )
+
+
+async def _expect_later(request: web.Request) -> None:
+    return None
 
 
 def _first_worker(env: Mapping[str, str]) -> bool:

@@ -1,18 +1,21 @@
 """The error tree, and the one JSON envelope every error response uses.
 
 ShadowProxyError
-├── ConfigError          bad configuration: names the key path and the bad value
-└── HTTPProblem          an error answered to a client, with status and code
-    ├── BadRequest       400  malformed request (bad JSON, wrong types, unknown fields)
-    ├── NotFound         404
-    ├── Conflict         409
-    ├── PayloadTooLarge  413
-    ├── UnsupportedMedia 415
-    ├── Unprocessable    422
-    ├── TooManyRequests  429
-    ├── BadGateway       502  the primary failed or answered garbage
-    ├── Unavailable      503
-    └── GatewayTimeout   504  the primary did not answer in time
+├── ConfigError            bad configuration: names the key path and the bad value
+└── HTTPProblem            an error answered to a client, with status and code
+    ├── BadRequest         400  malformed request (bad JSON, wrong types, unknown fields,
+    │                           an ambiguous path)
+    ├── NotFound           404
+    ├── MethodNotAllowed   405
+    ├── Conflict           409
+    ├── PayloadTooLarge    413
+    ├── UnsupportedMedia   415
+    ├── ExpectationFailed  417  an ``Expect`` other than ``100-continue``
+    ├── Unprocessable      422
+    ├── TooManyRequests    429
+    ├── BadGateway         502  the primary failed or answered garbage
+    ├── Unavailable        503
+    └── GatewayTimeout     504  the primary did not answer in time
 """
 
 from __future__ import annotations
@@ -63,6 +66,10 @@ class PayloadTooLarge(HTTPProblem):
 
 class UnsupportedMedia(HTTPProblem):
     status, code = 415, "unsupported_media_type"
+
+
+class ExpectationFailed(HTTPProblem):
+    status, code = 417, "expectation_failed"
 
 
 class Unprocessable(HTTPProblem):

@@ -17,6 +17,7 @@ from comparators.model import Comparison, HttpSnapshot, Outcome
 from proxy import h1
 from proxy.errors import (
     BadGateway,
+    ExpectationFailed,
     GatewayTimeout,
     HTTPProblem,
     MethodNotAllowed,
@@ -29,6 +30,7 @@ from proxy.metrics import Metrics
 from proxy.publish import Experiment, Publisher
 from proxy.routing import Router
 from proxy.shadow import ShadowRunner
+from proxy.target import Target, parse_target
 from proxy.upstream import HttpUpstream, backend_error_kind, end_to_end, end_to_end_raw
 
 log = logging.getLogger("shadowproxy.access")
@@ -52,6 +54,7 @@ class ForwardContext:
     requester_header: str
     known_requesters: frozenset[str]
     access_log: bool
+    normalize_paths: bool = False
 
 
 def request_id(request: web.Request) -> str:
@@ -64,11 +67,23 @@ def requester_label(value: str | None, known: frozenset[str]) -> str:
     return value if value in known else "other"
 
 
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
 async def read_request_body(request: web.Request, limit: int) -> bytes | None:
+    """The whole body, at most ``limit`` bytes. A client that sent ``Expect: 100-continue``
+    is told to go on only here, once its request was routed and its declared size fits: a
+    refusal comes instead of the ``100``, before the client sends the body."""
+    expect = request.headers.get("Expect")
+    if expect is not None and request.version >= (1, 1) and expect.lower() != "100-continue":
+        raise ExpectationFailed(f"unsupported expectation {expect[:64]!r}")
     if not request.body_exists:
         return None
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLarge(f"request body over {limit} bytes")
+    if expect is not None and request.version >= (1, 1):
+        await request.writer.write(CONTINUE)
+        request.writer.output_size = 0  # the final answer's head is still to come
     chunks, size = [], 0
     async for chunk in request.content.iter_any():
         size += len(chunk)
@@ -95,25 +110,29 @@ async def handle(ctx: ForwardContext, request: web.Request) -> web.StreamRespons
     started = time.perf_counter()
     rid = request_id(request)
     requester = request.headers.get(ctx.requester_header)
-    route, path_known = ctx.router.match(request.method, request.path)
-    route_name = route.name if route is not None else "unmatched"
+    route_name = "unmatched"
+    path = request.raw_path
     status = 0
     primary_seconds = 0.0
     try:
+        target = parse_target(request.raw_path, normalize=ctx.normalize_paths)
+        path = target.path
+        route, path_known = ctx.router.match(request.method, path)
         if route is None:
             if path_known:
-                raise MethodNotAllowed(f"{request.method} is not routed for {request.path}")
-            raise NotFound(f"no route for {request.path}")
+                raise MethodNotAllowed(f"{request.method} is not routed for {path}")
+            raise NotFound(f"no route for {path}")
+        route_name = route.name
         body = await read_request_body(request, ctx.max_request_body)
         headers = upstream_headers(request, rid)
         sides = route.sides()
-        sampled = route.sampled(request, sides)
+        sampled = route.sampled(request, path, sides)
         response, snapshot, primary_seconds = await _primary(
-            ctx, route, sides.primary, request, headers, body, rid, sampled
+            ctx, route, sides.primary, request, target, headers, body, rid, sampled
         )
         status = response.status
         if snapshot is not None:
-            copy = Copied(request.method, request.raw_path, headers, body, rid, requester)
+            copy = Copied(request.method, target.raw, headers, body, rid, requester)
             job = partial(_shadow_job, ctx, route, sides, copy, snapshot, primary_seconds)
             ctx.runner.submit(route.name, request.method, job)
         return response
@@ -142,7 +161,7 @@ async def handle(ctx: ForwardContext, request: web.Request) -> web.StreamRespons
                     "request_id": rid,
                     "requester": requester,
                     "method": request.method,
-                    "path": request.path,
+                    "path": path[:1024],
                     "route": route_name,
                     "status": status,
                     "primary_ms": round(primary_seconds * 1000, 3),
@@ -156,6 +175,7 @@ async def _primary(
     route: HttpRoute,
     backend: HttpUpstream,
     request: web.Request,
+    target: Target,
     headers: CIMultiDict[str],
     body: bytes | None,
     rid: str,
@@ -163,7 +183,7 @@ async def _primary(
 ) -> tuple[web.StreamResponse, HttpSnapshot | None, float]:
     started = time.perf_counter()
     try:
-        upstream = await backend.send(request.method, request.raw_path, headers, body)
+        upstream = await backend.send(request.method, target.raw, headers, body)
     except TimeoutError as e:
         _backend_failed(ctx, route, request.method, backend.name, e, sampled)
         raise GatewayTimeout(f"primary backend {backend.name} did not answer in time") from e

@@ -2,9 +2,14 @@
 parsed by llhttp (httptools), headers kept as the raw bytes the backend sent.
 
 Why not aiohttp's client: per call it cost about as much CPU as everything else the proxy
-does for a request (DESIGN.md, and the profile in the README's performance section). This
+does for a request (measured: see the performance section of the README). This
 client does only what a proxy needs — one request at a time per connection, no cookies, no
 redirects, no decompression, no automatic headers — and passes the same pass-through tests.
+
+Interim answers (``1xx`` other than ``101``) are consumed: ``send()`` returns the final answer
+only, and a connection goes back to the pool only when its final answer has been read whole,
+the request was written out whole, and nothing arrived that nobody asked for. A ``101`` is a
+protocol error (the proxy never asks to upgrade); trailers of a chunked body are dropped.
 
 Errors (all ``BackendError``): ``ConnectFailed`` (nothing was sent), ``Disconnected`` (the
 connection closed before a response began), ``PayloadError`` (it broke off mid-body),
@@ -57,7 +62,9 @@ class Connection(asyncio.Protocol):
         self.reset(head=False)
 
     def reset(self, *, head: bool) -> None:
+        self.busy = True  # a request of ours is out; cleared by the pool on release
         self.head = head
+        self.interim = False
         self.status = 0
         self.reason = b""
         self.raw_headers: list[tuple[bytes, bytes]] = []
@@ -74,8 +81,16 @@ class Connection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
+        if not self.busy:
+            # Bytes nobody asked for (on an idle pooled connection): they would be read as the
+            # next request's answer. Never reuse such a connection.
+            self.close()
+            return
         try:
             self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._fail(ProtocolError("the backend switched protocols (101) unasked"))
+            self.close()
         except httptools.HttpParserError as e:
             self._fail(ProtocolError(f"unparseable response: {e}"))
             self.close()
@@ -91,14 +106,26 @@ class Connection(asyncio.Protocol):
 
     # --- llhttp callbacks ---------------------------------------------------------------
 
+    def on_message_begin(self) -> None:
+        # A new answer on this connection: after an interim one, start its head afresh.
+        self.reason = b""
+        self.raw_headers = []
+
     def on_status(self, status: bytes) -> None:
         self.reason += status
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.raw_headers.append((name, value))
+        if not self.headers_complete:  # trailers of a chunked body are dropped
+            self.raw_headers.append((name, value))
 
     def on_headers_complete(self) -> None:
-        self.status = self._parser.get_status_code()
+        status = self._parser.get_status_code()
+        if 100 <= status < 200 and status != 101:
+            # 100 Continue, 103 Early Hints, ...: not the answer. llhttp finishes it as a
+            # bodiless message and goes on parsing the final one on the same connection.
+            self.interim = True
+            return
+        self.status = status
         self.keep_alive = self._parser.should_keep_alive()
         self.headers_complete = True
         if self.head:
@@ -118,6 +145,9 @@ class Connection(asyncio.Protocol):
         self._wake()
 
     def on_message_complete(self) -> None:
+        if self.interim:
+            self.interim = False
+            return
         if not self.head:
             self.complete = True
         self._wake()
@@ -154,6 +184,20 @@ class Connection(asyncio.Protocol):
             self.transport.resume_reading()
         return data
 
+    def reusable(self) -> bool:
+        """The final answer was read whole and the backend keeps the connection; our request
+        went out whole too (a backend that answered before reading a large body would read
+        its rest as the next request)."""
+        transport = self.transport
+        return (
+            self.complete
+            and self.keep_alive
+            and not self.closed
+            and self.error is None
+            and transport is not None
+            and transport.get_write_buffer_size() == 0
+        )
+
     def close(self) -> None:
         self.closed = True
         if self.transport is not None:
@@ -162,7 +206,7 @@ class Connection(asyncio.Protocol):
 
 class Pool:
     """Keep-alive connections to one host:port, at most ``limit`` in use at once; over TLS
-    when ``ssl`` is given (the server's certificate is checked against ``host``)."""
+    when ``ssl`` is given (SNI and the certificate check use ``server_name``, else ``host``)."""
 
     def __init__(
         self,
@@ -173,9 +217,11 @@ class Pool:
         connect_timeout: float,
         idle_seconds: float = 15.0,
         ssl: ssl_module.SSLContext | None = None,
+        server_name: str | None = None,
     ) -> None:
         self.host, self.port = host, port
         self._ssl = ssl
+        self._server_name = server_name or host
         self._idle: deque[tuple[float, Connection]] = deque()
         self._slots = asyncio.Semaphore(limit)
         self._connect_timeout = connect_timeout
@@ -205,7 +251,7 @@ class Pool:
                             self.host,
                             self.port,
                             ssl=self._ssl,
-                            server_hostname=self.host,
+                            server_hostname=self._server_name,
                         )
             except (OSError, TimeoutError) as e:
                 raise ConnectFailed(f"cannot connect to {self.host}:{self.port}: {e!r}") from e
@@ -216,7 +262,8 @@ class Pool:
             raise
 
     def release(self, conn: Connection) -> None:
-        if conn.complete and conn.keep_alive and not conn.closed and conn.error is None:
+        conn.busy = False
+        if conn.reusable():
             self._idle.append((asyncio.get_running_loop().time(), conn))
         else:
             conn.close()

@@ -46,6 +46,7 @@ class Metrics:
     internal_errors: Counter
     dual_write_failures: Counter
     repair_log_errors: Counter
+    client_timeouts: Counter
     # One memo of labelled children for every hot path that shares these metrics.
     children: Children = field(default_factory=Children)
 
@@ -66,6 +67,12 @@ class Metrics:
                 ("backend", "role", "route", "operation"),
                 buckets=LATENCY_BUCKETS,
                 registry=registry,
+            ),
+            client_timeouts=counter(
+                "client_timeouts",
+                "Client connections cut for taking too long, by port (proxy/admin) and phase "
+                "(new, head, body, idle).",
+                ("port", "phase"),
             ),
             backend_errors=counter(
                 "backend_errors",

@@ -19,7 +19,9 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from proxy.app import Apps, build
-from proxy.settings import Settings
+from proxy.client_timeouts import ClientTimeouts, WatchedSite, tracked
+from proxy.metrics import Metrics
+from proxy.settings import Settings, _Port
 
 log = logging.getLogger("shadowproxy")
 
@@ -34,18 +36,27 @@ async def serve(
     """Serve until SIGTERM/SIGINT (or ``stop``), then shut down gracefully:
     stop accepting, finish in-flight requests, drain shadow work, flush the sink."""
     apps = build(settings, registry=CollectorRegistry())
-    async with proxy_runner(apps) as proxy, admin_runner(apps) as admin:
-        await _serve_until_stopped(settings, proxy, admin, reuse_port, stop, on_ready)
+    async with (
+        proxy_runner(apps, settings.listen.idle_timeout_seconds) as proxy,
+        admin_runner(apps, settings.admin.idle_timeout_seconds) as admin,
+    ):
+        await _serve_until_stopped(settings, apps.metrics, proxy, admin, reuse_port, stop, on_ready)
 
 
 @asynccontextmanager
-async def proxy_runner(apps: Apps) -> AsyncIterator[web.BaseRunner]:
+async def proxy_runner(
+    apps: Apps, idle_timeout: float = 75.0, *, shutdown_timeout: float = 30
+) -> AsyncIterator[web.BaseRunner]:
     """The proxy listener. With HTTP routes only, requests go straight to the forwarding
     handler (no URL dispatcher: it costs several percent of the CPU per request); the
     application still owns the lifecycle (pools, shadow drain, sink flush)."""
     if apps.direct_handler is None:
         runner: web.BaseRunner = web.AppRunner(
-            apps.proxy, handle_signals=False, access_log=None, shutdown_timeout=30
+            apps.proxy,
+            handle_signals=False,
+            access_log=None,
+            shutdown_timeout=shutdown_timeout,
+            keepalive_timeout=idle_timeout,
         )
         await runner.setup()
         try:
@@ -57,8 +68,10 @@ async def proxy_runner(apps: Apps) -> AsyncIterator[web.BaseRunner]:
     app.freeze()
     await app.startup()
     try:
-        server = web.Server(apps.direct_handler, access_log=None)
-        runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=30)
+        server = web.Server(
+            tracked(apps.direct_handler), access_log=None, keepalive_timeout=idle_timeout
+        )
+        runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=shutdown_timeout)
         await runner.setup()
         try:
             yield runner
@@ -70,8 +83,10 @@ async def proxy_runner(apps: Apps) -> AsyncIterator[web.BaseRunner]:
 
 
 @asynccontextmanager
-async def admin_runner(apps: Apps) -> AsyncIterator[web.BaseRunner]:
-    runner = web.AppRunner(apps.admin, handle_signals=False, access_log=None)
+async def admin_runner(apps: Apps, idle_timeout: float = 75.0) -> AsyncIterator[web.BaseRunner]:
+    runner = web.AppRunner(
+        apps.admin, handle_signals=False, access_log=None, keepalive_timeout=idle_timeout
+    )
     await runner.setup()
     try:
         yield runner
@@ -79,8 +94,59 @@ async def admin_runner(apps: Apps) -> AsyncIterator[web.BaseRunner]:
         await runner.cleanup()
 
 
+def site(
+    runner: web.BaseRunner,
+    port: _Port,
+    number: int,
+    *,
+    name: str,
+    metrics: Metrics,
+    reuse_port: bool = False,
+    backlog: int = 128,
+) -> WatchedSite:
+    """A listener on ``port``'s host and ``number`` with its client timeouts."""
+    timeouts = ClientTimeouts(
+        port.header_timeout_seconds, port.body_timeout_seconds, port.idle_timeout_seconds
+    )
+    return WatchedSite(
+        runner,
+        port.host,
+        number,
+        timeouts=timeouts,
+        on_cut=lambda phase: metrics.client_timeouts.labels(name, phase).inc(),
+        reuse_port=reuse_port,
+        backlog=backlog,
+    )
+
+
+async def listen(
+    settings: Settings,
+    metrics: Metrics,
+    proxy_runner: web.BaseRunner,
+    admin_runner: web.BaseRunner,
+    *,
+    reuse_port: bool = False,
+) -> list[str]:
+    """Open the proxy and admin ports (client timeouts on both); their URLs, proxy first."""
+    listen, admin = settings.listen, settings.admin
+    await site(
+        proxy_runner,
+        listen,
+        listen.port,
+        name="proxy",
+        metrics=metrics,
+        reuse_port=reuse_port,
+        backlog=1024,
+    ).start()
+    await site(
+        admin_runner, admin, admin.port, name="admin", metrics=metrics, reuse_port=reuse_port
+    ).start()
+    return [_url(a) for a in proxy_runner.addresses] + [_url(a) for a in admin_runner.addresses]
+
+
 async def _serve_until_stopped(
     settings: Settings,
+    metrics: Metrics,
     proxy_runner: web.BaseRunner,
     admin_runner: web.BaseRunner,
     reuse_port: bool,
@@ -92,12 +158,7 @@ async def _serve_until_stopped(
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
-        listen, admin = settings.listen, settings.admin
-        await web.TCPSite(
-            proxy_runner, listen.host, listen.port, reuse_port=reuse_port, backlog=1024
-        ).start()
-        await web.TCPSite(admin_runner, admin.host, admin.port, reuse_port=reuse_port).start()
-        urls = [_url(a) for a in proxy_runner.addresses] + [_url(a) for a in admin_runner.addresses]
+        urls = await listen(settings, metrics, proxy_runner, admin_runner, reuse_port=reuse_port)
         log.info("serving", extra={"proxy": urls[0], "admin": urls[-1], "pid": os.getpid()})
         if on_ready is not None:
             result = on_ready(urls)

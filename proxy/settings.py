@@ -39,13 +39,23 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class Listen(_Model):
+class _Port(_Model):
+    """A listening port and how long its clients may take (``proxy.client_timeouts``)."""
+
     host: str = "127.0.0.1"
+    header_timeout_seconds: float = Field(10.0, gt=0, le=3600)
+    body_timeout_seconds: float = Field(60.0, gt=0, le=3600)
+    idle_timeout_seconds: float = Field(75.0, gt=0, le=3600)
+
+
+class Listen(_Port):
     port: int = Field(8080, ge=0, le=65535)
+    # HTTP routes: dot segments in a request path are refused (400) or removed; encoded
+    # slashes and control characters are refused either way (proxy.target).
+    path_policy: Literal["reject", "normalize"] = "reject"
 
 
-class Admin(_Model):
-    host: str = "127.0.0.1"
+class Admin(_Port):
     port: int = Field(9090, ge=0, le=65535)
     token_env: str = "SHADOWPROXY_ADMIN_TOKEN"
 
@@ -69,6 +79,12 @@ class HttpBackend(_Model):
     max_connections: int = Field(256, ge=1)
     retries: int = Field(0, ge=0, le=10)
     retry_backoff_seconds: float = Field(0.05, ge=0)
+    # https:// only: the CA bundle to verify the backend's certificate with (default: the
+    # system's), the name for SNI and the certificate check (default: the URL's host), and
+    # whether to verify at all (never turn it off outside a test).
+    tls_ca_file: str | None = None
+    tls_server_name: str | None = None
+    tls_verify: bool = True
 
     @field_validator("url")
     @classmethod
@@ -76,6 +92,14 @@ class HttpBackend(_Model):
         if not re.fullmatch(r"https?://[^/\s?#]+(/[^\s?#]*)?", v):
             raise ValueError("must be an absolute http:// or https:// URL without query")
         return v.rstrip("/")
+
+    @model_validator(mode="after")
+    def _tls_for_https(self) -> HttpBackend:
+        if self.url.startswith("http://"):
+            for key in ("tls_ca_file", "tls_server_name"):
+                if getattr(self, key) is not None:
+                    raise ValueError(f"{key} applies to https:// backends only ({self.url})")
+        return self
 
 
 class PostgresBackend(_Model):
@@ -106,6 +130,8 @@ Backend = Annotated[HttpBackend | PostgresBackend | DynamoDBBackend, Field(discr
 class CompareConfig(_Model):
     status: bool = True
     headers: tuple[str, ...] = ("content-type",)
+    # false: a 5xx answer is an error outcome (primary_error / shadow_error), not compared
+    server_errors: bool = False
     ignore: tuple[str, ...] = ()
     numeric_tolerance: float = Field(0.0, ge=0)
     numeric_tolerances: dict[str, float] = {}

@@ -1,9 +1,12 @@
-"""An HTTP backend: one pooled client session, deadlines, retries for idempotent requests."""
+"""An HTTP backend: one connection pool (TLS for ``https://``), deadlines, retries for
+idempotent requests."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
+import ssl
 
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
@@ -12,10 +15,15 @@ from proxy import h1
 from proxy.errors import ConfigError
 from proxy.settings import HttpBackend
 
+log = logging.getLogger("shadowproxy.upstream")
+
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 HOP_BY_HOP = frozenset(
     {
         "connection",
+        # The proxy reads the whole request body before it forwards anything, so it answers a
+        # client's "100 Continue" itself; a backend is never asked to.
+        "expect",
         "keep-alive",
         "proxy-authenticate",
         "proxy-authorization",
@@ -60,15 +68,11 @@ class HttpUpstream:
         self.name = name
         self.config = config
         url = URL(config.url)
-        if url.scheme != "http":
-            raise ConfigError(
-                f"backends.{name}.url = {config.url!r}: only http:// backends are supported "
-                "(terminate TLS in front of the backend or use a sidecar)"
-            )
         self._host = url.host or "127.0.0.1"
-        self._port = url.port or 80
+        self._port = url.port or (443 if url.scheme == "https" else 80)
         self._host_header = url.raw_authority
         self._base_path = url.raw_path.rstrip("/")
+        self._ssl = tls_context(name, config) if url.scheme == "https" else None
         self._pool: h1.Pool | None = None
 
     async def start(self) -> None:
@@ -77,6 +81,8 @@ class HttpUpstream:
             self._port,
             limit=self.config.max_connections,
             connect_timeout=self.config.connect_timeout_seconds,
+            ssl=self._ssl,
+            server_name=self.config.tls_server_name,
         )
 
     async def close(self) -> None:
@@ -131,6 +137,25 @@ class HttpUpstream:
             backoff = self.config.retry_backoff_seconds * (2**attempt)
             await asyncio.sleep(min(random.uniform(0, backoff), deadline - loop.time()))
             attempt += 1
+
+
+def tls_context(name: str, config: HttpBackend) -> ssl.SSLContext:
+    """Certificates checked against the system's CAs, or only ``tls_ca_file``'s when given;
+    the host name checked against the URL's host (or ``tls_server_name``)."""
+    try:
+        context = ssl.create_default_context(cafile=config.tls_ca_file)
+    except (OSError, ssl.SSLError) as e:
+        raise ConfigError(
+            f"backends.{name}.tls_ca_file = {config.tls_ca_file!r}: cannot load it: {e}"
+        ) from e
+    if not config.tls_verify:
+        log.warning(
+            "TLS certificates of this backend are not verified (tls_verify: false)",
+            extra={"backend": name},
+        )
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
 
 
 def backend_error_kind(error: BaseException) -> str:

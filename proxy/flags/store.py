@@ -62,6 +62,7 @@ from proxy.redis_client import redis_client
 from proxy.tasks import spawn
 
 log = logging.getLogger("shadowproxy.flags")
+MAX_REASON = 1000  # characters: an audit entry is a sentence, not a document
 
 Check = Callable[[str, FlagState, FlagState], Awaitable[None]]
 ChangeListener = Callable[["FlagChange"], None]
@@ -268,6 +269,8 @@ class _BaseFlagStore:
             raise FlagError("a flag change needs an actor")
         if force and not reason.strip():
             raise FlagError("a forced flag change needs a reason")
+        if len(reason) > MAX_REASON:
+            raise FlagError(f"the reason is {len(reason)} characters; at most {MAX_REASON}")
         flag_kind(flag)
         old_state = current.state(target, flag)
         new_state = apply(current, target, flag, raw_value)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import os
 import socket
 import tempfile
@@ -14,6 +16,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from proxy import serve
 from proxy.app import Apps, build
 from proxy.settings import Settings, settings_from_mapping
 
@@ -72,7 +75,7 @@ class RunningProxy:
     registry: CollectorRegistry
     url: str
     admin_url: str
-    runners: tuple[web.AppRunner, web.AppRunner]
+    exits: contextlib.AsyncExitStack
 
     def value(self, name: str, **labels: str) -> float:
         return self.registry.get_sample_value(name, labels) or 0.0
@@ -87,12 +90,18 @@ class RunningProxy:
             await asyncio.sleep(interval)
 
     async def stop(self) -> None:
-        for runner in self.runners:
-            await runner.cleanup()
+        await self.exits.aclose()
 
 
-async def start_proxy(raw: dict[str, Any], env: dict[str, str] | None = None) -> RunningProxy:
-    raw = {"listen": {"port": 0}, "admin": {"port": 0}, **raw}
+async def start_proxy(
+    raw: dict[str, Any], env: dict[str, str] | None = None, *, server: str = "as configured"
+) -> RunningProxy:
+    """The proxy as ``shadowproxy serve`` runs it (the same runners, listeners and client
+    timeouts), on free ports. ``server="app"`` serves HTTP routes through the application
+    (as when resources are configured too) instead of the direct handler."""
+    listen = {"port": 0, **raw.get("listen", {})}
+    admin = {"port": 0, **raw.get("admin", {})}
+    raw = {**raw, "listen": listen, "admin": admin}
     if "flags" not in raw:
         fd, audit_path = tempfile.mkstemp(prefix="flags-audit-", suffix=".jsonl")
         os.close(fd)
@@ -101,13 +110,18 @@ async def start_proxy(raw: dict[str, Any], env: dict[str, str] | None = None) ->
     settings = settings_from_mapping(raw, env=env or {})
     registry = CollectorRegistry()
     apps = build(settings, registry=registry, env=env or {})
-    runners = []
-    urls = []
-    for app in (apps.proxy, apps.admin):
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=5)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        host, port = runner.addresses[0][:2]
-        urls.append(f"http://{host}:{port}")
-        runners.append(runner)
-    return RunningProxy(settings, apps, registry, urls[0], urls[1], (runners[0], runners[1]))
+    if server == "app":
+        apps = dataclasses.replace(apps, direct_handler=None)
+    exits = contextlib.AsyncExitStack()
+    try:
+        proxy = await exits.enter_async_context(
+            serve.proxy_runner(apps, settings.listen.idle_timeout_seconds, shutdown_timeout=5)
+        )
+        admin_runner = await exits.enter_async_context(
+            serve.admin_runner(apps, settings.admin.idle_timeout_seconds)
+        )
+        urls = await serve.listen(settings, apps.metrics, proxy, admin_runner)
+    except BaseException:
+        await exits.aclose()
+        raise
+    return RunningProxy(settings, apps, registry, urls[0], urls[-1], exits)
