@@ -110,11 +110,18 @@ class MalformedRequests(logging.Filter):
         self._tokens -= 1
         record.msg, record.args, record.exc_info = "malformed request refused", (), None
         record.levelno, record.levelname = logging.INFO, "INFO"
-        record.error = f"{type(error).__name__}: {str(error.message)[:200]}"
+        record.error = f"{type(error).__name__}: {_unquoted(str(error.message))}"
         if self._left_out:
             record.left_out = self._left_out
             self._left_out = 0
         return True
+
+
+def _unquoted(message: str) -> str:
+    """The parser's message without the bytes it quotes (they may be any header's value)."""
+    text = message.split("\n", 1)[0]
+    cut = min((i for i in (text.find("b'"), text.find('b"')) if i >= 0), default=len(text))
+    return text[:cut].rstrip(" :")[:200]
 
 
 def configure_logging(fmt: str = "auto", level: str = "INFO") -> None:
