@@ -25,11 +25,12 @@ from aiohttp.http_exceptions import HttpProcessingError
 _STANDARD = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
 SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "set-cookie"})
 REDACTED = "[redacted]"
+# A secret header's name, bare or quoted (a dict's repr, JSON), then the rest of its line.
 _SECRET = re.compile(
-    r"(?i)\b(proxy-authorization|authorization|set-cookie|cookie|x-admin-token)(\s*[:=]\s*)"
-    r"[^\r\n]*"
+    r"(?i)\b(proxy-authorization|authorization|set-cookie|cookie|x-admin-token)"
+    r"([\"']?[ \t]*[:=][ \t]*[\"']?)[^\r\n]*"
 )
-_BEARER = re.compile(r"(?i)\b(bearer|basic)(\s+)[A-Za-z0-9._~+/=-]+")
+_BEARER = re.compile(r"(?i)\b(bearer|basic)([ \t]+)[A-Za-z0-9._~+/=-]+")
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 _CONTROL_OR_NEWLINE = re.compile(r"[\x00-\x1f\x7f]")
 MALFORMED_BURST = 10
@@ -118,10 +119,9 @@ class MalformedRequests(logging.Filter):
 
 
 def _unquoted(message: str) -> str:
-    """The parser's message without the bytes it quotes (they may be any header's value)."""
-    text = message.split("\n", 1)[0]
-    cut = min((i for i in (text.find("b'"), text.find('b"')) if i >= 0), default=len(text))
-    return text[:cut].rstrip(" :")[:200]
+    """The parser's description without what it quotes after a colon (a header line, the
+    target with its query or userinfo: any of it may be secret)."""
+    return message.split("\n", 1)[0].split(":", 1)[0].strip()[:100]
 
 
 def configure_logging(fmt: str = "auto", level: str = "INFO") -> None:

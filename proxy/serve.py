@@ -56,7 +56,7 @@ async def proxy_runner(
             handle_signals=False,
             access_log=None,
             shutdown_timeout=shutdown_timeout,
-            keepalive_timeout=idle_timeout,
+            keepalive_timeout=_backstop(idle_timeout),
         )
         await runner.setup()
         try:
@@ -69,7 +69,9 @@ async def proxy_runner(
     await app.startup()
     try:
         server = web.Server(
-            tracked(apps.direct_handler), access_log=None, keepalive_timeout=idle_timeout
+            tracked(apps.direct_handler),
+            access_log=None,
+            keepalive_timeout=_backstop(idle_timeout),
         )
         runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=shutdown_timeout)
         await runner.setup()
@@ -85,13 +87,21 @@ async def proxy_runner(
 @asynccontextmanager
 async def admin_runner(apps: Apps, idle_timeout: float = 75.0) -> AsyncIterator[web.BaseRunner]:
     runner = web.AppRunner(
-        apps.admin, handle_signals=False, access_log=None, keepalive_timeout=idle_timeout
+        apps.admin,
+        handle_signals=False,
+        access_log=None,
+        keepalive_timeout=_backstop(idle_timeout),
     )
     await runner.setup()
     try:
         yield runner
     finally:
         await runner.cleanup()
+
+
+def _backstop(idle_timeout: float) -> float:
+    """aiohttp's own idle timer, behind ours (``client_timeouts``, which counts its cuts)."""
+    return 2 * idle_timeout + 1
 
 
 def site(

@@ -8,8 +8,9 @@ backend that decodes and normalises. So the target is read once:
 - dot segments (``.``, ``..``, percent-encoded too, or before a ``;`` parameter) are refused
   with 400 under ``path_policy: reject`` (the default) and removed as RFC 3986 §5.2.4 says
   under ``normalize`` (a ``..;x`` segment is refused under both);
-- encoded slashes and backslashes (``%2F``, ``%5C``, a raw ``\\``) and control characters
-  (raw or encoded) are refused under both: a backend that decodes them sees other segments;
+- encoded slashes and backslashes (``%2F``, ``%5C``, a raw ``\\``), control characters (raw
+  or encoded, C1 included) and a fragment (``#``, which a request never carries) are refused
+  under both: a backend that decodes them sees other segments;
 - routing, sampling and logs use the percent-decoded path; the backend gets the same segments
   with the client's percent-encoding, and the query string untouched.
 
@@ -27,8 +28,9 @@ from urllib.parse import unquote, urlsplit
 
 from proxy.errors import BadRequest
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _DOTS = frozenset({".", ".."})
+_SPECIAL = frozenset("%\\#")
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +41,7 @@ class Target:
 
 def parse_target(target: str, *, normalize: bool) -> Target:
     """The one form of ``target`` (a request line's target); BadRequest when ambiguous."""
-    if target[:1] == "/" and "%" not in target and "/." not in target and "\\" not in target:
+    if target[:1] == "/" and not _SPECIAL.intersection(target) and "/." not in target:
         path = target.partition("?")[0]
         if path.isprintable():
             return Target(path, target)
@@ -47,6 +49,10 @@ def parse_target(target: str, *, normalize: bool) -> Target:
 
 
 def _parse(target: str, normalize: bool) -> Target:
+    if _CONTROL.search(target) or " " in target:
+        raise BadRequest("control character or space in the request target: refused")
+    if "#" in target:
+        raise BadRequest("a fragment (#) in the request target: refused")
     if target[:1] != "/":
         target = _origin_form(target)
     path, sep, query = target.partition("?")

@@ -162,7 +162,7 @@ async def test_broken_shadow_never_changes_the_client_response(
         async with client.get(proxy.url + "/users/1") as r:
             assert r.status == 200
             assert await r.json() == {"id": 1, "name": "Ada"}
-    # A shadow 5xx is an error of the shadow, not a difference in the data.
+        # A shadow 5xx is an error of the shadow, not a difference in the data.
         expected = {"down": "shadow_error", "slow": "timeout", "error500": "shadow_error"}[failure]
     await proxy.wait_for(lambda: total(proxy) == 3)
     assert outcomes(proxy) == {expected: 3}
