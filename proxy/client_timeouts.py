@@ -30,6 +30,7 @@ import logging
 import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import orjson
@@ -172,25 +173,7 @@ def watched(request: web.BaseRequest) -> Watched | None:
     return protocol if isinstance(protocol, Watched) else None
 
 
-def tracked(handler: Handler) -> Handler:
-    """``handler`` telling its connection's :class:`Watched` when it starts and finishes."""
-
-    async def run(request: web.BaseRequest) -> web.StreamResponse:
-        conn = watched(request)
-        if conn is None:
-            return await handler(request)
-        conn.started(request.content)
-        try:
-            return await handler(request)
-        finally:
-            conn.finished()
-
-    return run
-
-
-@web.middleware
-async def middleware(request: web.Request, handler: AppHandler) -> web.StreamResponse:
-    """:func:`tracked` for every handler of an application."""
+async def _tracked(handler: Handler, request: web.BaseRequest) -> web.StreamResponse:
     conn = watched(request)
     if conn is None:
         return await handler(request)
@@ -199,6 +182,17 @@ async def middleware(request: web.Request, handler: AppHandler) -> web.StreamRes
         return await handler(request)
     finally:
         conn.finished()
+
+
+def tracked(handler: Handler) -> Handler:
+    """``handler`` telling its connection's :class:`Watched` when it starts and finishes."""
+    return partial(_tracked, handler)
+
+
+@web.middleware
+async def middleware(request: web.Request, handler: AppHandler) -> web.StreamResponse:
+    """:func:`tracked` for every handler of an application."""
+    return await _tracked(handler, request)  # type: ignore[arg-type]
 
 
 class WatchedSite(web.BaseSite):
