@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Make sure what the tests talk to is installed and running: PostgreSQL and Redis on
 # 127.0.0.1 (the machine usually starts them; we start them when they are down), plus the
-# Debian tools the tests use (promtool for the dashboards' rules). The DynamoDB endpoint (moto server) is started by the
-# tests themselves on a free loopback port.
+# Debian tools the tests use (promtool for the dashboards' rules). The DynamoDB endpoint
+# (moto server) is started by the tests themselves on a free loopback port.
 set -euo pipefail
 
 need_apt=()
@@ -14,13 +14,11 @@ command -v promtool >/dev/null || need_apt+=(prometheus)  # promtool checks dash
 if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get update -q
   # Install, never start: a packaged Prometheus must not take ports the tests use.
-  made_policy=""
   if [ ! -e /usr/sbin/policy-rc.d ]; then
     printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d
-    made_policy=1
+    trap 'rm -f /usr/sbin/policy-rc.d' EXIT
   fi
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need_apt[@]}"
-  [ -z "$made_policy" ] || rm -f /usr/sbin/policy-rc.d
 fi
 
 if ! pg_isready -h 127.0.0.1 -p 5432 -q; then
