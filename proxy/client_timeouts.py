@@ -127,7 +127,8 @@ class Watched(asyncio.Protocol):
         transport = self.transport
         if transport is None or transport.is_closing():
             return None
-        if self.phase == HEAD:
+        if self.phase == HEAD and transport.get_write_buffer_size() == 0:
+            # Nothing of an earlier answer is still queued (a 408 must not land inside it).
             transport.write(REQUEST_TIMEOUT)
         transport.close()
         return PHASES[self.phase]
