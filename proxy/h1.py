@@ -65,6 +65,7 @@ class Connection(asyncio.Protocol):
         self.busy = True  # a request of ours is out; cleared by the pool on release
         self.head = head
         self.interim = False
+        self.unasked = False  # bytes after the final answer: never reuse, never read them
         self.status = 0
         self.reason = b""
         self.raw_headers: list[tuple[bytes, bytes]] = []
@@ -107,18 +108,24 @@ class Connection(asyncio.Protocol):
     # --- llhttp callbacks ---------------------------------------------------------------
 
     def on_message_begin(self) -> None:
+        if self.complete:  # another answer after the final one, in the same read
+            self.unasked = True
+            return
         # A new answer on this connection: after an interim one, start its head afresh.
         self.reason = b""
         self.raw_headers = []
 
     def on_status(self, status: bytes) -> None:
-        self.reason += status
+        if not self.unasked:
+            self.reason += status
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if not self.headers_complete:  # trailers of a chunked body are dropped
             self.raw_headers.append((name, value))
 
     def on_headers_complete(self) -> None:
+        if self.unasked:
+            return
         status = self._parser.get_status_code()
         if 100 <= status < 200 and status != 101:
             # 100 Continue, 103 Early Hints, ...: not the answer. llhttp finishes it as a
@@ -136,7 +143,7 @@ class Connection(asyncio.Protocol):
         self._wake()
 
     def on_body(self, body: bytes) -> None:
-        if self.head:
+        if self.head or self.unasked:
             return
         self.chunks.append(body)
         self.buffered += len(body)
@@ -145,6 +152,8 @@ class Connection(asyncio.Protocol):
         self._wake()
 
     def on_message_complete(self) -> None:
+        if self.unasked:
+            return
         if self.interim:
             self.interim = False
             return
@@ -191,6 +200,7 @@ class Connection(asyncio.Protocol):
         transport = self.transport
         return (
             self.complete
+            and not self.unasked
             and self.keep_alive
             and not self.closed
             and self.error is None

@@ -199,6 +199,20 @@ async def test_unasked_bytes_on_an_idle_connection_are_never_an_answer(
     assert backend.connections == 2
 
 
+async def test_unasked_bytes_in_the_same_read_as_the_answer_are_dropped(
+    setup: Factory, client: aiohttp.ClientSession
+) -> None:
+    def script(exchange: Exchange) -> list[Step]:
+        if exchange.target == "/api/glued":
+            return [answer("200 OK", b"mine") + answer("200 OK", b"nobody asked")]
+        return own(exchange)
+
+    backend, proxy = await setup(script)
+    assert await get(client, proxy.url + "/api/glued") == (200, "OK", b"mine")
+    assert await get(client, proxy.url + "/api/next") == (200, "OK", b"/api/next")
+    assert backend.connections == 2
+
+
 async def raw_exchange(url: str, data: bytes, *, answers: int = 1) -> list[tuple[int, bytes]]:
     """Send ``data`` on one connection and parse ``answers`` answers (status, body)."""
     host, port = url.removeprefix("http://").split(":")
