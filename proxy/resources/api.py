@@ -79,9 +79,9 @@ def _schema_problem(error: SchemaError) -> Unprocessable:
 
 def _store_problem(error: store_errors.StoreError, resource: str) -> HTTPProblem:
     text = str(error) or type(error).__name__
-    if isinstance(error, store_errors.NotFound):
+    if isinstance(error, store_errors.RecordNotFound):
         return NotFound(f"{resource} not found")
-    if isinstance(error, store_errors.Conflict):
+    if isinstance(error, store_errors.KeyConflict):
         return Conflict(f"{resource} already exists: {text}")
     if isinstance(error, store_errors.LimitExceeded):
         return PayloadTooLarge(text)

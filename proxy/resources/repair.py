@@ -41,7 +41,7 @@ from redis.exceptions import ResponseError
 
 from proxy.errors import ConfigError
 from proxy.redis_client import redis_client
-from proxy.store.base import NotFound, Record
+from proxy.store.base import Record, RecordNotFound
 
 if TYPE_CHECKING:
     import asyncpg
@@ -489,7 +489,7 @@ async def repair_key(primary: Source, secondary: Target, key: Any) -> str:
     current: Record | None = await primary.get(key)
     for _ in range(MAX_REPAIR_ROUNDS):
         if current is None:
-            with suppress(NotFound):
+            with suppress(RecordNotFound):
                 await secondary.delete(key)
         else:
             await secondary.put(current)

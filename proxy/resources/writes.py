@@ -16,7 +16,7 @@ from proxy.metrics import Metrics
 from proxy.resources.breaker import Breaker
 from proxy.resources.keylocks import KeyLocks
 from proxy.resources.parts import Cache, FlagSource, RepairLog, ResourceParts, timed
-from proxy.store.base import ItemResult, NotFound, Record, Store, StoreError
+from proxy.store.base import ItemResult, Record, RecordNotFound, Store, StoreError
 
 log = logging.getLogger("shadowproxy.resources")
 T = TypeVar("T")
@@ -218,5 +218,5 @@ class DualWriter:
 async def _delete_if_present(store: Store, key: Any) -> None:
     try:
         await store.delete(key)
-    except NotFound:
+    except RecordNotFound:
         return

@@ -6,14 +6,14 @@ store is built, not from here.
 """
 
 from proxy.store.base import (
-    Conflict,
     InvalidCursor,
     InvalidRecord,
     ItemResult,
+    KeyConflict,
     LimitExceeded,
     ManagedStore,
-    NotFound,
     Record,
+    RecordNotFound,
     Store,
     StoreError,
     StoreTimeout,
@@ -33,7 +33,6 @@ from proxy.store.schema import (
 )
 
 __all__ = [
-    "Conflict",
     "FieldConfig",
     "FieldError",
     "FieldType",
@@ -41,11 +40,12 @@ __all__ = [
     "InvalidCursor",
     "InvalidRecord",
     "ItemResult",
+    "KeyConflict",
     "LimitExceeded",
     "Malformed",
     "ManagedStore",
-    "NotFound",
     "Record",
+    "RecordNotFound",
     "ResourceConfig",
     "RetryPolicy",
     "Schema",

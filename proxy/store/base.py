@@ -3,8 +3,8 @@
 Error tree (the HTTP layer maps the leaves to statuses)::
 
     StoreError                  a store could not do what was asked (502)
-    ├── NotFound                the key does not exist (404)
-    ├── Conflict                the key (or a unique index value) already exists (409)
+    ├── RecordNotFound          the key does not exist (404)
+    ├── KeyConflict             the key (or a unique index value) already exists (409)
     ├── LimitExceeded           a store limit, e.g. a DynamoDB item over 400 KB (413)
     ├── InvalidCursor           a list cursor that this store did not issue (400)
     ├── InvalidRecord           a record holding a value the store cannot encode (502)
@@ -31,11 +31,11 @@ class StoreError(Exception):
     """Base of every error a store raises."""
 
 
-class NotFound(StoreError):
+class RecordNotFound(StoreError):
     pass
 
 
-class Conflict(StoreError):
+class KeyConflict(StoreError):
     pass
 
 

@@ -39,13 +39,13 @@ from typing import Any
 
 from proxy.store import cursor as cursors
 from proxy.store.base import (
-    Conflict,
     InvalidRecord,
     ItemResult,
     ItemResults,
+    KeyConflict,
     LimitExceeded,
-    NotFound,
     Record,
+    RecordNotFound,
     Records,
     StoreError,
     StoreTimeout,
@@ -357,7 +357,7 @@ class DynamoDBStore:
             )
         except StoreError as e:
             if _code(e) == "ConditionalCheckFailedException":
-                raise Conflict(f"{self.schema.name} {record[self.schema.key]!s} exists") from e
+                raise KeyConflict(f"{self.schema.name} {record[self.schema.key]!s} exists") from e
             raise
 
     async def put(self, record: Record) -> None:
@@ -368,7 +368,7 @@ class DynamoDBStore:
         if not changes:
             record = await self.get(key)
             if record is None:
-                raise NotFound(f"{self.schema.name} {key!s} not found")
+                raise RecordNotFound(f"{self.schema.name} {key!s} not found")
             return record
         names: dict[str, str] = {"#k": self.schema.key}
         values: dict[str, Any] = {}
@@ -403,7 +403,7 @@ class DynamoDBStore:
             response = await self._call("UpdateItem", **request)
         except StoreError as e:
             if _code(e) == "ConditionalCheckFailedException":
-                raise NotFound(f"{self.schema.name} {key!s} not found") from e
+                raise RecordNotFound(f"{self.schema.name} {key!s} not found") from e
             raise
         return self._decode(response["Attributes"])
 
@@ -418,7 +418,7 @@ class DynamoDBStore:
             )
         except StoreError as e:
             if _code(e) == "ConditionalCheckFailedException":
-                raise NotFound(f"{self.schema.name} {key!s} not found") from e
+                raise RecordNotFound(f"{self.schema.name} {key!s} not found") from e
             raise
 
     async def batch_put(self, records: Sequence[Record]) -> ItemResults:

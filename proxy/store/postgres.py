@@ -22,12 +22,12 @@ import asyncpg
 
 from proxy.store import cursor as cursors
 from proxy.store.base import (
-    Conflict,
     InvalidRecord,
     ItemResult,
     ItemResults,
-    NotFound,
+    KeyConflict,
     Record,
+    RecordNotFound,
     Records,
     StoreError,
     StoreTimeout,
@@ -199,21 +199,21 @@ class PostgresStore:
         if not changes:
             record = await self.get(key)
             if record is None:
-                raise NotFound(f"{self.schema.name} {key!s} not found")
+                raise RecordNotFound(f"{self.schema.name} {key!s} not found")
             return record
         names = tuple(changes)
         params = encode_values(self.schema, changes, names)
         async with self._connection() as conn:
             row = await conn.fetchrow(self._sql.update(names), self._key(key), *params)
         if row is None:
-            raise NotFound(f"{self.schema.name} {key!s} not found")
+            raise RecordNotFound(f"{self.schema.name} {key!s} not found")
         return decode_row(self.schema, row, self.schema.field_names)
 
     async def delete(self, key: Any) -> None:
         async with self._connection() as conn:
             row = await conn.fetchrow(self._sql.delete(), self._key(key))
         if row is None:
-            raise NotFound(f"{self.schema.name} {key!s} not found")
+            raise RecordNotFound(f"{self.schema.name} {key!s} not found")
 
     async def batch_put(self, records: Sequence[Record]) -> ItemResults:
         """Upsert in one transaction, one multi-row statement per chunk; the last record
@@ -320,7 +320,7 @@ def _translate() -> Iterator[None]:
 
 def _translated(e: BaseException) -> StoreError:
     if isinstance(e, asyncpg.UniqueViolationError):
-        return Conflict(f"{e.constraint_name or 'unique constraint'}: {e.detail or e}")
+        return KeyConflict(f"{e.constraint_name or 'unique constraint'}: {e.detail or e}")
     if isinstance(e, TimeoutError | asyncpg.QueryCanceledError):
         return StoreTimeout(f"postgres: timed out: {e}")
     if isinstance(

@@ -24,7 +24,7 @@ from proxy.resources.repair import (
     RepairTarget,
     make_repair_log,
 )
-from proxy.store.base import NotFound, Record, StoreUnavailable
+from proxy.store.base import Record, RecordNotFound, StoreUnavailable
 
 pytestmark = pytest.mark.integration
 
@@ -186,7 +186,7 @@ class DictStore:
         if self.down:
             raise StoreUnavailable("refused")
         if self.data.pop(key, None) is None:
-            raise NotFound(str(key))
+            raise RecordNotFound(str(key))
 
 
 async def test_repairer_over_a_real_log_waits_out_a_secondary_outage(

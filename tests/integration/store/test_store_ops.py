@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from proxy.store import cursor as cursors
-from proxy.store.base import Conflict, InvalidCursor, NotFound, Record, Store
+from proxy.store.base import InvalidCursor, KeyConflict, Record, RecordNotFound, Store
 from proxy.store.schema import Schema, SchemaError
 
 pytestmark = pytest.mark.integration
@@ -47,7 +47,7 @@ async def test_get_projection_of_unknown_field_is_a_schema_error(store: Store) -
 async def test_create_existing_key_conflicts(store: Store, make_user: MakeUser) -> None:
     user = make_user()
     await store.create(user)
-    with pytest.raises(Conflict):
+    with pytest.raises(KeyConflict):
         await store.create({**user, "first_name": "Other"})
     assert await store.get(user["id"]) == user
 
@@ -90,7 +90,7 @@ async def test_update_with_no_changes_returns_the_record(store: Store, make_user
 @pytest.mark.parametrize("changes", [{"first_name": "X"}, {}])
 async def test_update_absent_key_is_not_found(store: Store, changes: dict[str, Any]) -> None:
     key = uuid.uuid4()
-    with pytest.raises(NotFound):
+    with pytest.raises(RecordNotFound):
         await store.update(key, changes)
     assert await store.get(key) is None
 
@@ -100,7 +100,7 @@ async def test_delete_then_delete_again(store: Store, make_user: MakeUser) -> No
     await store.create(user)
     await store.delete(user["id"])
     assert await store.get(user["id"]) is None
-    with pytest.raises(NotFound):
+    with pytest.raises(RecordNotFound):
         await store.delete(user["id"])
 
 

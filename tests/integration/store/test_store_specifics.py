@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from proxy.store.base import Conflict, InvalidRecord, Record, StoreTimeout, StoreUnavailable
+from proxy.store.base import InvalidRecord, KeyConflict, Record, StoreTimeout, StoreUnavailable
 from proxy.store.dynamodb import DynamoDBStore
 from proxy.store.fieldtypes import Malformed
 from proxy.store.postgres import PostgresStore
@@ -59,7 +59,7 @@ async def test_postgres_unique_index_conflicts(
     async with open_postgres(schema, table_name) as store:
         body = {"email": "dup@example.com", "is_active": True, "created_at": "2024-01-01T00:00Z"}
         await store.create(schema.validate({**body, "id": str(uuid.uuid4())}, partial=False))
-        with pytest.raises(Conflict, match="email"):
+        with pytest.raises(KeyConflict, match="email"):
             await store.create(schema.validate({**body, "id": str(uuid.uuid4())}, partial=False))
 
 
@@ -177,7 +177,7 @@ async def test_dynamodb_create_conflict_is_atomic_under_concurrency(
         *(ddb_store.create(user) for _ in range(5)), return_exceptions=True
     )
     assert sum(o is None for o in outcomes) == 1
-    assert all(isinstance(o, Conflict) for o in outcomes if o is not None)
+    assert all(isinstance(o, KeyConflict) for o in outcomes if o is not None)
 
 
 @pytest.mark.parametrize(("key_type", "keys"), [("int", range(-20, 40)), ("string", "abcdefgh")])

@@ -23,7 +23,7 @@ from proxy.resources.repair import (
     make_repair_log,
     repair_key,
 )
-from proxy.store.base import NotFound, Record, StoreUnavailable
+from proxy.store.base import Record, RecordNotFound, StoreUnavailable
 from proxy.tasks import spawn
 
 
@@ -56,7 +56,7 @@ class FakeStore:
     async def delete(self, key: Any) -> None:
         self._check("delete")
         if key not in self.data:
-            raise NotFound(str(key))
+            raise RecordNotFound(str(key))
         del self.data[key]
 
 
@@ -165,7 +165,7 @@ async def test_repair_is_idempotent() -> None:
         assert await repair_key(primary, secondary, 1) == "copied"
     assert secondary.data == primary.data
     primary.data.clear()
-    for _ in range(2):  # the second delete meets NotFound, which is success
+    for _ in range(2):  # the second delete meets RecordNotFound, which is success
         assert await repair_key(primary, secondary, 1) == "deleted"
     assert secondary.data == {}
 
