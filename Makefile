@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test lint unit bench services install install-test clean
+.PHONY: demo test lint unit bench services install install-test wheel-check clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ lint: install-test
 
 test: install-test services lint
 	$(BIN)/pytest
+
+# The wheel a user installs, non-editable, in a fresh venv: --version, check-config, demo.
+wheel-check: install-test services
+	bash scripts/wheel-check.sh
 
 unit: install-test
 	$(BIN)/pytest tests/unit
