@@ -14,27 +14,28 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from comparators import DiffBudget, Redactor
-from proxy import client_timeouts, wire
-from proxy.admin import build_admin_app
-from proxy.admin_flags import FlagsAdmin
-from proxy.decisions import Decisions, targets_from
+from proxy import client_timeouts
+from proxy.control.admin import build_admin_app
+from proxy.control.decisions import Decisions, targets_from
+from proxy.control.flags_api import FlagsAdmin
+from proxy.control.guardrail import Guardrail
+from proxy.experiment.publish import Publisher
+from proxy.experiment.shadow import ShadowRunner
+from proxy.experiment.sinks import make_sink
 from proxy.flags import FlagMetrics, ResourceFlagState, RouteFlagState, make_flag_store
 from proxy.flags.store import FlagStore
-from proxy.forward import ForwardContext, handle
-from proxy.guardrail import Guardrail
-from proxy.http_routes import build_route
+from proxy.http import wire
+from proxy.http.forward import ForwardContext, handle
+from proxy.http.routes import build_route
+from proxy.http.routing import Router
+from proxy.http.upstream import HttpUpstream
 from proxy.metrics import Metrics
-from proxy.publish import Publisher
 from proxy.readiness import Readiness, ReadinessMetrics
 from proxy.resources.cache import CacheMetrics, RecordCache
 from proxy.resources.repair import Repairer, RepairMetrics, make_repair_log
 from proxy.resources.wiring import Resources, build_resources
-from proxy.routing import Router
 from proxy.settings import HttpBackend, Settings
-from proxy.shadow import ShadowRunner
-from proxy.sinks import make_sink
 from proxy.tasks import spawn
-from proxy.upstream import HttpUpstream
 
 log = logging.getLogger("shadowproxy")
 

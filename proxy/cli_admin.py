@@ -12,7 +12,7 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
-from proxy.admin_flags import ACTOR_HEADER, cli_actor
+from proxy.control.flags_api import ACTOR_HEADER, cli_actor
 from proxy.settings import Settings
 
 

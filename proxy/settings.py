@@ -51,7 +51,7 @@ class _Port(_Model):
 class Listen(_Port):
     port: int = Field(8080, ge=0, le=65535)
     # HTTP routes: dot segments in a request path are refused (400) or removed; encoded
-    # slashes and control characters are refused either way (proxy.target).
+    # slashes and control characters are refused either way (proxy.http.target).
     path_policy: Literal["reject", "normalize"] = "reject"
 
 

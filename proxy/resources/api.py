@@ -36,7 +36,7 @@ from proxy.errors import (
     UnsupportedMedia,
     problem_response,
 )
-from proxy.forward import request_id, requester_label
+from proxy.http.forward import request_id, requester_label
 from proxy.metrics import Metrics
 from proxy.resources.service import RequestInfo, ResourceService
 from proxy.store import base as store_errors

@@ -17,9 +17,10 @@ import orjson
 
 from comparators import DiffBudget, Rules, compare
 from comparators.model import Comparison, Outcome
+from proxy.experiment.publish import Experiment, Publisher
+from proxy.experiment.shadow import ShadowRunner
 from proxy.flags import ResourceFlagState, read_store
 from proxy.metrics import Metrics
-from proxy.publish import Experiment, Publisher
 from proxy.resources.parts import (
     Cache,
     FlagSource,
@@ -29,7 +30,6 @@ from proxy.resources.parts import (
     timed,
 )
 from proxy.resources.writes import DualWriter
-from proxy.shadow import ShadowRunner
 from proxy.store.base import (
     Record,
     Store,

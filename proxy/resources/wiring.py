@@ -11,17 +11,17 @@ from aiohttp import web
 
 from comparators import DiffBudget, RuleSpec, compile_rules
 from proxy.errors import ConfigError
+from proxy.experiment.publish import Publisher
+from proxy.experiment.shadow import ShadowRunner
 from proxy.flags.store import infer_new_store
-from proxy.http_routes import rule_spec
+from proxy.http.routes import rule_spec
 from proxy.metrics import Metrics
-from proxy.publish import Publisher
 from proxy.resources.api import ResourceAPI
 from proxy.resources.parts import Cache, FlagSource, RepairLog, ResourceParts
 from proxy.resources.repair import RepairTarget
 from proxy.resources.service import ResourceService
 from proxy.resources.stores import build_stores
 from proxy.settings import ResourceSettings, Settings
-from proxy.shadow import ShadowRunner
 from proxy.store.base import ManagedStore, Record
 from proxy.store.schema import Schema
 

@@ -9,7 +9,7 @@ import aiohttp
 import orjson
 import pytest
 
-from proxy.admin import MAX_ADMIN_BODY
+from proxy.control.admin import MAX_ADMIN_BODY
 from proxy.flags.store import MAX_REASON
 from tests.integration.http.conftest import ProxyFactory, UpstreamFactory, json_ok
 from tests.support.servers import RunningProxy

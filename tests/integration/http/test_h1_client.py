@@ -152,8 +152,8 @@ def test_request_head_bytes() -> None:
 async def test_stale_kept_alive_connection_is_retried_for_idempotent_only(
     raw_server: RawServer,
 ) -> None:
+    from proxy.http.upstream import HttpUpstream
     from proxy.settings import HttpBackend
-    from proxy.upstream import HttpUpstream
 
     async def one_answer_per_connection(
         reader: asyncio.StreamReader, writer: asyncio.StreamWriter

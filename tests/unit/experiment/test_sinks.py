@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
+from proxy.experiment.sinks import BufferedSink, JsonlWriter
 from proxy.metrics import Metrics
 from proxy.settings import JsonlSink
-from proxy.sinks import BufferedSink, JsonlWriter
 
 
 async def test_jsonl_appends_rotates_and_tails(tmp_path: Path) -> None:
@@ -63,8 +63,8 @@ async def test_failing_writer_is_counted_not_raised(tmp_path: Path) -> None:
 async def test_redis_stream_sink_caps_length() -> None:
     import uuid
 
+    from proxy.experiment.sinks import RedisStreamWriter
     from proxy.settings import RedisSink
-    from proxy.sinks import RedisStreamWriter
 
     stream = f"test:mismatches:{uuid.uuid4().hex}"
     writer = RedisStreamWriter(RedisSink(kind="redis", stream=stream, maxlen=10))

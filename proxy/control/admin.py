@@ -10,12 +10,12 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.aiohttp import make_aiohttp_handler
 
 from proxy import client_timeouts
-from proxy.admin_flags import FlagsAdmin
+from proxy.control.flags_api import FlagsAdmin
 from proxy.errors import BadRequest, HTTPProblem, envelope, problem_response
-from proxy.forward import request_id
+from proxy.experiment.shadow import ShadowRunner
+from proxy.experiment.sinks import BufferedSink
+from proxy.http.forward import request_id
 from proxy.metrics import exposition_registry
-from proxy.shadow import ShadowRunner
-from proxy.sinks import BufferedSink
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 MAX_MISMATCHES = 1000

@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from proxy.experiment.publish import Experiment
 from proxy.flags import FlagState, ResourceFlagState, RouteFlagState, UnsafeFlip
-from proxy.publish import Experiment
 from proxy.readiness import RESOURCE_OPERATIONS, Readiness, Verdict
 from proxy.settings import Settings
 

@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from proxy.decisions import Decisions
+from proxy.control.decisions import Decisions
 from proxy.errors import BadRequest, Conflict, HTTPProblem, NotFound, Unprocessable
 from proxy.flags import FlagError, UnknownFlag, UnsafeFlip, parse_name
 from proxy.flags.store import FlagStore

@@ -25,13 +25,13 @@ from proxy.errors import (
     PayloadTooLarge,
     problem_response,
 )
-from proxy.http_routes import HttpRoute, Sides
+from proxy.experiment.publish import Experiment, Publisher
+from proxy.experiment.shadow import ShadowRunner
+from proxy.http.routes import HttpRoute, Sides
+from proxy.http.routing import Router
+from proxy.http.target import Target, parse_target
+from proxy.http.upstream import HttpUpstream, backend_error_kind, end_to_end, end_to_end_raw
 from proxy.metrics import Metrics
-from proxy.publish import Experiment, Publisher
-from proxy.routing import Router
-from proxy.shadow import ShadowRunner
-from proxy.target import Target, parse_target
-from proxy.upstream import HttpUpstream, backend_error_kind, end_to_end, end_to_end_raw
 
 log = logging.getLogger("shadowproxy.access")
 errlog = logging.getLogger("shadowproxy.proxy")

@@ -10,8 +10,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from comparators.model import Outcome
+from proxy.experiment.publish import Experiment
 from proxy.flags.store import FlagChange, FlagStore
-from proxy.publish import Experiment
 from proxy.settings import Guardrail as GuardrailSettings
 from proxy.tasks import spawn
 

@@ -1,4 +1,4 @@
-"""proxy.target.parse_target: one reading of the request target, for routing and forwarding."""
+"""proxy.http.target.parse_target: one reading of the request target, for routing and forwarding."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from proxy.errors import BadRequest
-from proxy.target import Target, parse_target
+from proxy.http.target import Target, parse_target
 
 POLICIES = [pytest.param(False, id="reject"), pytest.param(True, id="normalize")]
 
@@ -166,7 +166,7 @@ def test_absolute_form_paths_get_the_same_checks(normalize: bool) -> None:
 
 # --- properties --------------------------------------------------------------------------
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # what proxy.target calls a control character
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # what proxy.http.target calls a control character
 _PRINTABLE_ASCII = "".join(chr(c) for c in range(0x20, 0x7F))
 _SEGMENT_ALPHABET = "".join(c for c in _PRINTABLE_ASCII if c not in "/\\%?#")
 

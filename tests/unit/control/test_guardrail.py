@@ -6,10 +6,10 @@ import asyncio
 from typing import Any
 
 from comparators.model import Comparison, Outcome
+from proxy.control.guardrail import Guardrail
+from proxy.experiment.publish import Experiment
 from proxy.flags import FlagSnapshot, ResourceFlagState
 from proxy.flags.store import FlagChange
-from proxy.guardrail import Guardrail
-from proxy.publish import Experiment
 from proxy.settings import Guardrail as GuardrailSettings
 
 

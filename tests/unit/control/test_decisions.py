@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from proxy.decisions import Decisions, Target
+from proxy.control.decisions import Decisions, Target
 from proxy.flags import ResourceFlagState, RouteFlagState, UnsafeFlip
 from proxy.readiness import ReadinessConfig, WindowTotals, verdict
 

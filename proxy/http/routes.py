@@ -12,8 +12,8 @@ from aiohttp import web
 from comparators import Rules, RuleSpec, compile_rules
 from proxy.errors import ConfigError
 from proxy.flags import RouteFlagState
+from proxy.http.upstream import HttpUpstream
 from proxy.settings import CompareConfig, Route
-from proxy.upstream import HttpUpstream
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from proxy.routing import Router, compile_pattern
+from proxy.http.routing import Router, compile_pattern
 
 
 @pytest.mark.parametrize(

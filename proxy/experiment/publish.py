@@ -11,8 +11,8 @@ from urllib.parse import parse_qsl, urlencode
 
 from comparators import Redactor
 from comparators.model import Comparison, Outcome
+from proxy.experiment.sinks import BufferedSink
 from proxy.metrics import FieldLabels, Metrics
-from proxy.sinks import BufferedSink
 
 log = logging.getLogger("shadowproxy.compare")
 

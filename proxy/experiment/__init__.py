@@ -1,0 +1,1 @@
+"""The experiment machinery both modes share: the shadow runner, the publisher and its sinks."""
