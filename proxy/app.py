@@ -31,8 +31,9 @@ from proxy.http.routing import Router
 from proxy.http.upstream import HttpUpstream
 from proxy.metrics import Metrics
 from proxy.readiness import Readiness, ReadinessMetrics
+from proxy.repair.log import open_repair_log
+from proxy.repair.repairer import Repairer, RepairMetrics
 from proxy.resources.cache import CacheMetrics, RecordCache
-from proxy.resources.repair import Repairer, RepairMetrics, make_repair_log
 from proxy.resources.wiring import Resources, build_resources
 from proxy.settings import HttpBackend, Settings
 from proxy.tasks import spawn
@@ -111,7 +112,7 @@ def build(
         if settings.cache is not None and settings.cache.enabled
         else None
     )
-    repair_log = make_repair_log(settings.repair) if settings.repair is not None else None
+    repair_log = open_repair_log(settings.repair) if settings.repair is not None else None
     resources = build_resources(
         settings,
         flags=resource_flags,

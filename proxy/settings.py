@@ -26,8 +26,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from proxy.errors import ConfigError
 from proxy.flags.config import FlagStoreConfig
 from proxy.readiness.config import ReadinessConfig
-from proxy.resources.cache import CacheConfig
-from proxy.resources.repair import RepairConfig
+from proxy.repair.config import RepairConfig
+from proxy.resources.cache_config import CacheConfig
 from proxy.store.schema import ResourceConfig
 
 ENV_PREFIX = "SHADOWPROXY__"

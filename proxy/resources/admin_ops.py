@@ -9,7 +9,8 @@ from prometheus_client import CollectorRegistry
 
 from proxy.errors import ConfigError
 from proxy.flags import make_flag_store
-from proxy.resources.repair import Repairer, RepairMetrics, make_repair_log
+from proxy.repair.log import open_repair_log
+from proxy.repair.repairer import Repairer, RepairMetrics
 from proxy.resources.wiring import build_parts, repair_targets
 from proxy.settings import Settings
 
@@ -36,7 +37,7 @@ async def reconcile(settings: Settings, env: Mapping[str, str] | None = None) ->
     (or delete it there). Idempotent; stuck entries are retried too."""
     if settings.repair is None:
         raise ConfigError("repair: not configured; reconcile needs the repair log it drains")
-    log = make_repair_log(settings.repair)
+    log = open_repair_log(settings.repair)
     parts = [build_parts(r, settings, env) for r in settings.resources.values()]
     async with AsyncExitStack() as stack:
         for store in (s for p in parts for s in p.stores.values()):

@@ -43,27 +43,15 @@ from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry, Counter
-from pydantic import BaseModel, ConfigDict, Field
 from redis.exceptions import RedisError
 
 from proxy.redis_client import redis_client
+from proxy.resources.cache_config import CacheConfig
 
 log = logging.getLogger("shadowproxy.cache")
 
 ERROR_LOG_SECONDS = 10.0
 _TOMBSTONE = b""
-
-
-class CacheConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    url: str = "redis://127.0.0.1:6379/0"
-    prefix: str = Field("shadowproxy:cache", min_length=1)
-    # Small on purpose: the cache sits on the primary path and must never slow it much.
-    socket_timeout_seconds: float = Field(0.25, gt=0)
-    enabled: bool = True
-    fill_guard_seconds: float = Field(2.0, gt=0)
-    retry_after_seconds: float = Field(1.0, ge=0)
 
 
 @dataclass(frozen=True)

@@ -42,10 +42,6 @@ class Cache(Protocol):
     ) -> None: ...
 
 
-class RepairLog(Protocol):
-    async def append(self, resource: str, key: str, reason: str, *, op: str = "") -> None: ...
-
-
 @dataclass(frozen=True)
 class ResourceParts:
     settings: ResourceSettings

@@ -21,10 +21,10 @@ from proxy.experiment.publish import Experiment, Publisher
 from proxy.experiment.shadow import ShadowRunner
 from proxy.flags import ResourceFlagState, read_store
 from proxy.metrics import Metrics
+from proxy.repair.log import RepairLog
 from proxy.resources.parts import (
     Cache,
     FlagSource,
-    RepairLog,
     ResourceParts,
     observe_latency,
     timed,

@@ -16,9 +16,10 @@ from proxy.experiment.shadow import ShadowRunner
 from proxy.flags.store import infer_new_store
 from proxy.http.routes import rule_spec
 from proxy.metrics import Metrics
+from proxy.repair.log import RepairLog
+from proxy.repair.repairer import RepairTarget
 from proxy.resources.api import ResourceAPI
-from proxy.resources.parts import Cache, FlagSource, RepairLog, ResourceParts
-from proxy.resources.repair import RepairTarget
+from proxy.resources.parts import Cache, FlagSource, ResourceParts
 from proxy.resources.service import ResourceService
 from proxy.resources.stores import build_stores
 from proxy.settings import ResourceSettings, Settings

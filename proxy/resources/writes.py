@@ -13,9 +13,10 @@ from typing import Any, TypeVar
 
 from proxy.flags import ResourceFlagState
 from proxy.metrics import Metrics
+from proxy.repair.log import RepairLog
 from proxy.resources.breaker import Breaker
 from proxy.resources.keylocks import KeyLocks
-from proxy.resources.parts import Cache, FlagSource, RepairLog, ResourceParts, timed
+from proxy.resources.parts import Cache, FlagSource, ResourceParts, timed
 from proxy.store.base import ItemResult, Record, RecordNotFound, Store, StoreError
 
 log = logging.getLogger("shadowproxy.resources")

@@ -16,7 +16,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
-from typing import Any
+from typing import Any, TypeAlias
 
 import asyncpg
 
@@ -39,6 +39,17 @@ from proxy.store.schema import Schema
 
 KIND = "postgres"
 _UUID_SPACE = 2**128
+
+Pool: TypeAlias = asyncpg.Pool
+
+
+async def open_pool(dsn: str, *, max_size: int, timeout: float) -> Pool:
+    """A small pool for our own bookkeeping tables (the repair log), so asyncpg stays
+    imported here only."""
+    pool: Pool = await asyncpg.create_pool(
+        dsn, min_size=1, max_size=max_size, timeout=timeout, command_timeout=timeout
+    )
+    return pool
 
 
 class PostgresStore:

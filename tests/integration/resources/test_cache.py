@@ -11,7 +11,8 @@ import pytest
 import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry
 
-from proxy.resources.cache import CacheConfig, CacheMetrics, RecordCache
+from proxy.resources.cache import CacheMetrics, RecordCache
+from proxy.resources.cache_config import CacheConfig
 from tests.integration.conftest import REDIS_URL
 
 pytestmark = pytest.mark.integration

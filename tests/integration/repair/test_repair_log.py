@@ -13,17 +13,11 @@ import pytest
 import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry
 
-from proxy.resources.repair import (
-    PostgresRepairLog,
-    RedisRepairLog,
-    RepairConfig,
-    RepairEntry,
-    Repairer,
-    RepairLog,
-    RepairMetrics,
-    RepairTarget,
-    make_repair_log,
-)
+from proxy.repair.config import RepairConfig
+from proxy.repair.log import RepairEntry, RepairLog, open_repair_log
+from proxy.repair.postgres_log import PostgresRepairLog
+from proxy.repair.redis_log import RedisRepairLog
+from proxy.repair.repairer import Repairer, RepairMetrics, RepairTarget
 from proxy.store.base import Record, RecordNotFound, StoreUnavailable
 
 pytestmark = pytest.mark.integration
@@ -46,7 +40,7 @@ async def make_log(request: pytest.FixtureRequest) -> AsyncIterator[LogFactory]:
         config = RepairConfig(
             kind=request.param, url=REDIS_URL, dsn=PG_DSN, stream=name, table=name, **settings
         )
-        log = make_repair_log(config)
+        log = open_repair_log(config)
         made.append(log)
         return log
 

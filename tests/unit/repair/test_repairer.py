@@ -13,16 +13,9 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from proxy.errors import ConfigError
-from proxy.resources.repair import (
-    RepairConfig,
-    RepairEntry,
-    Repairer,
-    RepairMetrics,
-    RepairRace,
-    RepairTarget,
-    make_repair_log,
-    repair_key,
-)
+from proxy.repair.config import RepairConfig
+from proxy.repair.log import RepairEntry, open_repair_log
+from proxy.repair.repairer import Repairer, RepairMetrics, RepairRace, RepairTarget, repair_key
 from proxy.store.base import Record, RecordNotFound, StoreUnavailable
 from proxy.tasks import spawn
 
@@ -327,7 +320,7 @@ async def test_a_log_failure_after_the_repair_counts_and_keeps_the_entry(
 
 def test_postgres_log_needs_a_dsn() -> None:
     with pytest.raises(ConfigError, match=r"repair\.dsn"):
-        make_repair_log(RepairConfig(kind="postgres"))
+        open_repair_log(RepairConfig(kind="postgres"))
 
 
 def test_config_rejects_unknown_keys_and_bad_tables() -> None:

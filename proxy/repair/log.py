@@ -1,0 +1,87 @@
+"""What a repair log holds and promises, and the one factory that opens one from config."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Protocol
+
+from proxy.errors import ConfigError
+from proxy.repair.config import RepairConfig
+
+log = logging.getLogger("shadowproxy.repair")
+
+
+@dataclass(frozen=True, slots=True)
+class RepairEntry:
+    id: str
+    resource: str
+    key: str
+    reason: str
+    attempts: int = 0
+    op: str = ""
+    last_error: str | None = None
+
+
+class RepairLog(Protocol):
+    async def init(self) -> None:
+        """Create what is missing (stream group, table), idempotently."""
+
+    async def append(self, resource: str, key: str, reason: str, *, op: str = "") -> None: ...
+
+    async def claim(self, limit: int) -> list[RepairEntry]:
+        """Entries due now, hidden from other claimers for ``retry_after_seconds``."""
+
+    async def done(self, entry: RepairEntry) -> None: ...
+
+    async def failed(self, entry: RepairEntry, error: str) -> None:
+        """Attempts + 1; the entry stays pending (stuck after ``max_attempts``)."""
+
+    async def depth(self) -> int:
+        """Entries not yet repaired, stuck ones included."""
+
+    async def stuck_count(self) -> int: ...
+
+    async def stuck(self, limit: int = 100) -> list[RepairEntry]: ...
+
+    async def retry_stuck(self) -> int:
+        """Make every stuck entry claimable again with zero attempts; returns how many."""
+
+    async def close(self) -> None: ...
+
+
+def open_repair_log(config: RepairConfig, *, default_dsn: str | None = None) -> RepairLog:
+    """``default_dsn`` (e.g. the PostgreSQL store's) serves when ``config.dsn`` is unset."""
+    # Each backend's client library is loaded only when that backend is configured.
+    if config.kind == "redis":
+        from proxy.repair.redis_log import RedisRepairLog
+
+        return RedisRepairLog(
+            config.url,
+            stream=config.stream,
+            group=config.group,
+            max_attempts=config.max_attempts,
+            retry_after_seconds=config.retry_after_seconds,
+            timeout_seconds=config.timeout_seconds,
+        )
+    dsn = config.dsn or default_dsn
+    if not dsn:
+        raise ConfigError("repair.dsn: required when repair.kind is 'postgres'")
+    from proxy.repair.postgres_log import PostgresRepairLog
+
+    return PostgresRepairLog(
+        dsn,
+        table=config.table,
+        max_attempts=config.max_attempts,
+        retry_after_seconds=config.retry_after_seconds,
+        timeout_seconds=config.timeout_seconds,
+    )
+
+
+def report_stuck(entry: RepairEntry, attempts: int, error: str) -> None:
+    log.error(
+        "repair entry stuck after %d attempts; reconcile retries it: %s",
+        attempts,
+        error,
+        extra={"resource": entry.resource, "entry": entry.id},
+    )

@@ -1,0 +1,133 @@
+"""The repair log as a PostgreSQL table, for teams that keep no Redis."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from proxy.errors import ConfigError
+from proxy.repair.config import TABLE_PATTERN
+from proxy.repair.log import RepairEntry, report_stuck
+from proxy.store.postgres import Pool, open_pool
+
+
+class PostgresRepairLog:
+    """One row per entry; ``due_at`` is both the retry time and the claim lease, and claims
+    use ``FOR UPDATE SKIP LOCKED`` so several repairers share the table."""
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        table: str = "shadowproxy_repair_log",
+        max_attempts: int = 100,
+        retry_after_seconds: float = 5.0,
+        timeout_seconds: float = 2.0,
+    ) -> None:
+        if not re.fullmatch(TABLE_PATTERN, table):
+            raise ConfigError(f"repair.table = {table!r}: not a plain SQL identifier")
+        self._dsn = dsn
+        self.table = table
+        self.max_attempts = max_attempts
+        self._retry = retry_after_seconds
+        self._timeout = timeout_seconds
+        self._pool: Pool | None = None
+        t = f'"{table}"'
+        self._create = (
+            f"CREATE TABLE IF NOT EXISTS {t} ("
+            " id bigserial PRIMARY KEY,"
+            " resource text NOT NULL,"
+            " key text NOT NULL,"
+            " op text NOT NULL DEFAULT '',"
+            " reason text NOT NULL DEFAULT '',"
+            " created_at timestamptz NOT NULL DEFAULT now(),"
+            " attempts integer NOT NULL DEFAULT 0,"
+            " last_error text,"
+            " due_at timestamptz NOT NULL DEFAULT now());"
+            f' CREATE INDEX IF NOT EXISTS "{table}_due_idx" ON {t} (due_at, id);'
+        )
+        columns = "id, resource, key, op, reason, attempts, last_error"
+        self._append = f"INSERT INTO {t} (resource, key, reason, op) VALUES ($1, $2, $3, $4)"
+        self._claim = (
+            f"UPDATE {t} SET due_at = now() + make_interval(secs => $2)"
+            f" WHERE id IN (SELECT id FROM {t} WHERE due_at <= now() AND attempts < $3"
+            "  ORDER BY due_at, id LIMIT $1 FOR UPDATE SKIP LOCKED)"
+            f" RETURNING {columns}"
+        )
+        self._done = f"DELETE FROM {t} WHERE id = $1"
+        self._failed = (
+            f"UPDATE {t} SET attempts = attempts + 1, last_error = $2,"
+            " due_at = now() + make_interval(secs => $3) WHERE id = $1 RETURNING attempts"
+        )
+        self._depth = f"SELECT count(*) FROM {t}"
+        self._stuck_count = f"SELECT count(*) FROM {t} WHERE attempts >= $1"
+        self._stuck = f"SELECT {columns} FROM {t} WHERE attempts >= $1 ORDER BY id LIMIT $2"
+        self._retry_stuck = (
+            f"UPDATE {t} SET attempts = 0, due_at = now() WHERE attempts >= $1 RETURNING id"
+        )
+
+    async def init(self) -> None:
+        pool = await self._open()
+        async with pool.acquire() as conn, conn.transaction():
+            # Concurrent CREATE ... IF NOT EXISTS can still collide; serialise them.
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", self.table)
+            await conn.execute(self._create)
+
+    async def _open(self) -> Pool:
+        if self._pool is None:
+            self._pool = await open_pool(self._dsn, max_size=4, timeout=self._timeout)
+        return self._pool
+
+    async def append(self, resource: str, key: str, reason: str, *, op: str = "") -> None:
+        pool = await self._open()
+        await pool.execute(self._append, resource, key, reason, op)
+
+    async def claim(self, limit: int) -> list[RepairEntry]:
+        pool = await self._open()
+        rows = await pool.fetch(self._claim, limit, self._retry, self.max_attempts)
+        return [_row_entry(row) for row in sorted(rows, key=lambda r: r["id"])]
+
+    async def done(self, entry: RepairEntry) -> None:
+        pool = await self._open()
+        await pool.execute(self._done, int(entry.id))
+
+    async def failed(self, entry: RepairEntry, error: str) -> None:
+        pool = await self._open()
+        attempts = await pool.fetchval(self._failed, int(entry.id), error, self._retry)
+        if attempts is not None and attempts >= self.max_attempts:
+            report_stuck(entry, attempts, error)
+
+    async def depth(self) -> int:
+        pool = await self._open()
+        return int(await pool.fetchval(self._depth))
+
+    async def stuck_count(self) -> int:
+        pool = await self._open()
+        return int(await pool.fetchval(self._stuck_count, self.max_attempts))
+
+    async def stuck(self, limit: int = 100) -> list[RepairEntry]:
+        pool = await self._open()
+        rows = await pool.fetch(self._stuck, self.max_attempts, limit)
+        return [_row_entry(row) for row in rows]
+
+    async def retry_stuck(self) -> int:
+        pool = await self._open()
+        return len(await pool.fetch(self._retry_stuck, self.max_attempts))
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+
+def _row_entry(row: Mapping[str, Any]) -> RepairEntry:
+    return RepairEntry(
+        id=str(row["id"]),
+        resource=row["resource"],
+        key=row["key"],
+        reason=row["reason"],
+        attempts=row["attempts"],
+        op=row["op"],
+        last_error=row["last_error"],
+    )
