@@ -1,5 +1,7 @@
-"""Live flags: the model (``model``), the audit trail (``audit``), the stores (``store``),
-their metrics (``metrics``) and the wiring from config (``setup``, ``config``)."""
+"""Live flags: the model (``model``), what they may point at (``topology``), the audit trail
+(``audit``), the store protocol and the one-process store (``store``), the fleet's store
+(``redis_store``), their metrics (``metrics``) and the wiring from config (``setup``,
+``config``)."""
 
 from proxy.flags.audit import (
     AuditEntry,
@@ -27,6 +29,7 @@ from proxy.flags.model import (
     sticky_share,
     validate,
 )
+from proxy.flags.redis_store import RedisFlagStore
 from proxy.flags.setup import initial_snapshot, make_flag_store, topology_from_settings
 from proxy.flags.store import (
     Check,
@@ -35,11 +38,9 @@ from proxy.flags.store import (
     FlagStore,
     FlagStoreError,
     FlagStoreUnavailable,
-    FlagTopology,
     MemoryFlagStore,
-    RedisFlagStore,
-    ResourceTopology,
 )
+from proxy.flags.topology import FlagTopology, ResourceTopology
 
 __all__ = [
     "AuditEntry",

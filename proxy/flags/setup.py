@@ -15,14 +15,9 @@ from typing import TYPE_CHECKING
 from proxy.flags.audit import FileAuditLog
 from proxy.flags.config import FlagStoreConfig
 from proxy.flags.model import FlagSnapshot, ResourceFlagState, RouteFlagState
-from proxy.flags.store import (
-    FlagStore,
-    FlagTopology,
-    MemoryFlagStore,
-    RedisFlagStore,
-    ResourceTopology,
-    infer_new_store,
-)
+from proxy.flags.redis_store import RedisFlagStore
+from proxy.flags.store import FlagStore, MemoryFlagStore
+from proxy.flags.topology import FlagTopology, ResourceTopology, infer_new_store
 
 if TYPE_CHECKING:
     from proxy.settings import Settings

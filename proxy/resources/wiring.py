@@ -13,7 +13,7 @@ from comparators import DiffBudget, RuleSpec, compile_rules
 from proxy.errors import ConfigError
 from proxy.experiment.publish import Publisher
 from proxy.experiment.shadow import ShadowRunner
-from proxy.flags.store import infer_new_store
+from proxy.flags.topology import infer_new_store
 from proxy.http.routes import rule_spec
 from proxy.metrics import Metrics
 from proxy.repair.log import RepairLog

@@ -23,7 +23,8 @@ from proxy.flags.model import (
     UnsafeFlip,
     snapshot_to_doc,
 )
-from proxy.flags.store import FlagChange, FlagStoreError, FlagStoreUnavailable, RedisFlagStore
+from proxy.flags.redis_store import RedisFlagStore
+from proxy.flags.store import FlagChange, FlagStoreError, FlagStoreUnavailable
 from tests.integration.conftest import REDIS_URL
 from tests.support.tcpproxy import CuttableLink
 

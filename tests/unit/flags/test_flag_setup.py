@@ -7,8 +7,9 @@ from pathlib import Path
 from proxy.flags.audit import FileAuditLog
 from proxy.flags.config import FlagStoreConfig
 from proxy.flags.model import ResourceFlagState, RouteFlagState
+from proxy.flags.redis_store import RedisFlagStore
 from proxy.flags.setup import initial_snapshot, make_flag_store, topology_from_settings
-from proxy.flags.store import MemoryFlagStore, RedisFlagStore
+from proxy.flags.store import MemoryFlagStore
 from proxy.settings import load_settings
 
 CONFIG = Path(__file__).resolve().parents[3] / "config"

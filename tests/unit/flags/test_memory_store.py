@@ -17,7 +17,8 @@ from proxy.flags.model import (
     UnknownFlag,
     UnsafeFlip,
 )
-from proxy.flags.store import FlagChange, FlagTopology, MemoryFlagStore
+from proxy.flags.store import FlagChange, MemoryFlagStore
+from proxy.flags.topology import FlagTopology
 
 
 class NotReady(Exception):
@@ -226,7 +227,7 @@ async def test_config_defaults_audited_at_start_only_when_they_differ(
 
 
 async def test_topology_limits_the_names(snapshot: FlagSnapshot) -> None:
-    from proxy.flags.store import ResourceTopology
+    from proxy.flags.topology import ResourceTopology
 
     topology = FlagTopology(
         resources={"users": ResourceTopology(frozenset({"postgres", "dynamodb", "spanner"}), None)},
