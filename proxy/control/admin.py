@@ -14,8 +14,8 @@ from proxy.control.flags_api import FlagsAdmin
 from proxy.errors import BadRequest, HTTPProblem, envelope, problem_response
 from proxy.experiment.shadow import ShadowRunner
 from proxy.experiment.sinks import BufferedSink
-from proxy.http.forward import request_id
 from proxy.metrics import exposition_registry
+from proxy.request import request_id
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 MAX_MISMATCHES = 1000

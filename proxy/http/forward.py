@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from dataclasses import dataclass
 from functools import partial
@@ -32,6 +31,7 @@ from proxy.http.routing import Router
 from proxy.http.target import Target, parse_target
 from proxy.http.upstream import HttpUpstream, backend_error_kind, end_to_end, end_to_end_raw
 from proxy.metrics import Metrics
+from proxy.request import RequestAccounting, read_capped, request_id
 
 log = logging.getLogger("shadowproxy.access")
 errlog = logging.getLogger("shadowproxy.proxy")
@@ -51,20 +51,8 @@ class ForwardContext:
     max_request_body: int
     compare_body_cap: int
     shadow_timeout: float
-    requester_header: str
-    known_requesters: frozenset[str]
-    access_log: bool
+    requests: RequestAccounting
     normalize_paths: bool = False
-
-
-def request_id(request: web.Request) -> str:
-    return request.headers.get("X-Request-ID") or os.urandom(16).hex()
-
-
-def requester_label(value: str | None, known: frozenset[str]) -> str:
-    if value is None:
-        return "none"
-    return value if value in known else "other"
 
 
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
@@ -84,13 +72,7 @@ async def read_request_body(request: web.Request, limit: int) -> bytes | None:
     if expect is not None and request.version >= (1, 1):
         await request.writer.write(CONTINUE)
         request.writer.output_size = 0  # the final answer's head is still to come
-    chunks, size = [], 0
-    async for chunk in request.content.iter_any():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"request body over {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
+    return await read_capped(request, limit)
 
 
 def upstream_headers(request: web.Request, rid: str) -> CIMultiDict[str]:
@@ -109,7 +91,7 @@ def upstream_headers(request: web.Request, rid: str) -> CIMultiDict[str]:
 async def handle(ctx: ForwardContext, request: web.Request) -> web.StreamResponse:
     started = time.perf_counter()
     rid = request_id(request)
-    requester = request.headers.get(ctx.requester_header)
+    requester = ctx.requests.requester(request)
     route_name = "unmatched"
     path = request.raw_path
     status = 0
@@ -150,24 +132,16 @@ async def handle(ctx: ForwardContext, request: web.Request) -> web.StreamRespons
         errlog.exception("unexpected error", extra={"request_id": rid, "route": route_name})
         return problem_response(HTTPProblem("internal error"), rid)
     finally:
-        label = requester_label(requester, ctx.known_requesters)
-        ctx.metrics.children.get(
-            ctx.metrics.requests, route_name, request.method, str(status), label
-        ).inc()
-        if ctx.access_log:
-            log.info(
-                "request",
-                extra={
-                    "request_id": rid,
-                    "requester": requester,
-                    "method": request.method,
-                    "path": path[:1024],
-                    "route": route_name,
-                    "status": status,
-                    "primary_ms": round(primary_seconds * 1000, 3),
-                    "total_ms": round((time.perf_counter() - started) * 1000, 3),
-                },
-            )
+        ctx.requests.finish(
+            route_name,
+            request.method,
+            status,
+            requester,
+            rid,
+            path,
+            started,
+            primary_ms=round(primary_seconds * 1000, 3),
+        )
 
 
 async def _primary(

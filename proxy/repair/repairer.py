@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
-from contextlib import suppress
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from proxy.repair.config import RepairConfig
 from proxy.repair.log import RepairEntry, RepairLog
 from proxy.store.base import Record, RecordNotFound
+from proxy.tasks import spawn
 
 log = logging.getLogger("shadowproxy.repair")
 
@@ -197,3 +198,23 @@ class Repairer:
         if now - self._last_logged >= ERROR_LOG_SECONDS:
             self._last_logged = now
             log.warning("%s: %s: %s", message, type(error).__name__, error)
+
+
+@dataclass(frozen=True)
+class RepairLoop:
+    """The repairer running in the background for as long as the proxy serves."""
+
+    log: RepairLog
+    repairer: Repairer
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        await self.log.init()
+        stop = asyncio.Event()
+        task = spawn(self.repairer.run_forever(stop), name="repairer")
+        try:
+            yield
+        finally:
+            stop.set()
+            await asyncio.gather(task, return_exceptions=True)
+            await self.log.close()

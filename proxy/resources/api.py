@@ -36,8 +36,7 @@ from proxy.errors import (
     UnsupportedMedia,
     problem_response,
 )
-from proxy.http.forward import request_id, requester_label
-from proxy.metrics import Metrics
+from proxy.request import RequestAccounting, read_capped, request_id
 from proxy.resources.service import RequestInfo, ResourceService
 from proxy.store import base as store_errors
 from proxy.store.schema import SchemaError
@@ -59,16 +58,9 @@ async def read_json(request: web.Request, limit: int) -> Any:
     ctype = request.content_type
     if ctype != "application/json" and not ctype.endswith("+json"):
         raise UnsupportedMedia(f"expected Content-Type application/json, got {ctype!r}")
-    if request.content_length is not None and request.content_length > limit:
-        raise PayloadTooLarge(f"request body over {limit} bytes")
-    chunks, size = [], 0
-    async for chunk in request.content.iter_any():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"request body over {limit} bytes")
-        chunks.append(chunk)
+    body = await read_capped(request, limit)
     try:
-        return orjson.loads(b"".join(chunks))
+        return orjson.loads(body)
     except orjson.JSONDecodeError as e:
         raise BadRequest(f"malformed JSON: {e}") from e
 
@@ -107,20 +99,14 @@ class ResourceAPI:
         self,
         service: ResourceService,
         *,
-        metrics: Metrics,
+        requests: RequestAccounting,
         max_body: int,
-        requester_header: str,
-        known_requesters: frozenset[str],
-        access_log: bool,
     ) -> None:
         self.service = service
         self.schema = service.schema
         self.settings = service.parts.settings
-        self._metrics = metrics
+        self._requests = requests
         self._max_body = max_body
-        self._requester_header = requester_header
-        self._known = known_requesters
-        self._access_log = access_log
 
     def routes(self) -> list[web.RouteDef]:
         p = self.settings.prefix
@@ -142,7 +128,7 @@ class ResourceAPI:
         async def handle(request: web.Request) -> web.StreamResponse:
             started = time.perf_counter()
             rid = request_id(request)
-            requester = request.headers.get(self._requester_header)
+            requester = self._requests.requester(request)
             # The path as the client sent it (no URL object built per request).
             info = RequestInfo(rid, requester, request.method, request.raw_path)
             try:
@@ -177,25 +163,16 @@ class ResourceAPI:
         rid: str,
         started: float,
     ) -> None:
-        label = requester_label(requester, self._known)
-        metrics = self._metrics
-        metrics.children.get(
-            metrics.requests, self.settings.name, request.method, str(status), label
-        ).inc()
-        if self._access_log:
-            log.info(
-                "request",
-                extra={
-                    "request_id": rid,
-                    "requester": requester,
-                    "method": request.method,
-                    "path": request.path,
-                    "route": self.settings.name,
-                    "operation": operation,
-                    "status": status,
-                    "total_ms": round((time.perf_counter() - started) * 1000, 3),
-                },
-            )
+        self._requests.finish(
+            self.settings.name,
+            request.method,
+            status,
+            requester,
+            rid,
+            request.path,
+            started,
+            operation=operation,
+        )
 
     # --- handlers ---------------------------------------------------------------------------
 

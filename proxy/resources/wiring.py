@@ -9,20 +9,20 @@ from typing import Any
 
 from aiohttp import web
 
-from comparators import DiffBudget, RuleSpec, compile_rules
+from comparators import RuleSpec, compile_rules
 from proxy.errors import ConfigError
-from proxy.experiment.publish import Publisher
-from proxy.experiment.shadow import ShadowRunner
+from proxy.flags import ResourceFlagState
 from proxy.flags.topology import infer_new_store
 from proxy.http.routes import rule_spec
-from proxy.metrics import Metrics
-from proxy.repair.log import RepairLog
-from proxy.repair.repairer import RepairTarget
+from proxy.repair.log import open_repair_log
+from proxy.repair.repairer import Repairer, RepairLoop, RepairMetrics, RepairTarget
 from proxy.resources.api import ResourceAPI
-from proxy.resources.parts import Cache, FlagSource, ResourceParts
+from proxy.resources.cache import CacheMetrics, RecordCache
+from proxy.resources.parts import FlagSource, ResourceParts
 from proxy.resources.service import ResourceService
 from proxy.resources.stores import build_stores
 from proxy.settings import ResourceSettings, Settings
+from proxy.shared import Shared
 from proxy.store.base import ManagedStore, Record
 from proxy.store.schema import Schema
 
@@ -55,9 +55,7 @@ def build_parts(
     except ValueError as e:
         raise ConfigError(f"resources.{resource.name}.compare: {e}") from e
     stores = build_stores(resource, settings.backends, schema, env)
-    new_store = resource.new_store or infer_new_store(
-        resource.flags.read_from, frozenset(resource.stores)
-    )
+    new_store = new_stores_of_one(resource)
     return ResourceParts(resource, schema, stores, record_rules, list_rules, new_store)
 
 
@@ -131,39 +129,76 @@ class Resources:
                 await store.close()
 
 
-def build_resources(
-    settings: Settings,
-    *,
-    flags: FlagSource,
-    runner: ShadowRunner,
-    publisher: Publisher,
-    metrics: Metrics,
-    budget: DiffBudget,
-    cache: Cache | None,
-    repair_log: RepairLog | None,
-    env: Mapping[str, str] | None = None,
-) -> Resources:
+@dataclass(frozen=True)
+class StoreSide:
+    """The typed resources with what serves them: the cache in front of the primary and
+    the repair loop behind the dual writes."""
+
+    resources: Resources
+    cache: RecordCache | None
+    repair: RepairLoop | None
+
+    async def cache_lifecycle(self, _: web.Application) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            if self.cache is not None:
+                await self.cache.close()
+
+    async def repair_lifecycle(self, app: web.Application) -> AsyncIterator[None]:
+        if self.repair is None:
+            yield
+            return
+        async with self.repair.running():
+            yield
+
+
+def build_store_side(settings: Settings, shared: Shared, env: Mapping[str, str]) -> StoreSide:
+    cache = (
+        RecordCache.from_config(settings.cache, CacheMetrics.create(shared.registry))
+        if settings.cache is not None and settings.cache.enabled
+        else None
+    )
+    repair_log = open_repair_log(settings.repair) if settings.repair is not None else None
+
+    def flags(name: str) -> ResourceFlagState:
+        return shared.flag_store.snapshot().resources[name]
+
     services, apis = {}, []
     for name, resource in settings.resources.items():
         service = ResourceService(
             build_parts(resource, settings, env),
             flags=flags,
-            runner=runner,
-            publisher=publisher,
-            metrics=metrics,
-            budget=budget,
+            runner=shared.runner,
+            publisher=shared.publisher,
+            metrics=shared.metrics,
+            budget=shared.budget,
             cache=cache,
             repair_log=repair_log,
         )
         services[name] = service
         apis.append(
-            ResourceAPI(
-                service,
-                metrics=metrics,
-                max_body=settings.limits.max_body_bytes,
-                requester_header=settings.requesters.header,
-                known_requesters=frozenset(settings.requesters.known),
-                access_log=settings.logging.access_log,
-            )
+            ResourceAPI(service, requests=shared.requests, max_body=settings.limits.max_body_bytes)
         )
-    return Resources(services, apis)
+    resources = Resources(services, apis)
+    repair = None
+    if repair_log is not None and settings.repair is not None:
+        repairer = Repairer.from_config(
+            settings.repair,
+            repair_log,
+            resources.repair_targets(flags),
+            RepairMetrics.create(shared.registry),
+        )
+        repair = RepairLoop(repair_log, repairer)
+    return StoreSide(resources, cache, repair)
+
+
+def new_stores_of(settings: Settings) -> dict[str, str | None]:
+    """Each resource's migration target (the store its reads will flip to), from config."""
+    return {name: new_stores_of_one(r) for name, r in settings.resources.items()}
+
+
+def new_stores_of_one(resource: ResourceSettings) -> str | None:
+    return resource.new_store or infer_new_store(
+        resource.flags.read_from, frozenset(resource.stores)
+    )

@@ -1,0 +1,98 @@
+"""What both modes do with every request: name it, label its requester, read its body within
+a cap, count it and write its access-log line.
+
+    requests = RequestAccounting(metrics, header="X-Requester", known={"web"}, access_log=True)
+    rid = request_id(request)
+    body = await read_capped(request, limit)          # PayloadTooLarge past ``limit``
+    requests.finish(route, request.method, 200, requests.requester(request), rid, path, started)
+
+The HTTP drop-in path (``proxy.http.forward``), the resource API (``proxy.resources.api``)
+and the admin API (``proxy.control.admin``) share these, so a request id, a requester label
+or a refused oversized body means the same thing on every port.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from proxy.errors import PayloadTooLarge
+from proxy.metrics import Metrics
+
+access = logging.getLogger("shadowproxy.access")
+
+UNLABELLED = "none"
+OTHER = "other"
+
+
+def request_id(request: web.BaseRequest) -> str:
+    """The client's ``X-Request-ID``, else a fresh random one."""
+    return request.headers.get("X-Request-ID") or os.urandom(16).hex()
+
+
+def requester_label(value: str | None, known: frozenset[str]) -> str:
+    """A bounded metric label: a known requester's name, ``other`` or ``none``."""
+    if value is None:
+        return UNLABELLED
+    return value if value in known else OTHER
+
+
+async def read_capped(request: web.BaseRequest, limit: int) -> bytes:
+    """The whole body, refused with 413 as soon as it passes ``limit`` bytes (declared or
+    received): nothing past the cap is buffered."""
+    if request.content_length is not None and request.content_length > limit:
+        raise PayloadTooLarge(f"request body over {limit} bytes")
+    chunks, size = [], 0
+    async for chunk in request.content.iter_any():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"request body over {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@dataclass(frozen=True, slots=True)
+class RequestAccounting:
+    """Counts every answered request (``shadowproxy_requests_total``) and, when enabled,
+    logs it. Built once; ``finish`` runs once per request, primary path included."""
+
+    metrics: Metrics
+    header: str
+    known: frozenset[str]
+    access_log: bool
+
+    def requester(self, request: web.BaseRequest) -> str | None:
+        return request.headers.get(self.header)
+
+    def finish(
+        self,
+        route: str,
+        method: str,
+        status: int,
+        requester: str | None,
+        rid: str,
+        path: str,
+        started: float,
+        **fields: object,
+    ) -> None:
+        metrics = self.metrics
+        label = requester_label(requester, self.known)
+        metrics.children.get(metrics.requests, route, method, str(status), label).inc()
+        if self.access_log:
+            access.info(
+                "request",
+                extra={
+                    "request_id": rid,
+                    "requester": requester,
+                    "method": method,
+                    "path": path[:1024],
+                    "route": route,
+                    "status": status,
+                    **fields,
+                    "total_ms": round((time.perf_counter() - started) * 1000, 3),
+                },
+            )
