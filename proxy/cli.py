@@ -1,4 +1,4 @@
-"""``shadowproxy`` (also ``python -m proxy``): serve, check-config, demo."""
+"""``shadowproxy`` (also ``python -m proxy``): the command line; docs/cli.md describes it."""
 
 from __future__ import annotations
 
@@ -8,68 +8,383 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
+from proxy import __version__
 from proxy.errors import ConfigError
 from proxy.logs import configure_logging
 from proxy.settings import load_settings
 from proxy.store.base import StoreError
 
+RAW = argparse.RawDescriptionHelpFormatter
 
-def _parser() -> argparse.ArgumentParser:
+# The exit statuses ``main`` returns; the top-level --help and docs/cli.md show this table.
+EXIT_CODES: tuple[tuple[int, str], ...] = (
+    (0, "success; readiness: ready; serve and demo: stopped by SIGTERM or Ctrl-C, drained"),
+    (1, "readiness: not ready; a store error; an unexpected error (with a traceback)"),
+    (2, "usage error; config error; admin API error or refused change; demo extra missing"),
+    (130, "interrupted by Ctrl-C where no graceful stop is in place (e.g. init-stores)"),
+)
+WORKERS_EXIT = (
+    "serve --workers N (N > 1): the first non-zero status of a worker; a worker killed\n"
+    "by signal S makes it 256-S (e.g. 247 for SIGKILL)."
+)
+DEMO_EXTRA = "pip install 'shadowproxy[demo]'"
+# What only the demo imports, installed by the ``demo`` extra: moto's server (with werkzeug)
+# is the embedded DynamoDB endpoint; pgserver the embedded PostgreSQL when none answers.
+DEMO_MODULES = frozenset({"moto", "werkzeug", "pgserver"})
+
+CONFIG_HELP = (
+    "YAML config file; any value can be overridden from the environment with "
+    "SHADOWPROXY__<KEY>__<KEY>=VALUE (required)"
+)
+ADMIN_CONFIG_HELP = (
+    "the running instance's config file: its admin host and port, and admin.token_env, the "
+    "environment variable holding the admin token (default SHADOWPROXY_ADMIN_TOKEN) (required)"
+)
+ADMIN_URL_HELP = (
+    "admin API of the instance to ask, e.g. http://10.0.0.5:9090 (default: "
+    "http://ADMIN_HOST:ADMIN_PORT from the config; 127.0.0.1 when the host is 0.0.0.0 or ::)"
+)
+
+
+def _exit_code_table() -> str:
+    rows = "\n".join(f"  {code:<4} {text}" for code, text in EXIT_CODES)
+    return f"exit codes:\n{rows}\n{WORKERS_EXIT}"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command line: ``shadowproxy COMMAND [options]``."""
     parser = argparse.ArgumentParser(
         prog="shadowproxy",
-        description="Serve from the primary, shadow to the other side, compare, measure.",
+        formatter_class=RAW,
+        description=(
+            "Serve from the primary, shadow to the other side, compare, measure, flip.\n\n"
+            "shadowproxy (also: python -m proxy) runs the proxy and the operator commands\n"
+            "around it: validate a config, create the stores, repair, change the live flags,\n"
+            "ask whether it is safe to flip reads, and a self-contained demo."
+        ),
+        epilog=(
+            "examples:\n"
+            "  shadowproxy demo                                      # nothing else has to run\n"
+            "  shadowproxy check-config -c config/http-dropin.yaml\n"
+            "  shadowproxy serve -c config/users.yaml\n"
+            "  shadowproxy readiness -c config/users.yaml --resource users\n\n"
+            "'shadowproxy COMMAND --help' shows a command's options and examples.\n\n"
+            + _exit_code_table()
+        ),
     )
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"shadowproxy {__version__}",
+        help="print 'shadowproxy VERSION' and exit",
+    )
+    sub = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", help="what to do (see below)"
+    )
 
-    serve = sub.add_parser("serve", help="run the proxy")
-    serve.add_argument("-c", "--config", required=True, help="YAML config file")
-    serve.add_argument("--workers", type=int, help="processes sharing the port (default: config)")
+    serve = sub.add_parser(
+        "serve",
+        help="run the proxy",
+        formatter_class=RAW,
+        description=(
+            "Run the proxy: the proxy port (listen.*) and the admin port (admin.*: /healthz,\n"
+            "/metrics, /mismatches, /flags, /readiness). SIGTERM or Ctrl-C stops accepting,\n"
+            "lets in-flight requests finish, gives queued shadow work shadow.drain_seconds,\n"
+            "flushes the mismatch sink and exits 0. With more than one worker, that many\n"
+            "processes share the ports (SO_REUSEPORT) and the parent forwards SIGTERM and\n"
+            "SIGINT to every worker."
+        ),
+        epilog=(
+            "examples:\n"
+            "  shadowproxy serve -c config/http-dropin.yaml             # workers from the config\n"
+            "  shadowproxy serve -c config/http-dropin.yaml --workers 4\n"
+            "  shadowproxy serve -c config/users.yaml                   # store mode\n"
+            "  SHADOWPROXY__LISTEN__PORT=8081 shadowproxy serve -c config/users.yaml\n\n"
+            "exit status: 0 after a graceful stop; 2 on a config error (also --workers < 1);\n"
+            "1 when it cannot start (e.g. the port is taken; with a traceback); 130 on Ctrl-C\n"
+            "during start-up or during the drain; SIGTERM during start-up, or a second one\n"
+            "during the drain, ends the process by the signal.\n" + WORKERS_EXIT
+        ),
+    )
+    serve.add_argument("-c", "--config", required=True, metavar="FILE", help=CONFIG_HELP)
+    serve.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="processes sharing the proxy and admin ports, at least 1 "
+        "(default: 'workers' from the config, which defaults to 1)",
+    )
 
-    check = sub.add_parser("check-config", help="validate a config file and exit")
-    check.add_argument("-c", "--config", required=True)
+    check = sub.add_parser(
+        "check-config",
+        help="validate a config file and exit",
+        formatter_class=RAW,
+        description=(
+            "Load and validate a config file, environment overrides applied, without opening\n"
+            "a port or a connection; print 'FILE: OK (N backends, N routes, N resources)'.\n"
+            "A bad config names the key path and the bad value on stderr."
+        ),
+        epilog=(
+            "examples:\n"
+            "  shadowproxy check-config -c config/http-dropin.yaml\n"
+            "  shadowproxy check-config -c config/users.yaml\n"
+            "  SHADOWPROXY__ROUTES__0__SAMPLE=0.25 "
+            "shadowproxy check-config -c config/http-dropin.yaml\n\n"
+            "exit status: 0 valid; 2 invalid or unreadable."
+        ),
+    )
+    check.add_argument("-c", "--config", required=True, metavar="FILE", help=CONFIG_HELP)
 
-    init = sub.add_parser("init-stores", help="create missing tables and indexes (idempotent)")
-    init.add_argument("-c", "--config", required=True)
+    init = sub.add_parser(
+        "init-stores",
+        help="create missing tables and indexes (idempotent)",
+        formatter_class=RAW,
+        description=(
+            "Store mode: create what is missing for every resource's stores (PostgreSQL\n"
+            "tables and indexes, DynamoDB tables and GSIs) and wait until they are usable.\n"
+            "Idempotent: safe to run before every deploy. Prints one line per store."
+        ),
+        epilog=(
+            "examples:\n"
+            "  shadowproxy init-stores -c config/users.yaml\n"
+            "  SHADOWPROXY__BACKENDS__DYNAMO__ENDPOINT_URL=null "  # null: AWS itself
+            "shadowproxy init-stores -c config/users.yaml\n\n"
+            "exit status: 0 every store ready; 1 a store error (e.g. unreachable);\n"
+            "2 config error."
+        ),
+    )
+    init.add_argument("-c", "--config", required=True, metavar="FILE", help=CONFIG_HELP)
 
-    rec = sub.add_parser("reconcile", help="repair every key in the repair log now")
-    rec.add_argument("-c", "--config", required=True)
+    rec = sub.add_parser(
+        "reconcile",
+        help="repair every key in the repair log now",
+        formatter_class=RAW,
+        description=(
+            "Store mode: drain the repair log now. For every key whose second write failed,\n"
+            "copy the current primary's state of it (the live flags decide which store that\n"
+            "is) to the other store, or delete it there. Idempotent; stuck entries are\n"
+            "retried too. Needs 'repair:' in the config. Prints the counts and the log depth\n"
+            "left (above 0: run it again later)."
+        ),
+        epilog=(
+            "examples:\n"
+            "  shadowproxy reconcile -c config/users.yaml\n\n"
+            "exit status: 0 drained (also when some attempts failed: see the counts);\n"
+            "1 a store error; 2 config error (also: no repair log configured)."
+        ),
+    )
+    rec.add_argument("-c", "--config", required=True, metavar="FILE", help=CONFIG_HELP)
 
-    flags = sub.add_parser("flags", help="show, change and audit the live flags")
-    flags_sub = flags.add_subparsers(dest="flags_command", required=True)
-    for name, text in (("show", "every flag"), ("set", "change one flag"), ("history", "audit")):
-        p = flags_sub.add_parser(name, help=text)
-        p.add_argument("-c", "--config", required=True)
-        p.add_argument("--admin-url", help="a running instance's admin URL (default: config)")
-        if name == "set":
-            p.add_argument("target", help="resource or route name, e.g. users")
-            p.add_argument("assignment", help="FLAG=VALUE, e.g. read_from=dynamodb")
-            p.add_argument("--reason", required=True, help="why: the audit keeps it")
-            p.add_argument("--force", action="store_true", help="flip despite failed readiness")
-        if name == "history":
-            p.add_argument("--target")
-            p.add_argument("--limit", type=int, default=50)
+    flags = sub.add_parser(
+        "flags",
+        help="show, change and audit the live flags",
+        formatter_class=RAW,
+        description=(
+            "Show, change and audit the live flags of a running instance through its admin\n"
+            "API, with the admin token from the environment (the variable admin.token_env\n"
+            "names; default SHADOWPROXY_ADMIN_TOKEN). A change goes through the same\n"
+            "validation and audit as one made with the API itself."
+        ),
+        epilog=(
+            "examples:\n"
+            "  export SHADOWPROXY_ADMIN_TOKEN=...\n"
+            "  shadowproxy flags show -c config/users.yaml\n"
+            "  shadowproxy flags set -c config/users.yaml users read_from=dynamodb "
+            '--reason "readiness green for 24h"\n'
+            "  shadowproxy flags history -c config/users.yaml --target users\n\n"
+            "exit status: 0 done; 2 admin API error (token not set, instance unreachable,\n"
+            "change refused, bad FLAG=VALUE) or config error."
+        ),
+    )
+    flags_sub = flags.add_subparsers(
+        dest="flags_command", required=True, metavar="ACTION", help="show, set or history"
+    )
+    show = flags_sub.add_parser(
+        "show",
+        help="every flag and its value",
+        formatter_class=RAW,
+        description=(
+            "Print every flag of every resource and route with its current value, then the\n"
+            "flags' version and whether the flag store is healthy."
+        ),
+        epilog=(
+            "examples:\n"
+            "  shadowproxy flags show -c config/users.yaml\n"
+            "  shadowproxy flags show -c config/http-dropin.yaml --admin-url http://10.0.0.5:9090\n\n"
+            "exit status: 0 shown; 2 admin API error or config error."
+        ),
+    )
+    set_ = flags_sub.add_parser(
+        "set",
+        help="change one flag",
+        formatter_class=RAW,
+        description=(
+            "Change one flag of a resource or route and print 'TARGET.FLAG: OLD -> NEW'.\n"
+            "Resource flags: read_from, write_to, shadow_reads, new_store_read_fraction;\n"
+            "route flags: primary, shadow, sample. Fractions take 0.25, or 25%. Refused\n"
+            "when unsafe: reading from a store not in write_to, an empty write_to, an\n"
+            "unknown store or backend, a fraction outside 0..1, a route shadowing its own\n"
+            "primary, or moving reads toward the new side while readiness fails (unless\n"
+            "--force)."
+        ),
+        epilog=(
+            "examples:\n"
+            "  shadowproxy flags set -c config/users.yaml users read_from=dynamodb "
+            '--reason "readiness green for 24h"\n'
+            "  shadowproxy flags set -c config/users.yaml users new_store_read_fraction=0.1 "
+            '--reason "canary 10%"\n'
+            "  shadowproxy flags set -c config/users.yaml users shadow_reads=0.25 "
+            '--reason "halve shadow load"\n\n'
+            "exit status: 0 changed; 2 refused, admin API error or config error."
+        ),
+    )
+    history = flags_sub.add_parser(
+        "history",
+        help="the audit of flag changes",
+        formatter_class=RAW,
+        description=(
+            "Print the audit of flag changes, newest first: when (UTC), who (cli:<user>,\n"
+            "admin:token, config, guardrail), TARGET.FLAG: OLD -> NEW, forced or not, and\n"
+            "the reason."
+        ),
+        epilog=(
+            "examples:\n"
+            "  shadowproxy flags history -c config/users.yaml --target users\n"
+            "  shadowproxy flags history -c config/users.yaml --limit 10\n\n"
+            "exit status: 0 shown; 2 admin API error (also --limit outside 1..1000) or\n"
+            "config error."
+        ),
+    )
+    for p in (show, set_, history):
+        p.add_argument("-c", "--config", required=True, metavar="FILE", help=ADMIN_CONFIG_HELP)
+        p.add_argument("--admin-url", metavar="URL", help=ADMIN_URL_HELP)
+    set_.add_argument(
+        "target", metavar="TARGET", help="resource or route name, e.g. users or users-get"
+    )
+    set_.add_argument(
+        "assignment",
+        metavar="FLAG=VALUE",
+        help="FLAG=VALUE, e.g. read_from=dynamodb, write_to=postgres,dynamodb or sample=25%%",
+    )
+    set_.add_argument(
+        "--reason",
+        required=True,
+        metavar="TEXT",
+        help="why, kept in the audit; at most 1000 characters (required)",
+    )
+    set_.add_argument(
+        "--force",
+        action="store_true",
+        help="move reads toward the new side even though readiness fails; the audit marks the "
+        "change forced (default: off)",
+    )
+    history.add_argument(
+        "--target",
+        metavar="NAME",
+        help="only changes to this resource or route (default: every target)",
+    )
+    history.add_argument(
+        "--limit",
+        type=int,
+        metavar="N",
+        default=50,
+        help="at most this many entries, 1 to 1000 (default: %(default)s)",
+    )
 
-    ready = sub.add_parser("readiness", help="is it safe to flip reads? exit 0 only when ready")
-    ready.add_argument("-c", "--config", required=True)
-    ready.add_argument("--resource", "--route", dest="target", help="one resource or route")
-    ready.add_argument("--admin-url")
-    ready.add_argument("--json", action="store_true")
+    ready = sub.add_parser(
+        "readiness",
+        help="is it safe to flip reads? exit 0 only when ready",
+        formatter_class=RAW,
+        description=(
+            "Is it safe to flip reads? Ask a running instance for the verdict per resource\n"
+            "and per shadowed route over readiness.window_seconds (summed over every\n"
+            "instance with readiness.store: redis): comparisons, mismatch rate, shadow\n"
+            "error rate, the new side's p99 latency, operations never compared. Prints\n"
+            "every criterion with its measured value and threshold; an unknown value is\n"
+            "never ready. The admin token comes from the environment, as for 'flags'."
+        ),
+        epilog=(
+            "examples:\n"
+            "  shadowproxy readiness -c config/users.yaml --resource users\n"
+            "  shadowproxy readiness -c config/http-dropin.yaml --route users-get --json\n\n"
+            "exit status: 0 ready; 1 not ready; 2 admin API error (also an unknown\n"
+            "resource or route) or config error."
+        ),
+    )
+    ready.add_argument("-c", "--config", required=True, metavar="FILE", help=ADMIN_CONFIG_HELP)
+    ready.add_argument(
+        "--resource",
+        "--route",
+        dest="target",
+        metavar="NAME",
+        help="only this resource or route (default: every resource and shadowed route)",
+    )
+    ready.add_argument("--admin-url", metavar="URL", help=ADMIN_URL_HELP)
+    ready.add_argument(
+        "--json",
+        action="store_true",
+        help="print the whole verdict as JSON instead of text (default: off)",
+    )
 
-    demo = sub.add_parser("demo", help="run a self-contained demo on embedded services")
-    demo.add_argument("--duration", type=float, default=None, help="stop after S seconds")
+    demo = sub.add_parser(
+        "demo",
+        help="run a self-contained demo on embedded services",
+        formatter_class=RAW,
+        description=(
+            "A self-contained demo: nothing else has to run. Needs the demo extra:\n"
+            f"{DEMO_EXTRA}.\n\n"
+            "store (default): an embedded DynamoDB endpoint (moto) and the local PostgreSQL\n"
+            "($SHADOWPROXY_DEMO_PG_DSN, default postgresql://postgres@127.0.0.1:5432/postgres)\n"
+            "or, when none answers, an embedded one (pgserver); loads users into both with\n"
+            "four planted divergences, drives reads and writes through the proxy and prints\n"
+            "what was found, with the URLs of the proxy, /metrics and /mismatches.\n"
+            "http: two embedded users services, the proxy in front of them.\n\n"
+            "It then serves until Ctrl-C, or until --duration seconds have passed."
+        ),
+        epilog=(
+            "examples:\n"
+            "  shadowproxy demo\n"
+            "  shadowproxy demo --duration 30\n"
+            "  shadowproxy demo --story http --requests 1000 --duration 0\n"
+            "  SHADOWPROXY_DEMO_PG_DSN=postgresql://postgres@db:5432/postgres "
+            "shadowproxy demo --users 500\n\n"
+            "exit status: 0 done (also after Ctrl-C while it serves); 2 a module of the demo\n"
+            "extra is missing (the message names the pip command)."
+        ),
+    )
+    demo.add_argument(
+        "--duration",
+        type=float,
+        metavar="SECONDS",
+        default=None,
+        help="stop after this many seconds in all, set-up included; 0 prints the report and "
+        "exits (default: serve until Ctrl-C)",
+    )
     demo.add_argument(
         "--story",
         choices=("store", "http"),
         default="store",
-        help="store: PostgreSQL -> DynamoDB (default); http: two HTTP services",
+        help="store: PostgreSQL -> DynamoDB; http: two HTTP services (default: %(default)s)",
     )
-    demo.add_argument("--requests", type=int, default=400, help="http story: GETs to send")
-    demo.add_argument("--users", type=int, default=3000, help="store story: users to load")
+    demo.add_argument(
+        "--requests",
+        type=int,
+        metavar="N",
+        default=400,
+        help="http story: GETs to send through the proxy (default: %(default)s)",
+    )
+    demo.add_argument(
+        "--users",
+        type=int,
+        metavar="N",
+        default=3000,
+        help="store story: users to load into both stores (default: %(default)s)",
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     try:
         if args.command == "check-config":
             settings = load_settings(args.config)
@@ -93,16 +408,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "serve":
             return _serve(args.config, args.workers)
         if args.command == "demo":
-            from proxy.demo import run_demo
-
-            return asyncio.run(
-                run_demo(
-                    story=args.story,
-                    duration=args.duration,
-                    requests=args.requests,
-                    users=args.users,
-                )
-            )
+            return _demo(args)
     except ConfigError as e:
         print(f"shadowproxy: config error: {e}", file=sys.stderr)
         return 2
@@ -136,6 +442,44 @@ def _admin_command(args: argparse.Namespace) -> int:
     except cli_admin.AdminError as e:
         print(f"shadowproxy: {e}", file=sys.stderr)
         return 2
+
+
+def _demo(args: argparse.Namespace) -> int:
+    try:
+        from proxy.demo import run_demo
+
+        return asyncio.run(
+            run_demo(
+                story=args.story,
+                duration=args.duration,
+                requests=args.requests,
+                users=args.users,
+            )
+        )
+    except ImportError as e:
+        missing = _demo_module(e)
+        if missing is None:
+            raise
+        print(
+            f"shadowproxy: demo needs {missing}, which is not installed ({e}); "
+            f"install the demo extra: {DEMO_EXTRA}",
+            file=sys.stderr,
+        )
+        return 2
+    except SystemExit as e:
+        # The store story turns a missing pgserver (needed only when no PostgreSQL answers)
+        # into SystemExit(message), chained from the ImportError; the message names the fix.
+        cause = e.__cause__
+        if not isinstance(cause, ImportError) or _demo_module(cause) is None:
+            raise
+        print(f"shadowproxy: demo: {e.code}", file=sys.stderr)
+        return 2
+
+
+def _demo_module(error: ImportError) -> str | None:
+    """The demo extra's module whose absence ``error`` reports, else None."""
+    top = (error.name or "").partition(".")[0]
+    return top if top in DEMO_MODULES else None
 
 
 def _serve(config: str, workers: int | None) -> int:

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
+import proxy
 from tests.e2e.conftest import ROOT, run_cli, shadowproxy, wait_http
 from tests.support.servers import free_port
 
@@ -182,3 +183,32 @@ def test_http_demo_finds_every_planted_divergence() -> None:
     assert "status" in out  # the user missing in the candidate
     assert "/metrics" in out and "/mismatches" in out
     assert "user7@example" not in out  # PII redacted in the printed example
+
+
+def test_version_help_and_usage_errors() -> None:
+    version = run_cli("--version")
+    assert version.returncode == 0
+    assert version.stdout == f"shadowproxy {proxy.__version__}\n"
+    top = run_cli("--help")
+    assert top.returncode == 0
+    assert "exit codes:" in top.stdout and "  130  interrupted" in top.stdout
+    flags_set = run_cli("flags", "set", "--help")
+    assert flags_set.returncode == 0
+    assert "shadowproxy flags set -c config/users.yaml users read_from=dynamodb" in flags_set.stdout
+    usage = run_cli("serve")  # no -c
+    assert usage.returncode == 2 and "required: -c/--config" in usage.stderr
+
+
+def test_documented_exit_codes_of_admin_and_store_commands() -> None:
+    users = str(ROOT / "config" / "users.yaml")
+    no_token = run_cli("flags", "show", "-c", users, env={"SHADOWPROXY_ADMIN_TOKEN": ""})
+    assert no_token.returncode == 2
+    assert no_token.stderr == "shadowproxy: set SHADOWPROXY_ADMIN_TOKEN to the admin token\n"
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    env = {"SHADOWPROXY_ADMIN_TOKEN": "t"}
+    unreachable = run_cli("readiness", "-c", users, "--admin-url", url, env=env)
+    assert unreachable.returncode == 2 and "cannot reach the admin API" in unreachable.stderr
+    dsn = f"postgresql://postgres@127.0.0.1:{free_port()}/postgres"
+    store = run_cli("init-stores", "-c", users, env={"SHADOWPROXY__BACKENDS__RDS__DSN": dsn})
+    assert store.returncode == 1
+    assert "shadowproxy: store error: StoreUnavailable: postgres" in store.stderr
