@@ -1,15 +1,21 @@
-"""The comparators' error tree.
+"""The root of the project's error tree, and the comparators' branch of it.
 
-::
+``ShadowProxyError`` lives here, in the package both ``comparators`` and ``proxy`` import
+(``comparators`` never imports ``proxy``); the whole tree is drawn in ``proxy.errors``. ::
 
-    ComparatorError
-     └── RuleError (also a ValueError): a comparison rule from config is invalid
+    ShadowProxyError
+     └── ComparatorError
+          └── RuleError (also a ValueError): a comparison rule from config is invalid
 """
 
 from __future__ import annotations
 
 
-class ComparatorError(Exception):
+class ShadowProxyError(Exception):
+    """Base of every error shadowproxy raises on purpose."""
+
+
+class ComparatorError(ShadowProxyError):
     """Base of every error raised on purpose by ``comparators``."""
 
 

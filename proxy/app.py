@@ -11,7 +11,7 @@ close.
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -28,6 +28,7 @@ from proxy.metrics import Metrics
 from proxy.resources.wiring import Resources, build_store_side, new_stores_of
 from proxy.settings import Settings
 from proxy.shared import Shared, flag_store_for, shared_parts
+from proxy.types import RawHandler
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,7 @@ class Apps:
     flag_store: FlagStore
     decisions: Decisions
     guardrail: Guardrail
-    direct_handler: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]] | None = None
+    direct_handler: RawHandler | None = None
 
 
 def build(

@@ -12,11 +12,12 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
+from comparators.errors import ShadowProxyError
 from proxy.control.flags_api import ACTOR_HEADER, cli_actor
 from proxy.settings import Settings
 
 
-class AdminError(Exception):
+class AdminError(ShadowProxyError):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status

@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -38,6 +38,7 @@ from aiohttp import web
 from aiohttp.streams import StreamReader
 
 from proxy.tasks import spawn
+from proxy.types import Handler, RawHandler
 
 log = logging.getLogger("shadowproxy.http")
 
@@ -51,9 +52,6 @@ REQUEST_TIMEOUT = (
     + f"Content-Length: {len(_TIMEOUT_BODY)}\r\n\r\n".encode()
     + _TIMEOUT_BODY
 )
-
-Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
-AppHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,7 +172,7 @@ def watched(request: web.BaseRequest) -> Watched | None:
     return protocol if isinstance(protocol, Watched) else None
 
 
-async def _tracked(handler: Handler, request: web.BaseRequest) -> web.StreamResponse:
+async def _tracked(handler: RawHandler, request: web.BaseRequest) -> web.StreamResponse:
     conn = watched(request)
     if conn is None:
         return await handler(request)
@@ -185,13 +183,13 @@ async def _tracked(handler: Handler, request: web.BaseRequest) -> web.StreamResp
         conn.finished()
 
 
-def tracked(handler: Handler) -> Handler:
+def tracked(handler: RawHandler) -> RawHandler:
     """``handler`` telling its connection's :class:`Watched` when it starts and finishes."""
     return partial(_tracked, handler)
 
 
 @web.middleware
-async def middleware(request: web.Request, handler: AppHandler) -> web.StreamResponse:
+async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """:func:`tracked` for every handler of an application."""
     return await _tracked(handler, request)  # type: ignore[arg-type]
 

@@ -1,8 +1,28 @@
-"""The error tree, and the one JSON envelope every error response uses.
+"""The project's one error tree, and the one JSON envelope every error response uses.
+
+Every error shadowproxy raises on purpose is a ``ShadowProxyError`` (defined in
+``comparators.errors``, re-exported here). Each subtree lives with the code that raises it::
 
 ShadowProxyError
-├── ConfigError            bad configuration: names the key path and the bad value
-└── HTTPProblem            an error answered to a client, with status and code
+├── ComparatorError        comparators.errors: a bad comparison rule (RuleError)
+├── ConfigError            here: bad configuration, names the key path and the bad value
+├── SchemaError            proxy.store.schema: a request body or key that breaks the
+│                          resource schema (422); also a ValueError
+├── InvalidField           proxy.store.fieldtypes: one value that breaks its field type
+├── StoreError             proxy.store.base: a store could not do what was asked
+│   ├── RecordNotFound, KeyConflict, LimitExceeded, InvalidCursor, InvalidRecord
+│   └── StoreUnavailable   (StoreTimeout, Throttled)
+├── DynamoError            proxy.store.dynamo_errors: an error answer of the DynamoDB API,
+│                          translated into a StoreError by the store (DynamoTransportError)
+├── BackendError           proxy.h1: an HTTP backend failed (ConnectFailed, Disconnected,
+│                          PayloadError, ProtocolError); answered as 502/504
+├── FlagError              proxy.flags.model: a flag change refused (UnknownFlag,
+│                          InvalidFlagValue, UnsafeFlip); also a ValueError
+├── FlagStoreError         proxy.flags.store: the flag store failed (FlagStoreUnavailable,
+│                          FlagConflict)
+├── RepairRace             proxy.repair.repairer: a record kept changing during a repair
+├── AdminError             proxy.cli_admin: the admin API refused or could not be reached
+└── HTTPProblem            here: an error answered to a client, with status and code
     ├── BadRequest         400  malformed request (bad JSON, wrong types, unknown fields,
     │                           an ambiguous path)
     ├── NotFound           404
@@ -15,7 +35,11 @@ ShadowProxyError
     ├── TooManyRequests    429
     ├── BadGateway         502  the primary failed or answered garbage
     ├── Unavailable        503
-    └── GatewayTimeout     504  the primary did not answer in time
+    ├── GatewayTimeout     504  the primary did not answer in time
+    └── Unauthorized 401, Forbidden 403   proxy.control.admin: the admin token
+
+``python -m pytest tests/unit/proxy/test_errors.py`` checks that every exception class
+defined in the project descends from ``ShadowProxyError``.
 """
 
 from __future__ import annotations
@@ -25,9 +49,7 @@ from typing import Any, ClassVar
 import orjson
 from aiohttp import web
 
-
-class ShadowProxyError(Exception):
-    """Base of every error this package raises on purpose."""
+from comparators.errors import ShadowProxyError
 
 
 class ConfigError(ShadowProxyError):

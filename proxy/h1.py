@@ -27,10 +27,12 @@ from collections.abc import AsyncIterator
 import httptools
 from multidict import CIMultiDict
 
+from comparators.errors import ShadowProxyError
+
 HIGH_WATER = 256 * 1024  # buffered body bytes before we stop reading from the backend
 
 
-class BackendError(Exception):
+class BackendError(ShadowProxyError):
     kind = "protocol"
 
 

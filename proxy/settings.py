@@ -113,8 +113,14 @@ class PostgresBackend(_Model):
 
 class DynamoDBBackend(_Model):
     kind: Literal["dynamodb"]
-    endpoint_url: str | None = None
-    region: str = "us-east-1"
+    # Where requests go, resolved once at start as botocore resolves it (proxy.store.aws,
+    # docs/dynamodb.md): a key left unset falls back to the AWS_* environment variables,
+    # then to the AWS profile. No region anywhere is a config error, not us-east-1.
+    endpoint_url: str | None = None  # an emulator, a VPC endpoint; None: the region's own
+    region: str | None = None
+    profile: str | None = None  # of ~/.aws/config; also where credentials come from
+    use_fips: bool | None = None
+    ca_bundle: str | None = None  # PEM file the https endpoint is verified with
     timeout_seconds: float = Field(5.0, gt=0)
     connect_timeout_seconds: float = Field(2.0, gt=0)
     max_attempts: int = Field(8, ge=1, le=20)
@@ -122,6 +128,31 @@ class DynamoDBBackend(_Model):
     access_key_id_env: str = "AWS_ACCESS_KEY_ID"
     secret_access_key_env: str = "AWS_SECRET_ACCESS_KEY"
     session_token_env: str = "AWS_SESSION_TOKEN"  # temporary keys (STS) come with one
+
+    @field_validator("region")
+    @classmethod
+    def _region(cls, v: str | None) -> str | None:
+        from proxy.store.aws import REGION_NAME
+
+        if v is not None and not REGION_NAME.match(v):
+            raise ValueError("not a region name (like eu-west-1)")
+        return v
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _endpoint_url(cls, v: str | None) -> str | None:
+        from proxy.store.aws import Endpoint
+
+        if v is not None:
+            Endpoint.parse(v, "")  # ValueError: says what is wrong with it
+        return v
+
+    @field_validator("profile", "ca_bundle")
+    @classmethod
+    def _not_empty(cls, v: str | None) -> str | None:
+        if v is not None and not v.strip():
+            raise ValueError("must not be empty (leave the key out instead)")
+        return v
 
 
 Backend = Annotated[HttpBackend | PostgresBackend | DynamoDBBackend, Field(discriminator="kind")]
@@ -209,7 +240,7 @@ class ResourceFlags(_Model):
         return self
 
 
-class Guardrail(_Model):
+class GuardrailSettings(_Model):
     """After reads flip to the new store: flip back by itself when, within ``watch_seconds``
     and over at least ``min_comparisons``, the new primary's error rate or the mismatch rate
     (now measured against the old store as shadow) crosses its threshold."""
@@ -226,7 +257,7 @@ class ResourceSettings(ResourceConfig):
 
     flags: ResourceFlags
     new_store: str | None = None
-    guardrail: Guardrail | None = None
+    guardrail: GuardrailSettings | None = None
     compare: CompareConfig = CompareConfig(headers=())
     recheck_delay_seconds: float = Field(0.2, ge=0, le=30)
     recheck_attempts: int = Field(3, ge=0, le=10)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hmac
-from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
@@ -16,8 +15,8 @@ from proxy.experiment.shadow import ShadowRunner
 from proxy.experiment.sinks import BufferedSink
 from proxy.metrics import exposition_registry
 from proxy.request import request_id
+from proxy.types import Handler
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 MAX_MISMATCHES = 1000
 MAX_ADMIN_BODY = 64 * 1024
 

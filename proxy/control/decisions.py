@@ -13,30 +13,30 @@ from proxy.settings import Settings
 
 
 @dataclass(frozen=True)
-class Target:
+class GateTarget:
     name: str
     kind: str  # "resource" | "route"
     new_side: str | None  # the new store (resources) or the new backend (routes)
     operations: tuple[str, ...]
 
 
-def targets_from(settings: Settings, new_stores: Mapping[str, str | None]) -> dict[str, Target]:
+def targets_from(settings: Settings, new_stores: Mapping[str, str | None]) -> dict[str, GateTarget]:
     targets = {}
     for name in settings.resources:
         operations = settings.readiness.operations_for(RESOURCE_OPERATIONS)
-        targets[name] = Target(name, "resource", new_stores.get(name), tuple(operations))
+        targets[name] = GateTarget(name, "resource", new_stores.get(name), tuple(operations))
     for route in settings.routes:
         if route.shadow is None:
             continue
         routed = set(route.methods)
         shadowed = {m for m in route.shadow_methods if m in routed or "*" in routed} - {"HEAD"}
         operations = tuple(sorted(shadowed)) or ("GET",)
-        targets[route.name] = Target(route.name, "route", route.shadow, operations)
+        targets[route.name] = GateTarget(route.name, "route", route.shadow, operations)
     return targets
 
 
 class Decisions:
-    def __init__(self, readiness: Readiness, targets: Mapping[str, Target]) -> None:
+    def __init__(self, readiness: Readiness, targets: Mapping[str, GateTarget]) -> None:
         self.readiness = readiness
         self.targets = dict(targets)
 
@@ -74,7 +74,7 @@ class Decisions:
         )
 
 
-def _moves_reads(target: Target, old: FlagState, new: FlagState) -> bool:
+def _moves_reads(target: GateTarget, old: FlagState, new: FlagState) -> bool:
     if isinstance(old, ResourceFlagState) and isinstance(new, ResourceFlagState):
         to_new = new.read_from == target.new_side and old.read_from != target.new_side
         return to_new or new.new_store_read_fraction > old.new_store_read_fraction

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from comparators.model import Outcome
 from proxy.experiment.publish import Experiment
 from proxy.flags.store import FlagChange, FlagStore
-from proxy.settings import Guardrail as GuardrailSettings
+from proxy.settings import GuardrailSettings
 from proxy.tasks import spawn
 
 log = logging.getLogger("shadowproxy.guardrail")

@@ -32,6 +32,8 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any, Literal, TypeAlias
 
+from comparators.errors import ShadowProxyError
+
 TargetKind: TypeAlias = Literal["resource", "route"]
 
 RESOURCE_FLAGS: tuple[str, ...] = (
@@ -45,7 +47,7 @@ FRACTION_FLAGS = frozenset({"shadow_reads", "new_store_read_fraction", "sample"}
 _NONE_WORDS = frozenset({"", "none", "null", "off", "-"})
 
 
-class FlagError(ValueError):
+class FlagError(ShadowProxyError, ValueError):
     """A flag change that cannot be made: unknown name, bad value, or unsafe."""
 
 

@@ -34,6 +34,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from comparators.errors import ShadowProxyError
 from proxy.flags.audit import AuditEntry, AuditLog
 from proxy.flags.model import (
     RESOURCE_FLAGS,
@@ -58,7 +59,7 @@ ChangeListener = Callable[["FlagChange"], None]
 HealthListener = Callable[[bool, str | None], None]
 
 
-class FlagStoreError(Exception):
+class FlagStoreError(ShadowProxyError):
     """The flag store could not carry out a change (nothing was changed)."""
 
 

@@ -12,6 +12,7 @@ from typing import Any, NamedTuple, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from comparators.errors import ShadowProxyError
 from proxy.repair.config import RepairConfig
 from proxy.repair.log import RepairEntry, RepairLog
 from proxy.store.base import Record, RecordNotFound
@@ -37,7 +38,7 @@ class Destination(Protocol):
     async def delete(self, key: Any) -> None: ...
 
 
-class RepairRace(Exception):
+class RepairRace(ShadowProxyError):
     """The primary's record kept changing while it was being copied; retried later."""
 
 

@@ -40,11 +40,11 @@ from proxy.request import RequestAccounting, read_capped, request_id
 from proxy.resources.service import RequestInfo, ResourceService
 from proxy.store import base as store_errors
 from proxy.store.schema import SchemaError
+from proxy.types import Handler
 
 log = logging.getLogger("shadowproxy.access")
 errlog = logging.getLogger("shadowproxy.resources")
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 RESERVED_PARAMS = frozenset({"limit", "cursor", "fields"})
 DEFAULT_LIMIT = 100
 

@@ -14,8 +14,14 @@ from proxy.store.schema import Schema
 
 
 def build_store(
-    backend: Backend, table: str, schema: Schema, env: Mapping[str, str] | None = None
+    backend: Backend,
+    table: str,
+    schema: Schema,
+    env: Mapping[str, str] | None = None,
+    *,
+    name: str | None = None,
 ) -> ManagedStore:
+    """``name``: the backend's key under ``backends``, for config error messages."""
     env = os.environ if env is None else env
     if isinstance(backend, PostgresBackend):
         from proxy.store.postgres import PostgresStore
@@ -30,8 +36,11 @@ def build_store(
             connect_timeout=backend.connect_timeout_seconds,
         )
     if isinstance(backend, DynamoDBBackend):
+        from proxy.store.aws import resolve
         from proxy.store.dynamodb import DynamoDBStore
 
+        # Region, endpoint and CA bundle: once, here, at start (ConfigError if none works).
+        target = resolve(backend, env, name=name or "dynamodb")
         key_id = env.get(backend.access_key_id_env) or None
         secret = env.get(backend.secret_access_key_env) or None
         if (key_id is None) != (secret is None):
@@ -45,8 +54,8 @@ def build_store(
                 "neither to use the default credential chain"
             )
         return DynamoDBStore(
-            backend.endpoint_url,
-            backend.region,
+            target.endpoint_url,
+            target.region,
             table,
             schema,
             retry=RetryPolicy(max_attempts=backend.max_attempts),
@@ -58,6 +67,9 @@ def build_store(
             connect_timeout=backend.connect_timeout_seconds,
             read_timeout=backend.timeout_seconds,
             sdk_max_attempts=backend.sdk_max_attempts,
+            use_fips=target.use_fips,
+            ca_bundle=target.ca_bundle,
+            profile=target.profile,
         )
     raise ConfigError(f"backend kind {backend.kind!r} cannot hold a resource")
 
@@ -69,6 +81,6 @@ def build_stores(
     env: Mapping[str, str] | None = None,
 ) -> dict[str, ManagedStore]:
     return {
-        name: build_store(backends[table.backend], table.table, schema, env)
+        name: build_store(backends[table.backend], table.table, schema, env, name=table.backend)
         for name, table in resource.stores.items()
     }

@@ -21,13 +21,15 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from comparators.errors import ShadowProxyError
+
 Record = dict[str, Any]
 """A canonical record: field name -> canonical value (see ``proxy.store.fieldtypes``)."""
 
 Records = list[Record]
 
 
-class StoreError(Exception):
+class StoreError(ShadowProxyError):
     """Base of every error a store raises."""
 
 

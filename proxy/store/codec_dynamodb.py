@@ -20,7 +20,7 @@ from proxy.store.base import InvalidRecord, Record
 from proxy.store.fieldtypes import (
     NUMBER_TYPES,
     SCALAR_CANONICAL,
-    Invalid,
+    InvalidField,
     Malformed,
     canonical_json,
     render_datetime,
@@ -100,17 +100,17 @@ def _scalar_python(base: str, av: AttributeValue) -> Any:
     """The Python value a scalar AttributeValue holds, checked against the declared type."""
     if base == "bool":
         if "BOOL" not in av:
-            raise Invalid("expected BOOL", av)
+            raise InvalidField("expected BOOL", av)
         return av["BOOL"]
     tag = attribute_type(base)
     if tag not in av:
-        raise Invalid(f"expected {tag}", av)
+        raise InvalidField(f"expected {tag}", av)
     if tag == "S":
         return av["S"]
     number = Decimal(av["N"])
     if base == "int":
         if number != number.to_integral_value():
-            raise Invalid("expected an integer", av)
+            raise InvalidField("expected an integer", av)
         return int(number)
     return float(number) if base == "float" else number
 
@@ -136,13 +136,13 @@ def decode_value(spec: FieldSpec, av: AttributeValue | None) -> Any:
             return _element(base, av)
         if container == "list":
             if "L" not in av:
-                raise Invalid("expected L", av)
+                raise InvalidField("expected L", av)
             return [_element(base, item) for item in av["L"]]
         tag = attribute_type(base) + "S"
         if tag not in av:
-            raise Invalid(f"expected {tag}", av)
+            raise InvalidField(f"expected {tag}", av)
         return frozenset(_element(base, {tag[0]: text}) for text in av[tag])
-    except Invalid as e:
+    except InvalidField as e:
         return Malformed(attribute(av), e.message)
     except (orjson.JSONDecodeError, ArithmeticError, ValueError) as e:
         return Malformed(attribute(av), str(e))

@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 
 from proxy.store.base import InvalidRecord, Record
-from proxy.store.fieldtypes import FieldType, Invalid, Malformed, canonical_json
+from proxy.store.fieldtypes import FieldType, InvalidField, Malformed, canonical_json
 from proxy.store.plain import plain
 from proxy.store.schema import FieldSpec, Schema
 
@@ -62,7 +62,7 @@ def decode_value(spec: FieldSpec, raw: Any) -> Any:
         if spec.type.base == "json":
             return canonical_json(orjson.loads(raw), strict=False)
         return spec.canonical(raw)
-    except Invalid as e:
+    except InvalidField as e:
         return Malformed(plain(raw), f"{e.path or 'value'} {e.message}")
     except orjson.JSONDecodeError as e:
         return Malformed(plain(raw), f"not JSON: {e}")

@@ -1,4 +1,5 @@
-"""A lean DynamoDB client: the JSON wire protocol over ``proxy.h1``, signed here.
+"""A lean DynamoDB client: the JSON wire protocol over ``proxy.h1``, signed by
+``proxy.store.sigv4``, retried as botocore's standard mode retries.
 
     client = DynamoHttpClient(None, "eu-west-1", access_key_id=None, secret_access_key=None,
                               connect_timeout=2, read_timeout=5, max_attempts=3)
@@ -14,211 +15,60 @@ low-level request dict itself (PascalCase keys, AttributeValues such as ``{"S": 
 values as base64 text); the answer is the same JSON botocore returns, minus
 ``ResponseMetadata``. So a call is one ``orjson.dumps``, two hashes and two HMACs for the
 signature (the signing key is cached per day), one pooled keep-alive request and one
-``orjson.loads``.
+``orjson.loads``. The tests hold requests and answers to botocore's serializer and parser.
 
-Failures: a DynamoDB error answer raises ``DynamoError`` (``code`` is the ``__type`` after
-``#``, e.g. ``ConditionalCheckFailedException``); a connection that could not be made, broke,
-or gave an answer we could not read raises ``DynamoTransportError`` (``status`` 0); an attempt
-over ``read_timeout`` raises ``TimeoutError``. Throttling codes, 5xx answers, connection
-failures, CRC32 mismatches and timeouts are retried — ``max_attempts`` calls in all, with
-``RetryPolicy`` backoff between — like botocore's "standard" retry mode; other errors are
-raised at once.
+Where it connects (region, endpoint, FIPS, CA bundle) is decided before, once, by
+``proxy.store.aws``; this client only parses the URL it is given (``None``: the region's own).
+
+Failures (``proxy.store.dynamo_errors``): a DynamoDB error answer raises ``DynamoError``; a
+connection that could not be made, broke, or gave an answer we could not read raises
+``DynamoTransportError``; an attempt over ``read_timeout`` raises ``TimeoutError``. What
+botocore's standard mode retries is retried — ``max_attempts`` calls in all, ``RetryPolicy``
+backoff between — while the client's ``RetryQuota`` lasts: one quota for every call of the
+client, so a dead endpoint gets a few retries, then only first attempts, not a multiple of
+its traffic. Other errors are raised at once.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import ssl
 import time
 import zlib
-from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 import orjson
 
 from proxy import h1
-from proxy.store.retry import RetryPolicy
-
-SERVICE = "dynamodb"
-TARGET_PREFIX = "DynamoDB_20120810."
-CONTENT_TYPE = "application/x-amz-json-1.0"
-USER_AGENT = "shadowproxy"
-ALGORITHM = "AWS4-HMAC-SHA256"
-EMULATOR_CREDENTIALS = ("test", "test")  # moto and DynamoDB Local accept any pair
-
-# Retried like botocore's "standard" mode does for DynamoDB (throttles and transient
-# server-side faults); TransactionConflictException is the caller's business.
-RETRYABLE_CODES = frozenset(
-    {
-        "ProvisionedThroughputExceededException",
-        "ThrottlingException",
-        "RequestLimitExceeded",
-        "InternalServerError",
-        "ServiceUnavailable",
-    }
+from proxy.store.aws import LOCAL_REGION, Endpoint, signing_region, tls_context
+from proxy.store.dynamo_errors import DynamoError, DynamoTransportError, parse_error
+from proxy.store.retry import (
+    NO_RETRY_INCREMENT,
+    RETRY_COST,
+    TIMEOUT_RETRY_COST,
+    RetryPolicy,
+    RetryQuota,
 )
-# DynamoTransportError codes that mean the endpoint could not be reached or dropped us.
-CONNECTION_CODES = frozenset({"ConnectFailed", "Disconnected", "PayloadError"})
+from proxy.store.sigv4 import (
+    CONTENT_TYPE,
+    TARGET_PREFIX,
+    Credentials,
+    SigV4Signer,
+    amz_date,
+    freeze,
+)
 
+__all__ = [
+    "CONTENT_TYPE",
+    "TARGET_PREFIX",
+    "DynamoError",
+    "DynamoHttpClient",
+    "DynamoTransportError",
+    "Endpoint",
+]
 
-class DynamoError(Exception):
-    """An error answer from DynamoDB (or, as ``DynamoTransportError``, no usable answer).
-
-    ``code`` is the short error name (``ResourceNotFoundException``), ``status`` the HTTP
-    status (0 when there was no answer)."""
-
-    def __init__(self, code: str, message: str, status: int) -> None:
-        super().__init__(f"{code} (HTTP {status}): {message}" if status else f"{code}: {message}")
-        self.code = code
-        self.message = message
-        self.status = status
-
-    @property
-    def retryable(self) -> bool:
-        return self.code in RETRYABLE_CODES or self.status >= 500
-
-
-class DynamoTransportError(DynamoError):
-    """No usable answer: connection refused, closed, broken off, unparseable, or a CRC32
-    mismatch. ``code`` says which (``ConnectFailed``, ``Disconnected``, ``PayloadError``,
-    ``ProtocolError``, ``CRC32Mismatch``); ``status`` is 0, or the status of a bad answer."""
-
-    @property
-    def retryable(self) -> bool:
-        return self.code != "ProtocolError"
-
-
-def parse_error(status: int, body: bytes, error_type: str | None = None) -> DynamoError:
-    """The ``DynamoError`` of a non-200 answer.
-
-    The code is the body's ``__type`` after its ``#`` (``com.amazonaws...#Code``, or just
-    ``Code``), else the ``x-amzn-ErrorType`` header's (``Code:http://...``), else the status
-    as text (botocore's fallback too); the message is ``message`` or ``Message``, else the
-    start of a body that is not JSON (a proxy's or load balancer's error page)."""
-    data: Any = None
-    if body:
-        try:
-            data = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            data = None
-    fields: dict[str, Any] = data if isinstance(data, dict) else {}
-    raw_code = fields.get("__type")
-    if not isinstance(raw_code, str) or not raw_code:
-        raw_code = error_type.split(":", 1)[0] if error_type else ""
-    code = raw_code.rsplit("#", 1)[-1] or str(status)
-    message = fields.get("message", fields.get("Message"))
-    if not isinstance(message, str) or not message:
-        text = body[:200].decode("utf-8", "replace").strip() if data is None else ""
-        message = text or "no message"
-    return DynamoError(code, message, status)
-
-
-@dataclass(frozen=True, slots=True)
-class Credentials:
-    access_key_id: str
-    secret_access_key: str
-    session_token: str | None = None
-
-    def __post_init__(self) -> None:
-        for value in (self.access_key_id, self.secret_access_key, self.session_token or ""):
-            if "\r" in value or "\n" in value:
-                raise ValueError("AWS credentials must not contain line breaks")
-
-
-_last_stamp: tuple[int, str] = (-1, "")
-
-
-def amz_date(now: float) -> str:
-    """SigV4's timestamp, ``20240101T120000Z``, for a Unix time (formatted once a second)."""
-    global _last_stamp
-    second = int(now)
-    if _last_stamp[0] != second:
-        _last_stamp = (second, time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(second)))
-    return _last_stamp[1]
-
-
-def _hmac(key: bytes, text: str) -> bytes:
-    return hmac.digest(key, text.encode(), "sha256")
-
-
-class SigV4Signer:
-    """SigV4 for DynamoDB's ``POST /`` requests, in one region.
-
-    The signing key (four chained HMACs) depends only on the secret, the date and the region,
-    so it is derived once per day and secret and cached: a request then costs two SHA-256s
-    and two HMACs. The signed headers are content-type, host, x-amz-date, x-amz-target and,
-    with temporary credentials, x-amz-security-token; the payload hash covers the body."""
-
-    def __init__(self, region: str, service: str = SERVICE) -> None:
-        self.region = region
-        self.service = service
-        self._keys: dict[tuple[str, str], bytes] = {}
-
-    def signing_key(self, secret: str, date: str) -> bytes:
-        key = self._keys.get((secret, date))
-        if key is None:
-            key = _hmac(("AWS4" + secret).encode(), date)
-            for part in (self.region, self.service, "aws4_request"):
-                key = _hmac(key, part)
-            if len(self._keys) >= 4:  # yesterday's key, or a rotated secret's: not needed
-                self._keys.clear()
-            self._keys[(secret, date)] = key
-        return key
-
-    def authorization(
-        self, credentials: Credentials, timestamp: str, host: str, target: str, body: bytes
-    ) -> str:
-        """The ``Authorization`` header for one request; ``timestamp`` is its X-Amz-Date."""
-        date = timestamp[:8]
-        headers = [("content-type", CONTENT_TYPE), ("host", host), ("x-amz-date", timestamp)]
-        if credentials.session_token:
-            headers.append(("x-amz-security-token", credentials.session_token))
-        headers.append(("x-amz-target", target))  # the names stay sorted, as SigV4 wants
-        signed = ";".join(name for name, _ in headers)
-        canonical = "POST\n/\n\n{}\n{}\n{}".format(
-            "".join(f"{name}:{' '.join(value.split())}\n" for name, value in headers),
-            signed,
-            hashlib.sha256(body).hexdigest(),
-        )
-        scope = f"{date}/{self.region}/{self.service}/aws4_request"
-        to_sign = "\n".join(
-            (ALGORITHM, timestamp, scope, hashlib.sha256(canonical.encode()).hexdigest())
-        )
-        key = self.signing_key(credentials.secret_access_key, date)
-        signature = hmac.digest(key, to_sign.encode(), "sha256").hex()  # one-shot: no HMAC object
-        return (
-            f"{ALGORITHM} Credential={credentials.access_key_id}/{scope}, "
-            f"SignedHeaders={signed}, Signature={signature}"
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class Endpoint:
-    scheme: str
-    host: str
-    port: int
-    host_header: str  # with the port only when it is not the scheme's default
-
-    @classmethod
-    def parse(cls, endpoint_url: str | None, region: str) -> Endpoint:
-        url = endpoint_url or f"https://dynamodb.{region}.amazonaws.com"
-        split = urlsplit(url)
-        if split.scheme not in ("http", "https") or not split.hostname:
-            raise ValueError(f"DynamoDB endpoint {url!r}: expected http(s)://host[:port]")
-        if split.path not in ("", "/") or split.query or split.fragment:
-            raise ValueError(f"DynamoDB endpoint {url!r}: a path or query is not supported")
-        default = 443 if split.scheme == "https" else 80
-        try:
-            port = split.port or default
-        except ValueError as e:
-            raise ValueError(f"DynamoDB endpoint {url!r}: {e}") from e
-        host = split.hostname
-        shown = f"[{host}]" if ":" in host else host
-        header = shown if port == default else f"{shown}:{port}"
-        return cls(split.scheme, host, port, header)
+USER_AGENT = "shadowproxy"
+EMULATOR_CREDENTIALS = ("test", "test")  # moto and DynamoDB Local accept any pair
 
 
 class DynamoHttpClient:
@@ -228,12 +78,16 @@ class DynamoHttpClient:
 
     ``connect_timeout`` bounds making a connection; ``read_timeout`` bounds one attempt as a
     whole (waiting for a connection, sending, reading the answer). ``retry`` supplies the
-    backoff between attempts; ``max_attempts`` how many calls are made at most.
+    backoff between attempts; ``max_attempts`` how many calls are made at most; ``quota``
+    the retry tokens (botocore's numbers by default). ``use_fips`` picks the FIPS endpoint
+    when ``endpoint_url`` is None; ``ca_bundle`` is what an https endpoint is verified with
+    (default: the system's CAs).
 
     Credentials: ``access_key_id`` and ``secret_access_key`` when both are given; otherwise
-    botocore's default chain (environment, profiles, container and instance roles), refreshed
-    as it says when they are temporary; with nothing found, a local ``endpoint_url`` (an
-    emulator) gets a dummy pair and AWS itself is refused at ``open()``.
+    botocore's default chain (environment, ``profile`` or the default one, container and
+    instance roles), refreshed as it says when they are temporary; with nothing found, a
+    local endpoint (``endpoint_url``, or region ``local``: an emulator) gets a dummy pair
+    and AWS itself is refused at ``open()``.
     """
 
     def __init__(
@@ -249,6 +103,10 @@ class DynamoHttpClient:
         max_attempts: int,
         pool_limit: int = 64,
         retry: RetryPolicy | None = None,
+        quota: RetryQuota | None = None,
+        use_fips: bool = False,
+        ca_bundle: str | None = None,
+        profile: str | None = None,
     ) -> None:
         if (access_key_id is None) != (secret_access_key is None):
             raise ValueError("DynamoDB credentials: give both access key id and secret, or none")
@@ -256,18 +114,22 @@ class DynamoHttpClient:
             raise ValueError(f"max_attempts must be at least 1, got {max_attempts!r}")
         self.endpoint_url = endpoint_url
         self.region = region
-        self.endpoint = Endpoint.parse(endpoint_url, region)
+        self.endpoint = Endpoint.parse(endpoint_url, region, use_fips)
         self.max_attempts = max_attempts
         self.retry = retry or RetryPolicy(max_attempts=max_attempts)  # 25 ms base, 2 s cap
+        self.quota = quota or RetryQuota()
+        self.ca_bundle = ca_bundle
+        self.profile = profile
         self._explicit = (
             Credentials(access_key_id, secret_access_key, session_token)
             if access_key_id is not None and secret_access_key is not None
             else None
         )
+        self._emulator = endpoint_url is not None or region == LOCAL_REGION
         self._connect_timeout = connect_timeout
         self._read_timeout = read_timeout
         self._pool_limit = pool_limit
-        self._signer = SigV4Signer(region)
+        self._signer = SigV4Signer(signing_region(region))
         self._credentials: Credentials | None = None
         self._refreshable: Any = None  # botocore credentials that renew themselves
         self._pool: h1.Pool | None = None
@@ -276,7 +138,14 @@ class DynamoHttpClient:
         if self._pool is not None:
             return
         await self._resolve_credentials()
-        context = ssl.create_default_context() if self.endpoint.scheme == "https" else None
+        context = None
+        if self.endpoint.scheme == "https":
+            try:
+                context = tls_context(self.ca_bundle)
+            except (OSError, ssl.SSLError) as e:
+                raise DynamoError(
+                    "CABundleError", f"cannot load the CA bundle {self.ca_bundle!r}: {e}", 0
+                ) from e
         self._pool = h1.Pool(
             self.endpoint.host,
             self.endpoint.port,
@@ -304,15 +173,15 @@ class DynamoHttpClient:
             self._credentials = self._explicit
             return
         # The default chain is botocore's; imported here so the hot path never loads it.
-        from aiobotocore.session import get_session
+        from aiobotocore.session import AioSession
         from botocore.exceptions import BotoCoreError
 
         try:
-            found = await get_session().get_credentials()
+            found = await AioSession(profile=self.profile).get_credentials()
         except BotoCoreError as e:  # a broken profile, half the keys in the environment...
             raise DynamoError("CredentialsError", f"AWS credentials for DynamoDB: {e}", 0) from e
         if found is None:
-            if self.endpoint_url is None:
+            if not self._emulator:
                 raise DynamoError(
                     "NoCredentials",
                     f"no AWS credentials for DynamoDB in {self.region}: none given and none "
@@ -324,11 +193,11 @@ class DynamoHttpClient:
             return
         if callable(getattr(found, "refresh_needed", None)):
             self._refreshable = found
-        self._credentials = await _frozen(found)
+        self._credentials = await freeze(found)
 
     async def _current_credentials(self) -> Credentials:
         if self._refreshable is not None:
-            self._credentials = await _frozen(self._refreshable)
+            self._credentials = await freeze(self._refreshable)
         if self._credentials is None:
             raise RuntimeError("DynamoHttpClient: open() was not awaited")
         return self._credentials
@@ -342,14 +211,16 @@ class DynamoHttpClient:
         target = TARGET_PREFIX + operation
         body = orjson.dumps(request)
         attempt = 0
+        paid = 0  # what the latest retry cost: refunded when the call succeeds
         stale_retry = True
         while True:
             attempt += 1
             try:
-                return await self._attempt(target, body)
+                answer = await self._attempt(target, body)
             except DynamoError as e:
-                if not e.retryable or attempt >= self.max_attempts:
+                if not e.retryable or not self._may_retry(attempt, RETRY_COST):
                     raise
+                paid = RETRY_COST
             except h1.Disconnected as e:
                 if e.reused and stale_retry:
                     # A kept-alive connection the server had closed while it sat idle: go
@@ -357,30 +228,67 @@ class DynamoHttpClient:
                     stale_retry = False
                     attempt -= 1
                     continue
-                if attempt >= self.max_attempts:
+                if not self._may_retry(attempt, RETRY_COST):
                     raise self._transport_failure(operation, "Disconnected", e, attempt) from e
+                paid = RETRY_COST
             except h1.ConnectFailed as e:
-                if attempt >= self.max_attempts:
+                cause = e.__cause__
+                if isinstance(cause, ssl.SSLCertVerificationError):
+                    raise self._untrusted(operation, cause) from e
+                cost = TIMEOUT_RETRY_COST if isinstance(cause, TimeoutError) else RETRY_COST
+                if not self._may_retry(attempt, cost):
                     raise self._transport_failure(operation, "ConnectFailed", e, attempt) from e
+                paid = cost
             except h1.PayloadError as e:
-                if attempt >= self.max_attempts:
+                if not self._may_retry(attempt, RETRY_COST):
                     raise self._transport_failure(operation, "PayloadError", e, attempt) from e
+                paid = RETRY_COST
             except h1.BackendError as e:  # ProtocolError: what came back is not HTTP
-                raise self._transport_failure(operation, "ProtocolError", e, attempt) from e
+                raise self._transport_failure(
+                    operation, "ProtocolError", e, attempt, retryable=False
+                ) from e
             except TimeoutError as e:
-                if attempt >= self.max_attempts:
+                if not self._may_retry(attempt, TIMEOUT_RETRY_COST):
                     raise TimeoutError(
                         f"dynamodb {operation}: no answer within {self._read_timeout}s "
-                        f"({attempt} attempts)"
+                        f"({self._attempts(attempt)})"
                     ) from e
+                paid = TIMEOUT_RETRY_COST
+            else:
+                self.quota.release(paid or NO_RETRY_INCREMENT)
+                return answer
             await asyncio.sleep(self.retry.delay(attempt))
 
+    def _may_retry(self, attempt: int, cost: int) -> bool:
+        """Another attempt may follow ``attempt``: one is left and the quota pays ``cost``."""
+        return attempt < self.max_attempts and self.quota.acquire(cost)
+
+    def _attempts(self, attempts: int, retryable: bool = True) -> str:
+        if retryable and attempts < self.max_attempts:  # stopped early: the quota said no
+            return f"{attempts} attempts; retry quota exhausted"
+        return f"{attempts} attempts"
+
+    def _where(self) -> str:
+        return f"{self.endpoint.scheme}://{self.endpoint.host_header}"
+
     def _transport_failure(
-        self, operation: str, code: str, error: Exception, attempts: int
+        self, operation: str, code: str, error: Exception, attempts: int, retryable: bool = True
     ) -> DynamoTransportError:
-        where = f"{self.endpoint.scheme}://{self.endpoint.host_header}"
+        tried = self._attempts(attempts, retryable)
         return DynamoTransportError(
-            code, f"dynamodb {operation} at {where}: {error} ({attempts} attempts)", 0
+            code, f"dynamodb {operation} at {self._where()}: {error} ({tried})", 0
+        )
+
+    def _untrusted(
+        self, operation: str, error: ssl.SSLCertVerificationError
+    ) -> DynamoTransportError:
+        trusted = f"the CA bundle {self.ca_bundle!r}" if self.ca_bundle else "the system's CAs"
+        return DynamoTransportError(
+            "CertificateUntrusted",
+            f"dynamodb {operation} at {self._where()}: the server's certificate does not "
+            f"verify against {trusted} ({error.verify_message or error}); set the backend's "
+            "ca_bundle, or AWS_CA_BUNDLE, to the CA bundle that signed it",
+            0,
         )
 
     async def _attempt(self, target: str, body: bytes) -> dict[str, Any]:
@@ -433,9 +341,3 @@ class DynamoHttpClient:
             + f"Authorization: {authorization}\r\nUser-Agent: {USER_AGENT}\r\n"
             f"Content-Length: {len(body)}\r\n\r\n"
         ).encode()
-
-
-async def _frozen(credentials: Any) -> Credentials:
-    """aiobotocore credentials -> ours (refreshing them first when they are due)."""
-    frozen = await credentials.get_frozen_credentials()
-    return Credentials(frozen.access_key, frozen.secret_key, frozen.token or None)

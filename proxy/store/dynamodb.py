@@ -1,6 +1,8 @@
-"""The DynamoDB store: one table keyed by the resource key, one GSI per declared index, our
-lean JSON client (``proxy.store.dynamo_http``: SigV4 over keep-alive HTTP; botocore is only
-asked for credentials when none are given).
+"""The DynamoDB store: one table keyed by the resource key, one GSI per declared index, read
+and written through our lean JSON client (``proxy.store.dynamo_http``) because botocore cost
+more CPU per call than a shadow read can afford; botocore is only asked for credentials when
+none are given, and its conventions decide where the client connects (``proxy.store.aws``,
+resolved by whoever builds the store: ``proxy.resources.stores``).
 
     store = DynamoDBStore("http://127.0.0.1:8000", "us-east-1", "users", schema)
     await store.open()
@@ -8,10 +10,10 @@ asked for credentials when none are given).
     record = await store.get(key)
     await store.close()
 
-Limits enforced here, not left to the service (moto accepts more): 25 items per
-BatchWriteItem, 100 keys per BatchGetItem, 400 KB per item. Unprocessed items/keys and
-throttled batch calls are retried with exponential backoff and full jitter (``RetryPolicy``);
-what is still unprocessed then is reported per item (batch_put) or raised (batch_get).
+Its parts, each a module: the table and its indexes (``dynamo_table``), the batch calls and
+their limits (``dynamo_batch``), the codec (``codec_dynamodb``), what a failure means
+(``dynamo_errors``). 400 KB per item is enforced here, not left to the service (moto accepts
+more).
 
 ``list`` is a Scan with a FilterExpression resuming at ``ExclusiveStartKey``: it reads the
 table in hash order until ``limit`` matches are found, so a selective filter reads much
@@ -23,24 +25,21 @@ queries are eventually consistent (GSIs cannot be read consistently).
 (anything with its ``call(operation, request)``); tests use it to count calls and inject
 ``UnprocessedItems`` or throttling errors.
 
-Each call is retried inside the client first (``sdk_max_attempts`` calls for throttles, 5xx
-answers, connection failures and timeouts, like botocore's standard mode); the store's own
-``RetryPolicy`` then retries throttled batch calls and pages and unprocessed items on top.
+Each call is retried inside the client first (``sdk_max_attempts`` calls for what botocore's
+standard mode retries, within the client's retry quota); the store's own ``RetryPolicy``
+then retries throttled batch calls and pages and unprocessed items on top.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
-import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from contextlib import aclosing
 from typing import Any
 
 from proxy.store import cursor as cursors
+from proxy.store import dynamo_batch, dynamo_table
 from proxy.store.base import (
-    InvalidRecord,
-    ItemResult,
     ItemResults,
     KeyConflict,
     LimitExceeded,
@@ -48,38 +47,25 @@ from proxy.store.base import (
     RecordNotFound,
     Records,
     StoreError,
-    StoreTimeout,
     StoreUnavailable,
     Throttled,
 )
 from proxy.store.codec_dynamodb import (
     MAX_ITEM_BYTES,
     Item,
-    Items,
-    attribute_type,
     decode_item,
-    decode_key,
     encode_item,
     encode_key,
     encode_value,
     item_size,
 )
-from proxy.store.dynamo_http import (
-    CONNECTION_CODES,
-    RETRYABLE_CODES,
-    DynamoError,
-    DynamoHttpClient,
-    DynamoTransportError,
-)
+from proxy.store.dynamo_errors import DynamoError, error_code, translate
+from proxy.store.dynamo_http import DynamoHttpClient
 from proxy.store.retry import RetryPolicy
 from proxy.store.schema import Schema
 
 KIND = "dynamodb"
-MAX_BATCH_WRITE = 25
-MAX_BATCH_GET = 100
 MAX_SEGMENTS = 1_000_000
-THROTTLING_CODES = RETRYABLE_CODES
-log = logging.getLogger(__name__)
 
 
 class DynamoDBStore:
@@ -102,6 +88,9 @@ class DynamoDBStore:
         sdk_max_attempts: int = 3,
         consistent_reads: bool = True,
         scan_page: int | None = None,
+        use_fips: bool = False,
+        ca_bundle: str | None = None,
+        profile: str | None = None,
     ) -> None:
         self.endpoint_url = endpoint_url
         self.region = region
@@ -109,7 +98,7 @@ class DynamoDBStore:
         self.schema = schema
         self.retry = retry or RetryPolicy()
         self._wrap = client_wrapper
-        self._consistent = consistent_reads
+        self.consistent_reads = consistent_reads
         self._scan_page = scan_page
         self._http = DynamoHttpClient(
             endpoint_url,
@@ -120,6 +109,9 @@ class DynamoDBStore:
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
             max_attempts=sdk_max_attempts,
+            use_fips=use_fips,
+            ca_bundle=ca_bundle,
+            profile=profile,
         )
         self._client: Any = None  # the client (or the test wrapper around it) while open
 
@@ -129,7 +121,7 @@ class DynamoDBStore:
         try:
             await self._http.open()
         except DynamoError as e:
-            raise _translate(e) from e
+            raise translate(e) from e
         self._client = self._wrap(self._http) if self._wrap else self._http
 
     async def close(self) -> None:
@@ -148,78 +140,7 @@ class DynamoDBStore:
 
     async def init(self, *, timeout: float = 60.0) -> None:
         """Create the table (on-demand billing) and any missing GSI; wait until ACTIVE."""
-        deadline = time.monotonic() + timeout
-        table = await self._describe()
-        if table is None:
-            try:
-                await self._call("CreateTable", **self._table_definition())
-            except StoreError as e:
-                if _code(e) != "ResourceInUseException":  # created concurrently
-                    raise
-            table = await self._wait_active(deadline)
-        existing = {gsi["IndexName"] for gsi in table.get("GlobalSecondaryIndexes", [])}
-        for index in self.schema.indexes.values():
-            if index.dynamodb_index not in existing:
-                await self._call(
-                    "UpdateTable",
-                    TableName=self.table,
-                    AttributeDefinitions=self._attribute_definitions(),
-                    GlobalSecondaryIndexUpdates=[{"Create": self._gsi(index.dynamodb_index)}],
-                )
-                await self._wait_active(deadline)
-
-    async def _describe(self) -> dict[str, Any] | None:
-        try:
-            response = await self._call("DescribeTable", TableName=self.table)
-        except StoreError as e:
-            if _code(e) == "ResourceNotFoundException":
-                return None
-            raise
-        table: dict[str, Any] = response["Table"]
-        return table
-
-    async def _wait_active(self, deadline: float) -> dict[str, Any]:
-        pause = 0.05
-        while True:
-            table = await self._describe()
-            if table is not None and table["TableStatus"] == "ACTIVE":
-                indexes = table.get("GlobalSecondaryIndexes", [])
-                if all(gsi.get("IndexStatus", "ACTIVE") == "ACTIVE" for gsi in indexes):
-                    return table
-            if time.monotonic() + pause > deadline:
-                raise StoreTimeout(f"dynamodb table {self.table!r} not ACTIVE in time")
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, 1.0)
-
-    def _attribute_definitions(self) -> list[dict[str, str]]:
-        names = [self.schema.key, *(index.field for index in self.schema.indexes.values())]
-        return [
-            {
-                "AttributeName": name,
-                "AttributeType": attribute_type(self.schema.fields[name].type.base),
-            }
-            for name in dict.fromkeys(names)
-        ]
-
-    def _gsi(self, index_name: str) -> dict[str, Any]:
-        index = next(i for i in self.schema.indexes.values() if i.dynamodb_index == index_name)
-        return {
-            "IndexName": index_name,
-            "KeySchema": [{"AttributeName": index.field, "KeyType": "HASH"}],
-            "Projection": {"ProjectionType": "ALL"},
-        }
-
-    def _table_definition(self) -> dict[str, Any]:
-        definition: dict[str, Any] = {
-            "TableName": self.table,
-            "KeySchema": [{"AttributeName": self.schema.key, "KeyType": "HASH"}],
-            "AttributeDefinitions": self._attribute_definitions(),
-            "BillingMode": "PAY_PER_REQUEST",
-        }
-        gsis = [self._gsi(i.dynamodb_index) for i in self.schema.indexes.values()]
-        if gsis:
-            definition["GlobalSecondaryIndexes"] = gsis
-        return definition
+        await dynamo_table.ensure_table(self._call, self.table, self.schema, timeout=timeout)
 
     # reads ------------------------------------------------------------------------------
 
@@ -228,7 +149,7 @@ class DynamoDBStore:
         request: dict[str, Any] = {
             "TableName": self.table,
             "Key": encode_key(self.schema, key),
-            "ConsistentRead": self._consistent,
+            "ConsistentRead": self.consistent_reads,
         }
         if fields is not None:
             request.update(_projection(names))
@@ -254,7 +175,7 @@ class DynamoDBStore:
         self, filters: Mapping[str, Any], limit: int, cursor: str | None = None
     ) -> tuple[Records, str | None]:
         self.schema.check_filters(filters)
-        request: dict[str, Any] = {"TableName": self.table, "ConsistentRead": self._consistent}
+        request: dict[str, Any] = {"TableName": self.table, "ConsistentRead": self.consistent_reads}
         request.update(self._filter(filters))
         if cursor is not None:
             last = cursors.decode(KIND, self.schema, cursor)
@@ -274,41 +195,7 @@ class DynamoDBStore:
 
     async def batch_get(self, keys: Sequence[Any]) -> Records:
         """Records of the keys that exist, in the order asked; chunks of 100 keys."""
-        wanted = list(dict.fromkeys(keys))
-        found: dict[Any, Record] = {}
-        for start in range(0, len(wanted), MAX_BATCH_GET):
-            chunk = wanted[start : start + MAX_BATCH_GET]
-            for item in await self._get_chunk(chunk):
-                record = self._decode(item)
-                found[record[self.schema.key]] = record
-        return [found[key] for key in wanted if key in found]
-
-    async def _get_chunk(self, keys: Sequence[Any]) -> Items:
-        request: dict[str, Any] = {
-            "Keys": [encode_key(self.schema, key) for key in keys],
-            "ConsistentRead": self._consistent,
-        }
-        items: Items = []
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                response = await self._call("BatchGetItem", RequestItems={self.table: request})
-            except Throttled:
-                if attempt >= self.retry.max_attempts:
-                    raise
-                await asyncio.sleep(self.retry.delay(attempt))
-                continue
-            items.extend(response.get("Responses", {}).get(self.table, []))
-            unprocessed = response.get("UnprocessedKeys", {}).get(self.table, {}).get("Keys")
-            if not unprocessed:
-                return items
-            if attempt >= self.retry.max_attempts:
-                raise Throttled(
-                    f"dynamodb: {len(unprocessed)} keys unprocessed after {attempt} attempts"
-                )
-            request = {**request, "Keys": unprocessed}
-            await asyncio.sleep(self.retry.delay(attempt))
+        return await dynamo_batch.batch_get(self, keys)
 
     async def scan(self, segment: int, total_segments: int) -> AsyncIterator[Record]:
         """Every record of one parallel-scan segment."""
@@ -318,7 +205,7 @@ class DynamoDBStore:
             "TableName": self.table,
             "Segment": segment,
             "TotalSegments": total_segments,
-            "ConsistentRead": self._consistent,
+            "ConsistentRead": self.consistent_reads,
         }
         if self._scan_page is not None:
             request["Limit"] = self._scan_page
@@ -356,7 +243,7 @@ class DynamoDBStore:
                 ExpressionAttributeNames={"#k": self.schema.key},
             )
         except StoreError as e:
-            if _code(e) == "ConditionalCheckFailedException":
+            if error_code(e) == "ConditionalCheckFailedException":
                 raise KeyConflict(f"{self.schema.name} {record[self.schema.key]!s} exists") from e
             raise
 
@@ -402,7 +289,7 @@ class DynamoDBStore:
         try:
             response = await self._call("UpdateItem", **request)
         except StoreError as e:
-            if _code(e) == "ConditionalCheckFailedException":
+            if error_code(e) == "ConditionalCheckFailedException":
                 raise RecordNotFound(f"{self.schema.name} {key!s} not found") from e
             raise
         return self._decode(response["Attributes"])
@@ -417,75 +304,14 @@ class DynamoDBStore:
                 ExpressionAttributeNames={"#k": self.schema.key},
             )
         except StoreError as e:
-            if _code(e) == "ConditionalCheckFailedException":
+            if error_code(e) == "ConditionalCheckFailedException":
                 raise RecordNotFound(f"{self.schema.name} {key!s} not found") from e
             raise
 
     async def batch_put(self, records: Sequence[Record]) -> ItemResults:
-        """Upsert in BatchWriteItem chunks of 25; the last record wins when a key repeats.
-
-        Each record's result is its key's: a record that cannot be encoded or is over 400 KB
-        fails alone; unprocessed items still pending after the retry budget fail as
-        ``Throttled``; when the endpoint is unreachable the remaining chunks are not tried.
-        """
-        key_name = self.schema.key
-        own_errors: dict[int, StoreError] = {}
-        latest: dict[Any, dict[str, Any]] = {}
-        for position, record in enumerate(records):
-            if record.get(key_name) is None:
-                own_errors[position] = InvalidRecord("record has no key")
-                continue
-            try:
-                latest[record[key_name]] = {"PutRequest": {"Item": self._encode(record)}}
-            except StoreError as e:
-                own_errors[position] = e
-        requests = list(latest.items())
-        failed: dict[Any, StoreError] = {}
-        for start in range(0, len(requests), MAX_BATCH_WRITE):
-            chunk = dict(requests[start : start + MAX_BATCH_WRITE])
-            failures = await self._write_chunk(chunk)
-            failed.update(failures)
-            down = next(
-                (e for e in failures.values() if type(e) in (StoreUnavailable, StoreTimeout)), None
-            )
-            if down is not None:
-                failed.update({key: down for key, _ in requests[start + MAX_BATCH_WRITE :]})
-                break
-        results = []
-        for position, record in enumerate(records):
-            key = record.get(key_name)
-            error = own_errors[position] if position in own_errors else failed.get(key)
-            results.append(ItemResult(key, error))
-        return results
-
-    async def _write_chunk(self, pending: dict[Any, dict[str, Any]]) -> dict[Any, StoreError]:
-        """Write up to 25 put requests; returns the keys that failed and why."""
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                response = await self._call(
-                    "BatchWriteItem", RequestItems={self.table: list(pending.values())}
-                )
-            except Throttled as e:
-                if attempt >= self.retry.max_attempts:
-                    return dict.fromkeys(pending, e)
-                await asyncio.sleep(self.retry.delay(attempt))
-                continue
-            except StoreError as e:
-                return dict.fromkeys(pending, e)
-            unprocessed = response.get("UnprocessedItems", {}).get(self.table, [])
-            if not unprocessed:
-                return {}
-            pending = {
-                decode_key(self.schema, request["PutRequest"]["Item"]): request
-                for request in unprocessed
-            }
-            if attempt >= self.retry.max_attempts:
-                log.warning("dynamodb batch write: %d items unprocessed", len(pending))
-                error = Throttled(f"dynamodb: unprocessed after {attempt} attempts")
-                return dict.fromkeys(pending, error)
-            await asyncio.sleep(self.retry.delay(attempt))
+        """Upsert in BatchWriteItem chunks of 25 (``proxy.store.dynamo_batch``): a result per
+        record, in order; the last record wins when a key repeats."""
+        return await dynamo_batch.batch_put(self, records)
 
     # plumbing ---------------------------------------------------------------------------
 
@@ -496,7 +322,7 @@ class DynamoDBStore:
         try:
             response: dict[str, Any] = await self._client.call(operation, request)
         except (DynamoError, OSError) as e:
-            raise _translate(e) from e
+            raise translate(e) from e
         return response
 
     async def _call_retrying(self, operation: str, **request: Any) -> dict[str, Any]:
@@ -550,39 +376,6 @@ def _projection(names: Sequence[str]) -> dict[str, Any]:
         "ProjectionExpression": ", ".join(placeholders),
         "ExpressionAttributeNames": placeholders,
     }
-
-
-def _translate(error: Exception) -> StoreError:
-    """Client errors -> the store error tree (the DynamoError stays as ``__cause__``)."""
-    if isinstance(error, TimeoutError):
-        return StoreTimeout(f"dynamodb: {error}")
-    if isinstance(error, DynamoTransportError):
-        if error.code in CONNECTION_CODES:
-            return StoreUnavailable(f"dynamodb: {error.code}: {error.message}")
-        return StoreError(f"dynamodb: {error.code}: {error.message}")
-    if isinstance(error, DynamoError):
-        code = error.code
-        message = f"dynamodb: {code}: {error.message}"
-        if code in THROTTLING_CODES:
-            return Throttled(message)
-        if code == "ResourceNotFoundException":
-            return StoreUnavailable(message)
-        if code == "ItemCollectionSizeLimitExceededException" or (
-            code == "ValidationException" and "size" in message.lower()
-        ):
-            return LimitExceeded(message)
-        return StoreError(message)
-    if isinstance(error, OSError):
-        return StoreUnavailable(f"dynamodb: {type(error).__name__}: {error}")
-    return StoreError(f"dynamodb: {type(error).__name__}: {error}")
-
-
-def _code(error: StoreError) -> str:
-    """The DynamoDB error code behind a translated error ("" for transport failures)."""
-    cause = error.__cause__
-    if isinstance(cause, DynamoError) and not isinstance(cause, DynamoTransportError):
-        return cause.code
-    return ""
 
 
 def _positive(limit: int) -> int:

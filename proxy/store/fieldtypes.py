@@ -37,6 +37,8 @@ from datetime import UTC, date, datetime
 from decimal import Context, Decimal
 from typing import Any
 
+from comparators.errors import ShadowProxyError
+
 SCALAR_TYPES = ("string", "int", "decimal", "float", "bool", "datetime", "date", "uuid")
 NUMBER_TYPES = frozenset({"int", "decimal", "float"})
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
@@ -56,7 +58,7 @@ _UUID_RE = re.compile(
 )
 
 
-class Invalid(ValueError):
+class InvalidField(ShadowProxyError, ValueError):
     """A value does not fit its type. ``path`` locates it inside the field (``[2]``, ``.a``)."""
 
     def __init__(self, message: str, value: Any, path: str = "") -> None:
@@ -121,77 +123,77 @@ def _type_names() -> str:
 
 def check_text(value: str) -> str:
     if "\x00" in value:
-        raise Invalid("must not contain NUL (U+0000): PostgreSQL cannot store it", value)
+        raise InvalidField("must not contain NUL (U+0000): PostgreSQL cannot store it", value)
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
-        raise Invalid("is not valid Unicode (lone surrogate)", value) from None
+        raise InvalidField("is not valid Unicode (lone surrogate)", value) from None
     return value
 
 
 def _string(value: Any) -> str:
     if not isinstance(value, str):
-        raise Invalid("expected a string", value)
+        raise InvalidField("expected a string", value)
     return check_text(value)
 
 
 def _int(value: Any) -> int:
     if not isinstance(value, int) or isinstance(value, bool):
-        raise Invalid("expected an integer", value)
+        raise InvalidField("expected an integer", value)
     if not INT64_MIN <= value <= INT64_MAX:
-        raise Invalid("integer out of the signed 64-bit range", value)
+        raise InvalidField("integer out of the signed 64-bit range", value)
     return int(value)
 
 
 def _check_number_range(number: Decimal, value: Any) -> None:
     if number and not -130 <= number.adjusted() <= 125:
-        raise Invalid("number out of range: 1E-130 <= |x| < 1E+126 (DynamoDB)", value)
+        raise InvalidField("number out of range: 1E-130 <= |x| < 1E+126 (DynamoDB)", value)
 
 
 def _decimal(value: Any) -> Decimal:
     if isinstance(value, bool):
-        raise Invalid("expected a decimal number or numeric string", value)
+        raise InvalidField("expected a decimal number or numeric string", value)
     if isinstance(value, Decimal):
         number = value
     elif isinstance(value, int):
         number = Decimal(value)
     elif isinstance(value, float):
         if not math.isfinite(value):
-            raise Invalid("must be finite", value)
+            raise InvalidField("must be finite", value)
         number = Decimal(repr(value))
     elif isinstance(value, str) and _NUMBER_RE.match(value):
         number = Decimal(value)
     else:
-        raise Invalid("expected a decimal number or numeric string", value)
+        raise InvalidField("expected a decimal number or numeric string", value)
     if not number.is_finite():
-        raise Invalid("must be finite", value)
+        raise InvalidField("must be finite", value)
     if number.is_zero():
         return Decimal(0)
     if not -130 <= number.adjusted() <= 125:
-        raise Invalid("number out of range: 1E-130 <= |x| < 1E+126 (DynamoDB)", value)
+        raise InvalidField("number out of range: 1E-130 <= |x| < 1E+126 (DynamoDB)", value)
     digits = len(number.as_tuple().digits)
     number = number.normalize(Context(prec=digits, Emin=-999_999, Emax=999_999))
     if len(number.as_tuple().digits) > _DECIMAL_MAX_DIGITS:
-        raise Invalid("more than 38 significant digits (DynamoDB)", value)
+        raise InvalidField("more than 38 significant digits (DynamoDB)", value)
     return number
 
 
 def _float(value: Any) -> float:
     if not isinstance(value, int | float) or isinstance(value, bool):
-        raise Invalid("expected a number", value)
+        raise InvalidField("expected a number", value)
     try:
         number = float(value)
     except OverflowError:
-        raise Invalid("number out of the float range", value) from None
+        raise InvalidField("number out of the float range", value) from None
     if not math.isfinite(number):
-        raise Invalid("must be finite", value)
+        raise InvalidField("must be finite", value)
     _check_number_range(Decimal(repr(number)), value)
     return number + 0.0  # -0.0 + 0.0 == 0.0: one zero, as DynamoDB keeps it
 
 
 def _bool(value: Any) -> bool:
     if not isinstance(value, bool):
-        raise Invalid("expected true or false", value)
+        raise InvalidField("expected true or false", value)
     return value
 
 
@@ -200,19 +202,19 @@ def _datetime(value: Any) -> datetime:
         try:
             parsed = datetime.fromisoformat(value)
         except ValueError:
-            raise Invalid("expected an ISO-8601 datetime with a zone", value) from None
+            raise InvalidField("expected an ISO-8601 datetime with a zone", value) from None
     elif isinstance(value, datetime):
         parsed = value
     else:
-        raise Invalid("expected an ISO-8601 datetime string", value)
+        raise InvalidField("expected an ISO-8601 datetime string", value)
     if parsed.tzinfo is None or parsed.utcoffset() is None:
-        raise Invalid("datetime has no zone: add 'Z' or an offset such as '+02:00'", value)
+        raise InvalidField("datetime has no zone: add 'Z' or an offset such as '+02:00'", value)
     try:
         parsed = parsed.astimezone(UTC)
     except OverflowError:
-        raise Invalid("datetime out of range", value) from None
+        raise InvalidField("datetime out of range", value) from None
     if not _DATETIME_MIN <= parsed < _DATETIME_LIMIT:
-        raise Invalid("datetime out of range 0001-01-02..9999-12-30", value)
+        raise InvalidField("datetime out of range 0001-01-02..9999-12-30", value)
     return parsed
 
 
@@ -221,13 +223,13 @@ def _date(value: Any) -> date:
         try:
             parsed = date.fromisoformat(value)
         except ValueError:
-            raise Invalid("expected a date YYYY-MM-DD", value) from None
+            raise InvalidField("expected a date YYYY-MM-DD", value) from None
     elif isinstance(value, date) and not isinstance(value, datetime):
         parsed = value
     else:
-        raise Invalid("expected a date YYYY-MM-DD", value)
+        raise InvalidField("expected a date YYYY-MM-DD", value)
     if not _DATE_MIN <= parsed <= _DATE_MAX:
-        raise Invalid("date out of range 0001-01-02..9999-12-30", value)
+        raise InvalidField("date out of range 0001-01-02..9999-12-30", value)
     return parsed
 
 
@@ -236,7 +238,7 @@ def _uuid(value: Any) -> uuid.UUID:
         return value if type(value) is uuid.UUID else uuid.UUID(int=value.int)
     if isinstance(value, str) and _UUID_RE.match(value):
         return uuid.UUID(value)
-    raise Invalid("expected a UUID like 'xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx'", value)
+    raise InvalidField("expected a UUID like 'xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx'", value)
 
 
 SCALAR_CANONICAL: dict[str, Callable[[Any], Any]] = {
@@ -289,7 +291,7 @@ def canonical_json(value: Any, *, strict: bool = True, path: str = "", depth: in
     ``100000000000000000000``) and a JSON string in DynamoDB alike.
     """
     if depth > JSON_MAX_DEPTH:
-        raise Invalid(f"nested deeper than {JSON_MAX_DEPTH} levels", value, path)
+        raise InvalidField(f"nested deeper than {JSON_MAX_DEPTH} levels", value, path)
     if value is None or isinstance(value, bool):
         return value
     if isinstance(value, str):
@@ -298,11 +300,11 @@ def canonical_json(value: Any, *, strict: bool = True, path: str = "", depth: in
         if INT64_MIN <= value <= INT64_MAX:
             return int(value)
         if strict:
-            raise Invalid("JSON integer out of the signed 64-bit range", value, path)
+            raise InvalidField("JSON integer out of the signed 64-bit range", value, path)
         value = _at(path, _float, value)
     if isinstance(value, float):
         if not math.isfinite(value):
-            raise Invalid("must be finite", value, path)
+            raise InvalidField("must be finite", value, path)
         if value.is_integer() and INT64_MIN <= value < 2**63:
             return int(value)
         return value
@@ -315,18 +317,18 @@ def canonical_json(value: Any, *, strict: bool = True, path: str = "", depth: in
         out = {}
         for key, item in value.items():
             if not isinstance(key, str):
-                raise Invalid("JSON object keys must be strings", key, path)
+                raise InvalidField("JSON object keys must be strings", key, path)
             _at(path, check_text, key)
             out[key] = canonical_json(item, strict=strict, path=f"{path}.{key}", depth=depth + 1)
         return out
-    raise Invalid(f"not a JSON value ({type(value).__name__})", value, path)
+    raise InvalidField(f"not a JSON value ({type(value).__name__})", value, path)
 
 
 def _at(path: str, check: Callable[[Any], Any], value: Any) -> Any:
     try:
         return check(value)
-    except Invalid as e:
-        raise Invalid(e.message, e.value, path + e.path) from None
+    except InvalidField as e:
+        raise InvalidField(e.message, e.value, path + e.path) from None
 
 
 # --- compiled per field type ---------------------------------------------------------------
@@ -342,11 +344,11 @@ def canonicaliser(ftype: FieldType) -> Callable[[Any], Any]:
 
     def elements(value: Any) -> list[Any]:
         if not isinstance(value, list | tuple | set | frozenset):
-            raise Invalid(f"expected an array of {ftype.base}", value)
+            raise InvalidField(f"expected an array of {ftype.base}", value)
         out = []
         for i, item in enumerate(value):
             if item is None:
-                raise Invalid("elements must not be null", item, f"[{i}]")
+                raise InvalidField("elements must not be null", item, f"[{i}]")
             out.append(_at(f"[{i}]", element, item))
         return out
 

@@ -1,10 +1,24 @@
-"""Retry budget for throttled or partially processed DynamoDB batch calls."""
+"""Whether and when to try a DynamoDB call again: the backoff between attempts, and the retry
+quota that stops a failing endpoint from being sent ever more attempts.
+
+The quota is botocore's standard-mode ``RetryQuotaChecker``, numbers included, so that our
+lean client puts no more load on a struggling DynamoDB than boto3 would: a client starts with
+``INITIAL_RETRY_TOKENS``; each retry spends ``RETRY_COST`` (``TIMEOUT_RETRY_COST`` after a
+timeout); a call that succeeds first time refunds ``NO_RETRY_INCREMENT``, one that succeeds
+after retries refunds what its last retry spent, and a failure refunds nothing. With the quota
+spent, failures surface at once until successes refill it.
+"""
 
 from __future__ import annotations
 
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
+
+INITIAL_RETRY_TOKENS = 500  # botocore.retries.quota.RetryQuota.INITIAL_CAPACITY
+RETRY_COST = 5  # RetryQuotaChecker._RETRY_COST
+TIMEOUT_RETRY_COST = 10  # RetryQuotaChecker._TIMEOUT_RETRY_REQUEST (connect/read timeouts)
+NO_RETRY_INCREMENT = 1  # RetryQuotaChecker._NO_RETRY_INCREMENT
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,3 +42,27 @@ class RetryPolicy:
 
     def delay(self, retry: int, rand: Callable[[], float] = random.random) -> float:
         return rand() * min(self.max_delay, self.base_delay * 2.0**retry)
+
+
+class RetryQuota:
+    """Retry tokens shared by every call of one client (one event loop: no lock needed)."""
+
+    __slots__ = ("available", "capacity")
+
+    def __init__(self, capacity: int = INITIAL_RETRY_TOKENS) -> None:
+        if capacity < 0:
+            raise ValueError(f"capacity must not be negative, got {capacity!r}")
+        self.capacity = capacity
+        self.available = capacity
+
+    def acquire(self, amount: int) -> bool:
+        """Spend ``amount`` for one retry; False (nothing spent) when too few are left."""
+        if amount > self.available:
+            return False
+        self.available -= amount
+        return True
+
+    def release(self, amount: int) -> None:
+        """Refund after a success, never above the capacity."""
+        if self.available < self.capacity:
+            self.available = min(self.capacity, self.available + amount)

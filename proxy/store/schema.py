@@ -22,10 +22,11 @@ from typing import Any, TypedDict
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from comparators.errors import ShadowProxyError
 from proxy.store.base import Record
 from proxy.store.fieldtypes import (
     FieldType,
-    Invalid,
+    InvalidField,
     Malformed,
     canonicaliser,
     renderer,
@@ -134,7 +135,7 @@ class FieldError(TypedDict):
     value: Any
 
 
-class SchemaError(ValueError):
+class SchemaError(ShadowProxyError, ValueError):
     """Input that does not fit the schema; ``errors`` lists every problem found.
 
     Values of sensitive fields are replaced by ``"[redacted]"``; long values are truncated.
@@ -226,7 +227,7 @@ class Schema:
             if name in body:
                 try:
                     record[name] = self._field_value(spec, body[name])
-                except Invalid as e:
+                except InvalidField as e:
                     errors.append(_error(name + e.path, e.message, e.value, spec.sensitive))
             elif not partial:
                 if spec.required or spec.is_key:
@@ -244,7 +245,7 @@ class Schema:
         spec = self._spec(field)
         try:
             return self._field_value(spec, value)
-        except Invalid as e:
+        except InvalidField as e:
             raise SchemaError([_error(field + e.path, e.message, e.value, spec.sensitive)]) from e
 
     def parse_text(self, field: str, text: str) -> Any:
@@ -254,7 +255,7 @@ class Schema:
             raise SchemaError([_error(field, f"cannot filter on a {spec.type} field", text, False)])
         try:
             return self._field_value(spec, _TEXT_TO_JSON[spec.type.base](text))
-        except Invalid as e:
+        except InvalidField as e:
             raise SchemaError([_error(field, e.message, text, spec.sensitive)]) from e
 
     def parse_key(self, text: str) -> Any:
@@ -321,7 +322,7 @@ class Schema:
     def _field_value(spec: FieldSpec, value: Any) -> Any:
         if value is None:
             if spec.is_key or not spec.nullable:
-                raise Invalid("must not be null", None)
+                raise InvalidField("must not be null", None)
             return spec.empty
         canonical = spec.canonical(value)
         if spec.is_key or spec.indexed:
@@ -372,9 +373,11 @@ def _compile_field(name: str, fc: FieldConfig, *, is_key: bool, indexed: bool) -
 def _check_key_value(value: Any) -> None:
     if isinstance(value, str):
         if not value:
-            raise Invalid("must not be empty: it is a key (DynamoDB keys cannot be empty)", value)
+            raise InvalidField(
+                "must not be empty: it is a key (DynamoDB keys cannot be empty)", value
+            )
         if len(value.encode("utf-8")) > MAX_KEY_BYTES:
-            raise Invalid(f"longer than {MAX_KEY_BYTES} bytes: it is a key", value)
+            raise InvalidField(f"longer than {MAX_KEY_BYTES} bytes: it is a key", value)
 
 
 def _text_int(text: str) -> Any:

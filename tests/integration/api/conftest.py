@@ -87,6 +87,7 @@ async def store_proxy(moto_endpoint: str, tmp_path: Any) -> AsyncIterator[StoreP
                 "ddb": {
                     "kind": "dynamodb",
                     "endpoint_url": dynamo_url or moto_endpoint,
+                    "region": "us-east-1",
                     "max_attempts": 3,
                     **(dynamo or {}),
                 },

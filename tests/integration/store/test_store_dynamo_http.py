@@ -14,9 +14,10 @@ import orjson
 import pytest
 
 from proxy.store.base import StoreTimeout
-from proxy.store.dynamo_http import DynamoError, DynamoHttpClient, DynamoTransportError
+from proxy.store.dynamo_errors import DynamoError, DynamoTransportError
+from proxy.store.dynamo_http import DynamoHttpClient
 from proxy.store.dynamodb import DynamoDBStore
-from proxy.store.retry import RetryPolicy
+from proxy.store.retry import RetryPolicy, RetryQuota
 from proxy.store.schema import Schema
 
 pytestmark = pytest.mark.integration
@@ -321,3 +322,22 @@ async def test_calls_after_close_are_refused(moto_endpoint: str) -> None:
     await client.close()
     with pytest.raises(RuntimeError, match="open"):
         await client.call("GetItem", GET)
+
+
+async def test_the_retry_quota_stops_retrying_a_failing_endpoint(fake: FakeFactory) -> None:
+    """Tokens run out after a few retries: then each call makes one attempt, and successes
+    refill the quota one token at a time."""
+    busy = http_answer(503, b'{"__type":"ServiceUnavailable","message":"busy"}')
+    server = await fake([busy] * 4 + [OK] * 3)
+    quota = RetryQuota(capacity=10)
+    async with make_client(server.url, max_attempts=3, quota=quota) as client:
+        with pytest.raises(DynamoError, match="busy"):
+            await client.call("GetItem", GET)
+        assert (len(server.requests), quota.available) == (3, 0)  # two retries of 5 tokens
+        with pytest.raises(DynamoError, match="busy"):
+            await client.call("GetItem", GET)
+        assert (len(server.requests), quota.available) == (4, 0)  # no retry: no tokens
+        for expected in (1, 2, 3):
+            assert await client.call("GetItem", GET) == {"Item": {"id": {"S": "1"}}}
+            assert quota.available == expected
+    assert len(server.requests) == 7

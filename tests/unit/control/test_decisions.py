@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from proxy.control.decisions import Decisions, Target
+from proxy.control.decisions import Decisions, GateTarget
 from proxy.flags import ResourceFlagState, RouteFlagState, UnsafeFlip
 from proxy.readiness import ReadinessConfig, WindowTotals, verdict
 
@@ -25,8 +25,8 @@ class FakeReadiness:
 def decisions(ready: bool) -> tuple[Decisions, FakeReadiness]:
     readiness = FakeReadiness(ready)
     targets = {
-        "users": Target("users", "resource", "dynamodb", ("get",)),
-        "r": Target("r", "route", "candidate", ("GET",)),
+        "users": GateTarget("users", "resource", "dynamodb", ("get",)),
+        "r": GateTarget("r", "route", "candidate", ("GET",)),
     }
     return Decisions(readiness, targets), readiness  # type: ignore[arg-type]
 

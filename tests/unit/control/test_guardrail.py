@@ -10,7 +10,7 @@ from proxy.control.guardrail import Guardrail
 from proxy.experiment.publish import Experiment
 from proxy.flags import FlagSnapshot, ResourceFlagState
 from proxy.flags.store import FlagChange
-from proxy.settings import Guardrail as GuardrailSettings
+from proxy.settings import GuardrailSettings
 
 
 class FakeFlags:

@@ -14,7 +14,7 @@ SCHEMA = Schema(
         {"name": "users", "prefix": "/users", "key": "id", "fields": {"id": {"type": "uuid"}}}
     )
 )
-BACKEND = DynamoDBBackend(kind="dynamodb", endpoint_url="http://127.0.0.1:8000")
+BACKEND = DynamoDBBackend(kind="dynamodb", endpoint_url="http://127.0.0.1:8000", region="us-east-1")
 
 
 @pytest.mark.parametrize(

@@ -15,19 +15,11 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials as BotoCredentials
 
 from proxy import h1
-from proxy.store.dynamo_http import (
-    CONTENT_TYPE,
-    TARGET_PREFIX,
-    Credentials,
-    DynamoError,
-    DynamoHttpClient,
-    DynamoTransportError,
-    Endpoint,
-    SigV4Signer,
-    amz_date,
-    parse_error,
-)
+from proxy.store.aws import Endpoint
+from proxy.store.dynamo_errors import DynamoError, DynamoTransportError, parse_error
+from proxy.store.dynamo_http import DynamoHttpClient
 from proxy.store.retry import RetryPolicy
+from proxy.store.sigv4 import CONTENT_TYPE, TARGET_PREFIX, Credentials, SigV4Signer, amz_date
 
 KEYS = Credentials("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY")
 TEMPORARY = Credentials(KEYS.access_key_id, KEYS.secret_access_key, "FQoGZXIvYXdzE//token==")

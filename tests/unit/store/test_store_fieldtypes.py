@@ -9,7 +9,7 @@ import pytest
 
 from proxy.store.fieldtypes import (
     FieldType,
-    Invalid,
+    InvalidField,
     canonical_json,
     canonicaliser,
     render_datetime,
@@ -93,7 +93,7 @@ def test_decimal_canonical(value: Any, expected: Decimal) -> None:
     ],
 )
 def test_decimal_refuses(value: Any) -> None:
-    with pytest.raises(Invalid):
+    with pytest.raises(InvalidField):
         canon("decimal", value)
 
 
@@ -113,13 +113,13 @@ def test_float_canonical() -> None:
 
 @pytest.mark.parametrize("value", [True, "1.5", float("inf"), 1e-200, 1e200, 10**400])
 def test_float_refuses(value: Any) -> None:
-    with pytest.raises(Invalid):
+    with pytest.raises(InvalidField):
         canon("float", value)
 
 
 @pytest.mark.parametrize("value", [True, 1.0, "1", 2**63, -(2**63) - 1])
 def test_int_refuses(value: Any) -> None:
-    with pytest.raises(Invalid):
+    with pytest.raises(InvalidField):
         canon("int", value)
 
 
@@ -157,7 +157,7 @@ def test_datetime_renders_four_digit_years() -> None:
     ],
 )
 def test_datetime_refuses(value: Any, message: str) -> None:
-    with pytest.raises(Invalid, match=message):
+    with pytest.raises(InvalidField, match=message):
         canon("datetime", value)
 
 
@@ -165,7 +165,7 @@ def test_date() -> None:
     assert canon("date", "2024-02-29") == date(2024, 2, 29)
     assert render("date", date(33, 1, 2)) == "0033-01-02"
     for bad in ("2023-02-29", "20240101", "2024-W01-1", datetime(2024, 1, 1), "0001-01-01"):
-        with pytest.raises(Invalid):
+        with pytest.raises(InvalidField):
             canon("date", bad)
 
 
@@ -174,7 +174,7 @@ def test_uuid() -> None:
     assert render("uuid", canon("uuid", upper)) == upper.lower()
     assert type(canon("uuid", uuid.uuid4())) is uuid.UUID
     for bad in ("nope", "{2f1b7e1c-7a4e-4c1e-9a43-0d3c1f9b6a10}", upper.replace("-", ""), 5):
-        with pytest.raises(Invalid, match="UUID"):
+        with pytest.raises(InvalidField, match="UUID"):
             canon("uuid", bad)
 
 
@@ -182,7 +182,7 @@ def test_uuid() -> None:
     ("value", "message"), [("a\x00b", "NUL"), ("\ud800", "surrogate"), (5, "string")]
 )
 def test_string_refuses(value: Any, message: str) -> None:
-    with pytest.raises(Invalid, match=message):
+    with pytest.raises(InvalidField, match=message):
         canon("string", value)
 
 
@@ -201,12 +201,12 @@ def test_list_keeps_order_and_duplicates() -> None:
 
 
 def test_container_errors_name_the_element() -> None:
-    with pytest.raises(Invalid) as caught:
+    with pytest.raises(InvalidField) as caught:
         canon("list<uuid>", [str(uuid.uuid4()), "bad"])
     assert caught.value.path == "[1]"
-    with pytest.raises(Invalid, match="null"):
+    with pytest.raises(InvalidField, match="null"):
         canon("set<string>", ["a", None])
-    with pytest.raises(Invalid, match="array"):
+    with pytest.raises(InvalidField, match="array"):
         canon("list<string>", "abc")
 
 
@@ -229,7 +229,7 @@ def test_canonical_json_normalises_numbers() -> None:
     ],
 )
 def test_canonical_json_refuses(value: Any, path: str) -> None:
-    with pytest.raises(Invalid) as caught:
+    with pytest.raises(InvalidField) as caught:
         canonical_json(value)
     assert caught.value.path == path
 
@@ -238,5 +238,5 @@ def test_canonical_json_depth_is_bounded() -> None:
     deep: Any = 1
     for _ in range(70):
         deep = [deep]
-    with pytest.raises(Invalid, match="deeper"):
+    with pytest.raises(InvalidField, match="deeper"):
         canonical_json(deep)
