@@ -30,6 +30,7 @@ lint: install-test
 
 test: install-test services lint
 	$(BIN)/pytest
+	$(MAKE) wheel-check
 
 # The wheel a user installs, non-editable, in a fresh venv: --version, check-config, demo.
 wheel-check: install-test services
