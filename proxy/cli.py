@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from proxy import __version__
 from proxy.errors import ConfigError
 from proxy.logs import configure_logging
-from proxy.settings import load_settings
+from proxy.settings import DynamoDBBackend, Settings, load_settings
 from proxy.store.base import StoreError
 
 RAW = argparse.RawDescriptionHelpFormatter
@@ -383,16 +383,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _aws_targets(settings: Settings) -> list[str]:
+    """Resolve each DynamoDB backend's region and endpoint as ``serve`` will, so a config
+    that cannot start (no region anywhere) fails here too."""
+    from proxy.store.aws import resolve
+
+    lines = []
+    for name, backend in settings.backends.items():
+        if isinstance(backend, DynamoDBBackend):
+            target = resolve(backend, os.environ, name=name)
+            lines.append(f"  {name}: DynamoDB {target.url} (region {target.region})")
+    return lines
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "check-config":
             settings = load_settings(args.config)
+            targets = _aws_targets(settings)  # where each DynamoDB backend would connect
             routes, resources = len(settings.routes), len(settings.resources)
             print(
                 f"{args.config}: OK ({len(settings.backends)} backends, {routes} routes, "
                 f"{resources} resources)"
             )
+            for line in targets:
+                print(line)
             return 0
         if args.command in ("init-stores", "reconcile"):
             from proxy.resources import admin_ops

@@ -1,6 +1,7 @@
-"""Where a DynamoDB backend connects is decided when the CLI starts: ``serve`` and
-``init-stores`` with no region anywhere exit 2 with a config error naming every way to set
-one, before anything listens or connects; with one from the environment they go on."""
+"""Where a DynamoDB backend connects is decided when the CLI starts: ``serve``,
+``init-stores`` and ``check-config`` with no region anywhere exit 2 with a config error
+naming every way to set one, before anything listens or connects; with one from the
+environment they go on."""
 
 from __future__ import annotations
 
@@ -86,7 +87,7 @@ async def run(env: dict[str, str], *args: str) -> tuple[int, str]:
     return process.returncode, stderr.decode()
 
 
-@pytest.mark.parametrize("command", ["serve", "init-stores"])
+@pytest.mark.parametrize("command", ["serve", "init-stores", "check-config"])
 async def test_no_region_anywhere_stops_the_start_with_a_config_error(
     tmp_path: Path, command: str
 ) -> None:
