@@ -10,6 +10,11 @@ case-insensitively, list items by index. Examples::
 Secrets never live in the file: the admin token and the redaction key are read from the
 environment variables the config names (``SHADOWPROXY_ADMIN_TOKEN`` and
 ``SHADOWPROXY_REDACTION_KEY`` by default).
+
+Over 400 lines on purpose: the loader and the top-level model with the sections that belong
+to no feature package (ports, backends, routes and their comparison rules, limits, logging).
+Feature sections sit below it in their packages' ``config`` modules; every key is in
+docs/configuration.md, checked by a test.
 """
 
 from __future__ import annotations

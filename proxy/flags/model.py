@@ -1,5 +1,6 @@
 """The flag model: what the proxy reads on every request, how operators name and change it, and
-which changes are refused. Pure: no I/O, no clock.
+which changes are refused. Pure: no I/O, no clock. (Over 400 lines: one vocabulary — the
+states, the names, parsing and validating a change — that every flag module speaks.)
 
 Names, as operators type them (``<target>.<flag>``; route names may hold dots, flag names never
 do, so the last dot splits)::

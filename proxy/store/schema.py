@@ -1,5 +1,7 @@
 """A resource declared once: the config models (pydantic) and the compiled ``Schema``, the
-contract both stores' codecs decode into.
+contract both stores' codecs decode into. (Over 400 lines: the config models and the
+schema compiled from them change together; splitting them off into a ``config`` module is
+the next step when either grows.)
 
     config = ResourceConfig.model_validate(yaml.safe_load(text)["resources"]["users"])
     schema = Schema(config)
