@@ -16,9 +16,9 @@ import orjson
 from aiohttp import web
 
 from proxy.control.decisions import Decisions
-from proxy.errors import BadRequest, Conflict, HTTPProblem, NotFound, Unprocessable
+from proxy.errors import BadRequest, Conflict, HTTPProblem, NotFound, Unavailable, Unprocessable
 from proxy.flags import FlagError, UnknownFlag, UnsafeFlip, parse_name
-from proxy.flags.store import FlagStore
+from proxy.flags.store import FlagConflict, FlagStore, FlagStoreError
 from proxy.readiness import render_text, to_dict
 
 ACTOR_HEADER = "X-Shadowproxy-Actor"
@@ -89,6 +89,10 @@ class FlagsAdmin:
             raise Conflict(str(e)) from e
         except FlagError as e:
             raise Unprocessable(str(e)) from e
+        except FlagConflict as e:
+            raise Conflict(str(e)) from e
+        except FlagStoreError as e:
+            raise Unavailable(f"the flag store is unavailable, nothing was changed: {e}") from e
         return _json({"changed": dataclasses.asdict(entry)})
 
     async def history(self, request: web.Request) -> web.Response:
