@@ -18,7 +18,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from proxy import client_timeouts
-from proxy.control.build import Control, build_control
+from proxy.control.build import build_control
 from proxy.control.decisions import Decisions
 from proxy.control.guardrail import Guardrail
 from proxy.experiment.shadow import ShadowRunner
@@ -112,6 +112,3 @@ def _flags_read_only(settings: Settings, env: Mapping[str, str]) -> str | None:
             "only one of them: configure flags.kind: redis to change flags with --workers > 1"
         )
     return None
-
-
-__all__ = ["Apps", "Control", "build"]

@@ -11,14 +11,13 @@ import asyncio
 import os
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from proxy import __version__
 from proxy.errors import ConfigError
 from proxy.logs import configure_logging
 from proxy.settings import DynamoDBBackend, Settings, load_settings
 from proxy.store.base import StoreError
-
-RAW = argparse.RawDescriptionHelpFormatter
 
 # The exit statuses ``main`` returns; the top-level --help and docs/cli.md show this table.
 EXIT_CODES: tuple[tuple[int, str], ...] = (
@@ -50,6 +49,21 @@ ADMIN_URL_HELP = (
 )
 
 
+class _Parser(argparse.ArgumentParser):
+    """Every parser (subcommands inherit the class) keeps the line breaks of its description
+    and examples."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        super().__init__(*args, **kwargs)
+
+
+def _epilog(examples: Sequence[str], exits: str) -> str:
+    """A command's examples (one command line each), then what its exit statuses mean."""
+    lines = "\n".join(f"  {example}" for example in examples)
+    return f"examples:\n{lines}\n\nexit status: {exits}"
+
+
 def _exit_code_table() -> str:
     rows = "\n".join(f"  {code:<4} {text}" for code, text in EXIT_CODES)
     return f"exit codes:\n{rows}\n{WORKERS_EXIT}"
@@ -57,9 +71,8 @@ def _exit_code_table() -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     """The whole command line: ``shadowproxy COMMAND [options]``."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="shadowproxy",
-        formatter_class=RAW,
         description=(
             "Serve from the primary, shadow to the other side, compare, measure, flip.\n\n"
             "shadowproxy (also: python -m proxy) runs the proxy and the operator commands\n"
@@ -89,7 +102,6 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser(
         "serve",
         help="run the proxy",
-        formatter_class=RAW,
         description=(
             "Run the proxy: the proxy port (listen.*) and the admin port (admin.*: /healthz,\n"
             "/metrics, /mismatches, /flags, /readiness). SIGTERM or Ctrl-C stops accepting,\n"
@@ -98,16 +110,22 @@ def build_parser() -> argparse.ArgumentParser:
             "processes share the ports (SO_REUSEPORT) and the parent forwards SIGTERM and\n"
             "SIGINT to every worker."
         ),
-        epilog=(
-            "examples:\n"
-            "  shadowproxy serve -c config/http-dropin.yaml             # workers from the config\n"
-            "  shadowproxy serve -c config/http-dropin.yaml --workers 4\n"
-            "  shadowproxy serve -c config/users.yaml                   # store mode\n"
-            "  SHADOWPROXY__LISTEN__PORT=8081 shadowproxy serve -c config/users.yaml\n\n"
-            "exit status: 0 after a graceful stop; 2 on a config error (also --workers < 1);\n"
-            "1 when it cannot start (e.g. the port is taken; with a traceback); 130 on Ctrl-C\n"
-            "during start-up or during the drain; SIGTERM during start-up, or a second one\n"
-            "during the drain, ends the process by the signal.\n" + WORKERS_EXIT
+        epilog=_epilog(
+            [
+                "shadowproxy serve -c config/http-dropin.yaml             # workers from the "
+                "config",
+                "shadowproxy serve -c config/http-dropin.yaml --workers 4",
+                "shadowproxy serve -c config/users.yaml                   # store mode",
+                "SHADOWPROXY__LISTEN__PORT=8081 shadowproxy serve -c config/users.yaml",
+            ],
+            (
+                "0 after a graceful stop; 2 on a config error (also --workers < 1);\n"
+                "1 when it cannot start (e.g. the port is taken; with a traceback); 130 on Ctrl-C\n"
+                "during start-up or during the drain; SIGTERM during start-up, or a second one\n"
+                "during the drain, ends the process by the signal."
+            )
+            + "\n"
+            + WORKERS_EXIT,
         ),
     )
     serve.add_argument("-c", "--config", required=True, metavar="FILE", help=CONFIG_HELP)
@@ -122,19 +140,20 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser(
         "check-config",
         help="validate a config file and exit",
-        formatter_class=RAW,
         description=(
             "Load and validate a config file, environment overrides applied, without opening\n"
-            "a port or a connection; print 'FILE: OK (N backends, N routes, N resources)'.\n"
+            "a port or a connection; print 'FILE: OK (N backends, N routes, N resources)',\n"
+            "then the endpoint and region each DynamoDB backend resolves to (as serve will).\n"
             "A bad config names the key path and the bad value on stderr."
         ),
-        epilog=(
-            "examples:\n"
-            "  shadowproxy check-config -c config/http-dropin.yaml\n"
-            "  shadowproxy check-config -c config/users.yaml\n"
-            "  SHADOWPROXY__ROUTES__0__SAMPLE=0.25 "
-            "shadowproxy check-config -c config/http-dropin.yaml\n\n"
-            "exit status: 0 valid; 2 invalid or unreadable."
+        epilog=_epilog(
+            [
+                "shadowproxy check-config -c config/http-dropin.yaml",
+                "shadowproxy check-config -c config/users.yaml",
+                "SHADOWPROXY__ROUTES__0__SAMPLE=0.25 shadowproxy check-config -c "
+                "config/http-dropin.yaml",
+            ],
+            "0 valid; 2 invalid or unreadable.",
         ),
     )
     check.add_argument("-c", "--config", required=True, metavar="FILE", help=CONFIG_HELP)
@@ -142,19 +161,19 @@ def build_parser() -> argparse.ArgumentParser:
     init = sub.add_parser(
         "init-stores",
         help="create missing tables and indexes (idempotent)",
-        formatter_class=RAW,
         description=(
             "Store mode: create what is missing for every resource's stores (PostgreSQL\n"
             "tables and indexes, DynamoDB tables and GSIs) and wait until they are usable.\n"
             "Idempotent: safe to run before every deploy. Prints one line per store."
         ),
-        epilog=(
-            "examples:\n"
-            "  shadowproxy init-stores -c config/users.yaml\n"
-            "  SHADOWPROXY__BACKENDS__DYNAMO__ENDPOINT_URL=null "  # null: AWS itself
-            "shadowproxy init-stores -c config/users.yaml\n\n"
-            "exit status: 0 every store ready; 1 a store error (e.g. unreachable);\n"
-            "2 config error."
+        epilog=_epilog(
+            [
+                "shadowproxy init-stores -c config/users.yaml",
+                # null: AWS itself, in the region the config or the environment names
+                "SHADOWPROXY__BACKENDS__DYNAMO__ENDPOINT_URL=null "
+                "shadowproxy init-stores -c config/users.yaml",
+            ],
+            ("0 every store ready; 1 a store error (e.g. unreachable);\n2 config error."),
         ),
     )
     init.add_argument("-c", "--config", required=True, metavar="FILE", help=CONFIG_HELP)
@@ -162,7 +181,6 @@ def build_parser() -> argparse.ArgumentParser:
     rec = sub.add_parser(
         "reconcile",
         help="repair every key in the repair log now",
-        formatter_class=RAW,
         description=(
             "Store mode: drain the repair log now. For every key whose second write failed,\n"
             "copy the current primary's state of it (the live flags decide which store that\n"
@@ -170,11 +188,14 @@ def build_parser() -> argparse.ArgumentParser:
             "retried too. Needs 'repair:' in the config. Prints the counts and the log depth\n"
             "left (above 0: run it again later)."
         ),
-        epilog=(
-            "examples:\n"
-            "  shadowproxy reconcile -c config/users.yaml\n\n"
-            "exit status: 0 drained (also when some attempts failed: see the counts);\n"
-            "1 a store error; 2 config error (also: no repair log configured)."
+        epilog=_epilog(
+            [
+                "shadowproxy reconcile -c config/users.yaml",
+            ],
+            (
+                "0 drained (also when some attempts failed: see the counts);\n"
+                "1 a store error; 2 config error (also: no repair log configured)."
+            ),
         ),
     )
     rec.add_argument("-c", "--config", required=True, metavar="FILE", help=CONFIG_HELP)
@@ -182,22 +203,24 @@ def build_parser() -> argparse.ArgumentParser:
     flags = sub.add_parser(
         "flags",
         help="show, change and audit the live flags",
-        formatter_class=RAW,
         description=(
             "Show, change and audit the live flags of a running instance through its admin\n"
             "API, with the admin token from the environment (the variable admin.token_env\n"
             "names; default SHADOWPROXY_ADMIN_TOKEN). A change goes through the same\n"
             "validation and audit as one made with the API itself."
         ),
-        epilog=(
-            "examples:\n"
-            "  export SHADOWPROXY_ADMIN_TOKEN=...\n"
-            "  shadowproxy flags show -c config/users.yaml\n"
-            "  shadowproxy flags set -c config/users.yaml users read_from=dynamodb "
-            '--reason "readiness green for 24h"\n'
-            "  shadowproxy flags history -c config/users.yaml --target users\n\n"
-            "exit status: 0 done; 2 admin API error (token not set, instance unreachable,\n"
-            "change refused, bad FLAG=VALUE) or config error."
+        epilog=_epilog(
+            [
+                "export SHADOWPROXY_ADMIN_TOKEN=...",
+                "shadowproxy flags show -c config/users.yaml",
+                "shadowproxy flags set -c config/users.yaml users read_from=dynamodb --reason "
+                '"readiness green for 24h"',
+                "shadowproxy flags history -c config/users.yaml --target users",
+            ],
+            (
+                "0 done; 2 admin API error (token not set, instance unreachable,\n"
+                "change refused, bad FLAG=VALUE) or config error."
+            ),
         ),
     )
     flags_sub = flags.add_subparsers(
@@ -206,22 +229,22 @@ def build_parser() -> argparse.ArgumentParser:
     show = flags_sub.add_parser(
         "show",
         help="every flag and its value",
-        formatter_class=RAW,
         description=(
             "Print every flag of every resource and route with its current value, then the\n"
             "flags' version and whether the flag store is healthy."
         ),
-        epilog=(
-            "examples:\n"
-            "  shadowproxy flags show -c config/users.yaml\n"
-            "  shadowproxy flags show -c config/http-dropin.yaml --admin-url http://10.0.0.5:9090\n\n"
-            "exit status: 0 shown; 2 admin API error or config error."
+        epilog=_epilog(
+            [
+                "shadowproxy flags show -c config/users.yaml",
+                "shadowproxy flags show -c config/http-dropin.yaml --admin-url "
+                "http://10.0.0.5:9090",
+            ],
+            "0 shown; 2 admin API error or config error.",
         ),
     )
     set_ = flags_sub.add_parser(
         "set",
         help="change one flag",
-        formatter_class=RAW,
         description=(
             "Change one flag of a resource or route and print 'TARGET.FLAG: OLD -> NEW'.\n"
             "Resource flags: read_from, write_to, shadow_reads, new_store_read_fraction;\n"
@@ -231,32 +254,32 @@ def build_parser() -> argparse.ArgumentParser:
             "primary, or moving reads toward the new side while readiness fails (unless\n"
             "--force)."
         ),
-        epilog=(
-            "examples:\n"
-            "  shadowproxy flags set -c config/users.yaml users read_from=dynamodb "
-            '--reason "readiness green for 24h"\n'
-            "  shadowproxy flags set -c config/users.yaml users new_store_read_fraction=0.1 "
-            '--reason "canary 10%"\n'
-            "  shadowproxy flags set -c config/users.yaml users shadow_reads=0.25 "
-            '--reason "halve shadow load"\n\n'
-            "exit status: 0 changed; 2 refused, admin API error or config error."
+        epilog=_epilog(
+            [
+                "shadowproxy flags set -c config/users.yaml users read_from=dynamodb --reason "
+                '"readiness green for 24h"',
+                "shadowproxy flags set -c config/users.yaml users new_store_read_fraction=0.1 "
+                '--reason "canary 10%"',
+                "shadowproxy flags set -c config/users.yaml users shadow_reads=0.25 --reason "
+                '"halve shadow load"',
+            ],
+            "0 changed; 2 refused, admin API error or config error.",
         ),
     )
     history = flags_sub.add_parser(
         "history",
         help="the audit of flag changes",
-        formatter_class=RAW,
         description=(
             "Print the audit of flag changes, newest first: when (UTC), who (cli:<user>,\n"
             "admin:token, config, guardrail), TARGET.FLAG: OLD -> NEW, forced or not, and\n"
             "the reason."
         ),
-        epilog=(
-            "examples:\n"
-            "  shadowproxy flags history -c config/users.yaml --target users\n"
-            "  shadowproxy flags history -c config/users.yaml --limit 10\n\n"
-            "exit status: 0 shown; 2 admin API error (also --limit outside 1..1000) or\n"
-            "config error."
+        epilog=_epilog(
+            [
+                "shadowproxy flags history -c config/users.yaml --target users",
+                "shadowproxy flags history -c config/users.yaml --limit 10",
+            ],
+            ("0 shown; 2 admin API error (also --limit outside 1..1000) or\nconfig error."),
         ),
     )
     for p in (show, set_, history):
@@ -298,7 +321,6 @@ def build_parser() -> argparse.ArgumentParser:
     ready = sub.add_parser(
         "readiness",
         help="is it safe to flip reads? exit 0 only when ready",
-        formatter_class=RAW,
         description=(
             "Is it safe to flip reads? Ask a running instance for the verdict per resource\n"
             "and per shadowed route over readiness.window_seconds (summed over every\n"
@@ -307,12 +329,15 @@ def build_parser() -> argparse.ArgumentParser:
             "every criterion with its measured value and threshold; an unknown value is\n"
             "never ready. The admin token comes from the environment, as for 'flags'."
         ),
-        epilog=(
-            "examples:\n"
-            "  shadowproxy readiness -c config/users.yaml --resource users\n"
-            "  shadowproxy readiness -c config/http-dropin.yaml --route users-get --json\n\n"
-            "exit status: 0 ready; 1 not ready; 2 admin API error (also an unknown\n"
-            "resource or route) or config error."
+        epilog=_epilog(
+            [
+                "shadowproxy readiness -c config/users.yaml --resource users",
+                "shadowproxy readiness -c config/http-dropin.yaml --route users-get --json",
+            ],
+            (
+                "0 ready; 1 not ready; 2 admin API error (also an unknown\n"
+                "resource or route) or config error."
+            ),
         ),
     )
     ready.add_argument("-c", "--config", required=True, metavar="FILE", help=ADMIN_CONFIG_HELP)
@@ -333,7 +358,6 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser(
         "demo",
         help="run a self-contained demo on embedded services",
-        formatter_class=RAW,
         description=(
             "A self-contained demo: nothing else has to run. Needs the demo extra:\n"
             f"{DEMO_EXTRA}.\n\n"
@@ -345,15 +369,18 @@ def build_parser() -> argparse.ArgumentParser:
             "http: two embedded users services, the proxy in front of them.\n\n"
             "It then serves until Ctrl-C, or until --duration seconds have passed."
         ),
-        epilog=(
-            "examples:\n"
-            "  shadowproxy demo\n"
-            "  shadowproxy demo --duration 30\n"
-            "  shadowproxy demo --story http --requests 1000 --duration 0\n"
-            "  SHADOWPROXY_DEMO_PG_DSN=postgresql://postgres@db:5432/postgres "
-            "shadowproxy demo --users 500\n\n"
-            "exit status: 0 done (also after Ctrl-C while it serves); 2 a module of the demo\n"
-            "extra is missing (the message names the pip command)."
+        epilog=_epilog(
+            [
+                "shadowproxy demo",
+                "shadowproxy demo --duration 30",
+                "shadowproxy demo --story http --requests 1000 --duration 0",
+                "SHADOWPROXY_DEMO_PG_DSN=postgresql://postgres@db:5432/postgres shadowproxy demo "
+                "--users 500",
+            ],
+            (
+                "0 done (also after Ctrl-C while it serves); 2 a module of the demo\n"
+                "extra is missing (the message names the pip command)."
+            ),
         ),
     )
     demo.add_argument(

@@ -33,7 +33,6 @@ from proxy.http.upstream import HttpUpstream, backend_error_kind, end_to_end, en
 from proxy.metrics import Metrics
 from proxy.request import RequestAccounting, read_capped, request_id
 
-log = logging.getLogger("shadowproxy.access")
 errlog = logging.getLogger("shadowproxy.proxy")
 
 # Responses up to this size (with a Content-Length) are read whole and sent in one write;
@@ -140,7 +139,7 @@ async def handle(ctx: ForwardContext, request: web.Request) -> web.StreamRespons
             rid,
             path,
             started,
-            primary_ms=round(primary_seconds * 1000, 3),
+            primary_seconds=primary_seconds,
         )
 
 

@@ -42,7 +42,6 @@ from proxy.store import base as store_errors
 from proxy.store.schema import SchemaError
 from proxy.types import Handler
 
-log = logging.getLogger("shadowproxy.access")
 errlog = logging.getLogger("shadowproxy.resources")
 
 RESERVED_PARAMS = frozenset({"limit", "cursor", "fields"})

@@ -55,7 +55,7 @@ def build_parts(
     except ValueError as e:
         raise ConfigError(f"resources.{resource.name}.compare: {e}") from e
     stores = build_stores(resource, settings.backends, schema, env)
-    new_store = new_stores_of_one(resource)
+    new_store = new_store_of(resource)
     return ResourceParts(resource, schema, stores, record_rules, list_rules, new_store)
 
 
@@ -195,10 +195,10 @@ def build_store_side(settings: Settings, shared: Shared, env: Mapping[str, str])
 
 def new_stores_of(settings: Settings) -> dict[str, str | None]:
     """Each resource's migration target (the store its reads will flip to), from config."""
-    return {name: new_stores_of_one(r) for name, r in settings.resources.items()}
+    return {name: new_store_of(r) for name, r in settings.resources.items()}
 
 
-def new_stores_of_one(resource: ResourceSettings) -> str | None:
+def new_store_of(resource: ResourceSettings) -> str | None:
     return resource.new_store or infer_new_store(
         resource.flags.read_from, frozenset(resource.stores)
     )
