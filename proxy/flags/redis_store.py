@@ -30,13 +30,13 @@ from proxy.flags.model import (
     snapshot_to_doc,
 )
 from proxy.flags.store import (
+    BaseFlagStore,
     Check,
     FlagConflict,
     FlagStoreError,
     FlagStoreUnavailable,
-    _BaseFlagStore,
-    _config_entries,
-    _state_dict,
+    config_entries,
+    state_dict,
 )
 from proxy.flags.topology import FlagTopology
 from proxy.redis_client import redis_client
@@ -80,7 +80,7 @@ class _Stored:
     doc: dict[str, Any]
 
 
-class RedisFlagStore(_BaseFlagStore):
+class RedisFlagStore(BaseFlagStore):
     """Flags shared by every instance through Redis.
 
     Keys (``{prefix}`` from config)::
@@ -251,7 +251,7 @@ class RedisFlagStore(_BaseFlagStore):
                     else:
                         base, actor = self._initial, "config"
                         reason = "seeded from config: Redis held no flags"
-                    entries = _config_entries(base, {}, actor, reason)
+                    entries = config_entries(base, {}, actor, reason)
                     epoch = uuid.uuid4().hex
                     version = await self._write(stored, snapshot_to_doc(base), entries, epoch)
                     if version < 0:
@@ -384,7 +384,7 @@ class RedisFlagStore(_BaseFlagStore):
             if not changed:
                 return entry
             section = "resources" if isinstance(state, ResourceFlagState) else "routes"
-            doc = _replace_target(stored.doc, section, target, _state_dict(state))
+            doc = _replace_target(stored.doc, section, target, state_dict(state))
             try:
                 version = await self._write(stored, doc, [entry], "")
             except (RedisError, OSError) as e:
@@ -441,7 +441,7 @@ def _with_targets(
         "resources": {**(doc.get("resources") or {}), **added["resources"]},
         "routes": {**(doc.get("routes") or {}), **added["routes"]},
     }
-    return out, _config_entries(missing, {}, actor, reason)
+    return out, config_entries(missing, {}, actor, reason)
 
 
 def _replace_target(

@@ -118,7 +118,10 @@ class FlagStore(Protocol):
     def on_health(self, callback: HealthListener) -> Callable[[], None]: ...
 
 
-class _BaseFlagStore:
+class BaseFlagStore:
+    """What both stores share: the snapshot, listeners, and preparing a change (coerce,
+    validate, check, audit entry). Each store adds only where the state is kept."""
+
     def __init__(
         self, initial: FlagSnapshot, audit: AuditLog, topology: FlagTopology | None
     ) -> None:
@@ -233,12 +236,12 @@ def _discard(items: list[Any], item: Any) -> None:
         items.remove(item)
 
 
-def _state_dict(state: FlagState) -> dict[str, Any]:
+def state_dict(state: FlagState) -> dict[str, Any]:
     flags = RESOURCE_FLAGS if isinstance(state, ResourceFlagState) else ROUTE_FLAGS
     return {flag: flag_value(state, flag) for flag in flags}
 
 
-def _config_entries(
+def config_entries(
     base: FlagSnapshot, previous: Mapping[tuple[str, str], Any], actor: str, reason: str
 ) -> list[AuditEntry]:
     now = time.time()
@@ -252,7 +255,7 @@ def _config_entries(
 # --- one process -------------------------------------------------------------------------
 
 
-class MemoryFlagStore(_BaseFlagStore):
+class MemoryFlagStore(BaseFlagStore):
     """Flags of one process, initially the config. ``close()`` closes the audit log."""
 
     def __init__(
@@ -275,7 +278,7 @@ class MemoryFlagStore(_BaseFlagStore):
         previous: dict[tuple[str, str], Any] = {}
         for entry in reversed(await self._audit.history(100_000)):
             previous[(entry.target, entry.flag)] = entry.new
-        entries = _config_entries(self._snapshot, previous, "config", "config default at start")
+        entries = config_entries(self._snapshot, previous, "config", "config default at start")
         for entry in entries:
             await self._audit.append(entry)
         if entries:

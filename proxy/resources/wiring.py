@@ -145,7 +145,7 @@ class StoreSide:
             if self.cache is not None:
                 await self.cache.close()
 
-    async def repair_lifecycle(self, app: web.Application) -> AsyncIterator[None]:
+    async def repair_lifecycle(self, _: web.Application) -> AsyncIterator[None]:
         if self.repair is None:
             yield
             return
