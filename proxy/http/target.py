@@ -30,7 +30,8 @@ from proxy.errors import BadRequest
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _DOTS = frozenset({".", ".."})
-_SPECIAL = frozenset("%\\#")
+# Sends a target to the full reading: escapes, a fragment, and a space (refused there).
+_SPECIAL = frozenset("%\\# ")
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,10 +42,15 @@ class Target:
 
 def parse_target(target: str, *, normalize: bool) -> Target:
     """The one form of ``target`` (a request line's target); BadRequest when ambiguous."""
-    if target[:1] == "/" and not _SPECIAL.intersection(target) and "/." not in target:
-        path = target.partition("?")[0]
-        if path.isprintable():
-            return Target(path, target)
+    # A plain target needs no reading. isprintable() covers the query too: a control
+    # character anywhere goes to the full reading, which refuses it.
+    if (
+        target[:1] == "/"
+        and not _SPECIAL.intersection(target)
+        and "/." not in target
+        and target.isprintable()
+    ):
+        return Target(target.partition("?")[0], target)
     return _parse(target, normalize)
 
 

@@ -164,11 +164,22 @@ def test_absolute_form_paths_get_the_same_checks(normalize: bool) -> None:
         parse_target("http://example.com/a%0ab", normalize=normalize)
 
 
+@pytest.mark.parametrize("normalize", POLICIES)
+@pytest.mark.parametrize("target", ["/a b", "/ ?x", "/users/1? q", "/users/1?a\x01", "/x?\x7f"])
+def test_a_raw_space_or_control_character_is_refused_anywhere(normalize: bool, target: str) -> None:
+    """Plain or escaped, in the path or the query: the same refusal (the fast reading of
+    plain targets once let a space, or a control character in the query, through)."""
+    with pytest.raises(BadRequest, match="control character or space"):
+        parse_target(target, normalize=normalize)
+
+
 # --- properties --------------------------------------------------------------------------
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # what proxy.http.target calls a control character
 _PRINTABLE_ASCII = "".join(chr(c) for c in range(0x20, 0x7F))
-_SEGMENT_ALPHABET = "".join(c for c in _PRINTABLE_ASCII if c not in "/\\%?#")
+# A raw space is no part of a request target (refused, see
+# test_a_raw_space_or_control_character_is_refused_anywhere): not "plain".
+_SEGMENT_ALPHABET = "".join(c for c in _PRINTABLE_ASCII if c not in " /\\%?#")
 
 # Nothing to decode and nothing to resolve: a "." or ".." segment (also before a ";"
 # parameter, which is refused) is left out.
