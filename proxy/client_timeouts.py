@@ -15,7 +15,14 @@ body       the handler starts (head complete)           ``body_timeout_seconds``
                                                         the body is all in
 busy       the body is all in                           none (backend timeouts apply)
 idle       the handler returned                         ``idle_timeout_seconds``
+linger     a 408 was sent                               ``LINGER_SECONDS``
 =========  ===========================================  ================================
+
+A 408 is followed by a lingering close, as nginx does: our side of the connection is shut
+(the client reads the 408, then the end), what the client still sends is read and dropped,
+and the socket closes when the client closes its side or after ``LINGER_SECONDS``. Closing
+at once would answer the client's next bytes with a reset, which can destroy the 408
+before the client has read it.
 
 Handlers say when they start and finish through :func:`tracked` (the direct server) or
 :data:`middleware` (applications). One sweeper task per port looks at the deadlines every
@@ -42,8 +49,9 @@ from proxy.types import Handler, RawHandler
 
 log = logging.getLogger("shadowproxy.http")
 
-NEW, IDLE, HEAD, BODY, BUSY = range(5)
-PHASES = ("new", "idle", "head", "body", "busy")
+NEW, IDLE, HEAD, BODY, BUSY, LINGER = range(6)
+PHASES = ("new", "idle", "head", "body", "busy", "linger")
+LINGER_SECONDS = 2.0
 _TIMEOUT_BODY = orjson.dumps(
     {"error": {"code": "request_timeout", "message": "the request head took too long"}}
 )
@@ -87,9 +95,13 @@ class Watched(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.phase < HEAD:
             self._arm(HEAD)
+        elif self.phase == LINGER:
+            return  # after the 408: read and dropped, never parsed
         self.inner.data_received(data)
 
     def eof_received(self) -> bool | None:
+        if self.phase == LINGER:
+            return None  # the client is done too: the transport closes
         return self.inner.eof_received()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -125,11 +137,19 @@ class Watched(asyncio.Protocol):
         transport = self.transport
         if transport is None or transport.is_closing():
             return None
+        if self.phase == LINGER:
+            transport.close()
+            return None
+        phase = PHASES[self.phase]
+        # Nothing of an earlier answer may still be queued: a 408 must not land inside it.
         if self.phase == HEAD and transport.get_write_buffer_size() == 0:
-            # Nothing of an earlier answer is still queued (a 408 must not land inside it).
             transport.write(REQUEST_TIMEOUT)
+            if transport.can_write_eof():
+                transport.write_eof()
+                self.phase, self.deadline = LINGER, self._watch.now() + LINGER_SECONDS
+                return phase
         transport.close()
-        return PHASES[self.phase]
+        return phase
 
 
 class Watch:

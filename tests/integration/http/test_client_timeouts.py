@@ -82,6 +82,46 @@ async def test_hundreds_of_slow_heads_are_cut_and_others_served(
     assert proxy.value("shadowproxy_client_timeouts_total", port="proxy", phase="new") == 150
 
 
+async def test_clients_still_sending_after_their_408_read_it_whole(
+    proxy: RunningProxy, connections: list[asyncio.StreamWriter]
+) -> None:
+    """Lingering close: the 408 and then the end reach clients that keep sending (a close
+    with their bytes unread would answer with a reset, which can destroy the 408 first);
+    what they send after the 408 is dropped unparsed, and each socket is closed once the
+    linger is over."""
+    readers = [await open_slow(proxy.url, connections) for _ in range(100)]
+
+    async def keep_sending(writer: asyncio.StreamWriter, reader: asyncio.StreamReader) -> None:
+        with contextlib.suppress(ConnectionError):
+            writer.write(b"GET /users/1 HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+            while True:
+                # After the 408, a whole request too: it must never be answered.
+                writer.write(b"\r\n\r\nGET / HTTP/1.1\r\n\r\n" if reader.at_eof() else b"a")
+                await writer.drain()
+                await asyncio.sleep(0.004)
+
+    senders = [
+        asyncio.ensure_future(keep_sending(w, r)) for w, r in zip(connections, readers, strict=True)
+    ]
+    try:
+        answers = await asyncio.gather(
+            *(closed_within(r, 5) for r in readers), return_exceptions=True
+        )
+    finally:
+        for sender in senders:
+            sender.cancel()
+    assert [a for a in answers if not isinstance(a, bytes)] == []  # no reset, no timeout
+    assert all(a.startswith(b"HTTP/1.1 408 ") and a.count(b"HTTP/1.1") == 1 for a in answers)
+    assert proxy.value("shadowproxy_client_timeouts_total", port="proxy", phase="head") == 100
+    writer = connections[0]
+    with pytest.raises(ConnectionError):  # the linger ends: writes meet a closed socket
+        async with asyncio.timeout(10):
+            while True:
+                writer.write(b"x")
+                await writer.drain()
+                await asyncio.sleep(0.1)
+
+
 async def test_a_slow_body_is_cut(
     proxy: RunningProxy, connections: list[asyncio.StreamWriter]
 ) -> None:
