@@ -25,6 +25,7 @@ from proxy.experiment.shadow import ShadowRunner
 from proxy.flags.store import FlagStore
 from proxy.http.build import build_http_side
 from proxy.metrics import Metrics
+from proxy.request import problems
 from proxy.resources.wiring import Resources, build_store_side, new_stores_of
 from proxy.settings import Settings
 from proxy.shared import Shared, flag_store_for, shared_parts
@@ -57,7 +58,7 @@ def build(
     store = build_store_side(settings, shared, env)
     http = build_http_side(settings, shared) if settings.routes else None
 
-    proxy_app = web.Application(middlewares=[client_timeouts.middleware])
+    proxy_app = web.Application(middlewares=[client_timeouts.middleware, problems])
     proxy_app.router.add_routes(store.resources.routes())
     if http is not None:
         http.add_routes(proxy_app)

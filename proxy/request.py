@@ -20,8 +20,9 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from proxy.errors import PayloadTooLarge
+from proxy.errors import PayloadTooLarge, envelope
 from proxy.metrics import Metrics
+from proxy.types import Handler
 
 access = logging.getLogger("shadowproxy.access")
 
@@ -39,6 +40,21 @@ def requester_label(value: str | None, known: frozenset[str]) -> str:
     if value is None:
         return UNLABELLED
     return value if value in known else OTHER
+
+
+_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
+
+
+@web.middleware
+async def problems(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """aiohttp's own refusals (an unrouted path or method, a body over ``client_max_size``)
+    in our envelope, on every application port."""
+    try:
+        return await handler(request)
+    except web.HTTPException as e:
+        if e.status < 400:
+            raise
+        return envelope(e.status, _CODES.get(e.status, "error"), e.reason, request_id(request))
 
 
 async def read_capped(request: web.BaseRequest, limit: int) -> bytes:

@@ -10,11 +10,11 @@ from prometheus_client.aiohttp import make_aiohttp_handler
 
 from proxy import client_timeouts
 from proxy.control.flags_api import FlagsAdmin
-from proxy.errors import BadRequest, HTTPProblem, envelope, problem_response
+from proxy.errors import BadRequest, HTTPProblem, problem_response
 from proxy.experiment.shadow import ShadowRunner
 from proxy.experiment.sinks import BufferedSink
 from proxy.metrics import exposition_registry
-from proxy.request import request_id
+from proxy.request import problems, request_id
 from proxy.types import Handler
 
 MAX_MISMATCHES = 1000
@@ -52,20 +52,6 @@ def require_token(token: str | None, handler: Handler) -> Handler:
             return problem_response(problem, rid)
 
     return guarded
-
-
-@web.middleware
-async def problems(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """aiohttp's own refusals (404, 405, 413 over ``client_max_size``) in our envelope."""
-    try:
-        return await handler(request)
-    except web.HTTPException as e:
-        if e.status < 400:
-            raise
-        return envelope(e.status, _CODES.get(e.status, "error"), e.reason, request_id(request))
-
-
-_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
 
 
 def parse_limit(raw: str | None, default: int = 50) -> int:

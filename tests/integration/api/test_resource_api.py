@@ -220,11 +220,17 @@ async def test_other_bad_requests(
         ("PATCH", f"/users/{user(1)['id']}", {"id": user(2)["id"]}, 422),
         ("PATCH", f"/users/{user(1)['id']}", {}, 422),
         ("PUT", f"/users/{user(1)['id']}", user(2), 422),
+        # aiohttp's own refusals, in the same envelope: an unrouted path or method.
+        ("GET", "/nothing-here", None, 404),
+        ("GET", f"/users/{user(1)['id']}/extra", None, 404),
+        ("DELETE", "/users", None, 405),
+        ("PUT", "/users", user(1), 405),
     ]
     for method, path, body, status in checks:
         async with http.request(method, url + path, json=body) as r:
             assert r.status == status, (method, path, await r.text())
-            assert (await r.json())["error"]["code"]
+            error = (await r.json())["error"]
+            assert error["code"] and error["request_id"] == r.headers["X-Request-ID"]
     for store in stores(proxy).values():
         records, _ = await store.list({}, 10)
         assert records == []
