@@ -69,20 +69,22 @@ def _schema_problem(error: SchemaError) -> Unprocessable:
 
 
 def _store_problem(error: store_errors.StoreError, resource: str) -> HTTPProblem:
-    text = str(error) or type(error).__name__
+    """The client's answer to a store error. Only our own words reach the client: a store's
+    or driver's text (constraint details hold the conflicting values, connection errors
+    name hosts) goes to the log with the request id, never into the answer."""
     if isinstance(error, store_errors.RecordNotFound):
         return NotFound(f"{resource} not found")
     if isinstance(error, store_errors.KeyConflict):
-        return Conflict(f"{resource} already exists: {text}")
-    if isinstance(error, store_errors.LimitExceeded):
-        return PayloadTooLarge(text)
-    if isinstance(error, store_errors.InvalidCursor):
-        return BadRequest(f"invalid cursor: {text}")
+        return Conflict(f"{resource} already exists: its key or a unique index value is taken")
+    if isinstance(error, store_errors.LimitExceeded):  # our own check's message
+        return PayloadTooLarge(str(error))
+    if isinstance(error, store_errors.InvalidCursor):  # ditto
+        return BadRequest(f"invalid cursor: {error}")
     if isinstance(error, store_errors.StoreTimeout):
-        return GatewayTimeout(f"the primary store timed out: {text}")
+        return GatewayTimeout("the primary store timed out")
     if isinstance(error, store_errors.StoreUnavailable):
-        return Unavailable(f"the primary store is unavailable: {text}")
-    return BadGateway(f"the primary store failed: {text}")
+        return Unavailable("the primary store is unavailable")
+    return BadGateway("the primary store failed")
 
 
 def _limit(raw: str | None, maximum: int) -> int:
@@ -130,12 +132,14 @@ class ResourceAPI:
             requester = self._requests.requester(request)
             # The path as the client sent it (no URL object built per request).
             info = RequestInfo(rid, requester, request.method, request.raw_path)
+            cause: str | None = None
             try:
                 response = await handler(request, info)
             except SchemaError as e:
                 problem: HTTPProblem = _schema_problem(e)
             except store_errors.StoreError as e:
                 problem = _store_problem(e, self.settings.name)
+                cause = f"{type(e).__name__}: {e}"
             except HTTPProblem as e:
                 problem = e
             except Exception:
@@ -148,7 +152,8 @@ class ResourceAPI:
             status = problem.status
             self._account(request, operation, status, requester, rid, started)
             if status >= 500:
-                errlog.warning(problem.message, extra={"request_id": rid, "status": status})
+                message = problem.message if cause is None else f"{problem.message}: {cause}"
+                errlog.warning(message, extra={"request_id": rid, "status": status})
             return problem_response(problem, rid)
 
         return handle

@@ -331,7 +331,8 @@ def _translate() -> Iterator[None]:
 
 def _translated(e: BaseException) -> StoreError:
     if isinstance(e, asyncpg.UniqueViolationError):
-        return KeyConflict(f"{e.constraint_name or 'unique constraint'}: {e.detail or e}")
+        # Not e.detail: it holds the conflicting values (PII, such as an email).
+        return KeyConflict(f"{e.constraint_name or 'a unique constraint'} is violated")
     if isinstance(e, TimeoutError | asyncpg.QueryCanceledError):
         return StoreTimeout(f"postgres: timed out: {e}")
     if isinstance(

@@ -10,6 +10,7 @@ import pytest
 
 from tests.integration.api.conftest import StoreProxyFactory, stores, user
 from tests.support.servers import RunningProxy
+from tests.support.tcpproxy import CuttableLink
 
 pytestmark = pytest.mark.integration
 
@@ -244,3 +245,25 @@ async def test_batch_over_limit_is_413(
         proxy.url + "/users/batch", json={"items": [user(i) for i in range(11)]}
     ) as r:
         assert r.status == 413
+
+
+async def test_store_error_text_never_reaches_the_client(
+    pg_link: CuttableLink, store_proxy: StoreProxyFactory, http: aiohttp.ClientSession
+) -> None:
+    """A conflict on a unique index answers 409 without PostgreSQL's detail (which holds the
+    conflicting email); a primary that is gone answers 5xx without the driver's text."""
+    unique = {"email": {"field": "email", "dynamodb_index": "email-index", "unique": True}}
+    dsn = f"postgresql://postgres@127.0.0.1:{pg_link.port}/test"
+    proxy = await store_proxy("postgres", pg_dsn=dsn, resource={"indexes": unique})
+    async with http.post(proxy.url + "/users", json=user(1)) as r:
+        assert r.status == 201
+    async with http.post(proxy.url + "/users", json=user(2, email=user(1)["email"])) as r:
+        assert r.status == 409
+        message = (await r.json())["error"]["message"]
+    assert message == "users already exists: its key or a unique index value is taken"
+    pg_link.cut()
+    async with http.get(f"{proxy.url}/users/{user(1)['id']}") as r:
+        assert r.status in (503, 504)
+        message = (await r.json())["error"]["message"]
+    assert message in ("the primary store is unavailable", "the primary store timed out")
+    pg_link.restore()
