@@ -1,5 +1,6 @@
 """The structured differ: walks two normalised values and lists their differences.
 
+A value on one side only (``None`` on the other, at the top) is ``removed`` or ``added``.
 Dicts are compared key by key, lists position by position, unordered lists and sets as
 multisets (exact matches by canonical bytes first, then the rest paired up by a maximum
 matching under the leaf rules, so tolerances apply inside them too), keyed lists by key.
@@ -63,7 +64,12 @@ class DiffResult:
 def diff(primary: Any, shadow: Any, rules: Rules, *, prefix: str = "") -> DiffResult:
     """Differences between two values already normalised with ``rules``."""
     differ = _Differ(rules, prefix)
-    differ.walk(primary, shadow, rules.tolerance_states)
+    if (primary is None) != (shadow is None):
+        # A whole value on one side only (a record the other store does not have): the
+        # value is missing from the shadow (removed) or extra there (added), not a retyping.
+        differ._emit("removed" if shadow is None else "added", primary, shadow)
+    else:
+        differ.walk(primary, shadow, rules.tolerance_states)
     return DiffResult(tuple(differ.out), differ.total)
 
 

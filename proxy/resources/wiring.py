@@ -48,7 +48,12 @@ def build_parts(
     resource: ResourceSettings, settings: Settings, env: Mapping[str, str] | None = None
 ) -> ResourceParts:
     schema = Schema(resource)
-    spec = dataclasses.replace(rule_spec(resource.compare), headers=(), compare_status=False)
+    spec = rule_spec(resource.compare)
+    # A set field is compared as a set: a difference names the elements on one side only,
+    # not list positions of its sorted rendering.
+    sets = [n for n, f in schema.fields.items() if f.type.container == "set"]
+    unordered = (*spec.unordered, *(n for n in sets if n not in spec.unordered))
+    spec = dataclasses.replace(spec, headers=(), compare_status=False, unordered=unordered)
     try:
         record_rules = compile_rules(spec)
         list_rules = compile_rules(list_rules_spec(spec, resource.key))

@@ -293,3 +293,12 @@ def test_set_subclasses_are_multisets() -> None:
         pass
 
     assert differences({"t": Tags({"a"})}, {"t": Tags({"a", "b"})}) == [("t[1]", "added")]
+
+
+def test_a_value_on_one_side_only_is_removed_or_added_not_retyped() -> None:
+    record = {"id": 1, "email": "a@example.com"}
+    assert differences(record, None) == [("$", "removed")]
+    assert differences(None, record) == [("$", "added")]
+    assert differences([1], None, prefix="body") == [("body", "removed")]
+    # Below the top, null against a value is a retyping of that field.
+    assert differences({"a": None}, {"a": {"b": 1}}) == [("a", "type_changed")]

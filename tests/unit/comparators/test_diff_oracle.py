@@ -23,6 +23,8 @@ Kinds (checked too, path by path), deepdiff's report -> ours (``Difference.kind`
 - ``type_changes`` between an int and a float (neither a bool) -> ``changed`` when the values
   differ (``!=``) and nothing when they are equal: our differ compares numbers by value and
   documents ``1`` vs ``1.0`` as equal;
+- ``type_changes`` at the root with ``None`` on one side -> ``removed`` (the shadow has no
+  value) or ``added`` (the primary has none): a record absent from one store;
 - any other ``type_changes`` (``True`` vs ``1``, ``None`` vs ``0``, ``{}`` vs ``[]``, ``"1"``
   vs ``1``) -> ``type_changed``: booleans are not numbers for our differ.
 
@@ -133,6 +135,8 @@ def theirs(a: Any, b: Any) -> Found:
                 if type(x) in _NUMBERS and type(y) in _NUMBERS:
                     if x != y:
                         out[path] = "changed"
+                elif path == () and (x is None) != (y is None):
+                    out[path] = "removed" if y is None else "added"  # a whole value
                 else:
                     out[path] = "type_changed"
             else:
