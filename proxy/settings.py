@@ -26,7 +26,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from proxy.errors import ConfigError
 from proxy.flags.config import FlagStoreConfig
@@ -198,11 +206,14 @@ class Route(_Model):
 
     @field_validator("methods", "shadow_methods")
     @classmethod
-    def _methods(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+    def _methods(cls, v: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
         upper = tuple(m.upper() for m in v)
         bad = [m for m in upper if m not in _METHODS and m != "*"]
         if bad:
             raise ValueError(f"unknown HTTP method {bad[0]!r}")
+        if info.field_name == "shadow_methods" and "*" in upper:
+            # Spelled out once here, so routing and readiness see only real methods.
+            return tuple(sorted(_METHODS))
         return upper
 
     @field_validator("sample_key")

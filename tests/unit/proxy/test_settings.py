@@ -117,3 +117,15 @@ def test_shipped_configs_are_valid() -> None:
     assert files
     for path in files:
         load_settings(path, env={})
+
+
+def test_shadow_methods_star_means_every_method_for_routing_and_readiness() -> None:
+    from proxy.control.decisions import targets_from
+
+    raw = with_("routes.0.shadow_methods", ["*"])
+    raw["routes"][0]["methods"] = ["GET", "POST"]
+    settings = settings_from_mapping(raw)
+    assert "POST" in settings.routes[0].shadow_methods
+    assert "*" not in settings.routes[0].shadow_methods
+    # Readiness looks at the shadowed methods the route takes (HEAD is a GET).
+    assert targets_from(settings, {})["users"].operations == ("GET", "POST")
