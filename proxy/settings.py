@@ -283,6 +283,10 @@ class ResourceSettings(ResourceConfig):
     max_batch_items: int = Field(1000, ge=1, le=10_000)
     max_list_limit: int = Field(1000, ge=1)
     cache_ttl_seconds: float = Field(0, ge=0)
+    # Which reads a shadow_reads share below 1 picks: "random" (each read drawn anew), or
+    # "key": sticky per key (a get's key, a lookup's value), so one key is always compared
+    # or never; lists and batch gets, which have no one key, stay random.
+    shadow_sample: Literal["random", "key"] = "random"
 
     @model_validator(mode="after")
     def _flag_stores(self) -> ResourceSettings:

@@ -19,7 +19,7 @@ from comparators import DiffBudget, Rules, compare
 from comparators.model import Comparison, Outcome
 from proxy.experiment.publish import Experiment, Publisher
 from proxy.experiment.shadow import ShadowRunner
-from proxy.flags import ResourceFlagState, read_store
+from proxy.flags import ResourceFlagState, read_store, sticky_share
 from proxy.metrics import Metrics
 from proxy.repair.log import RepairLog
 from proxy.resources.parts import (
@@ -75,6 +75,8 @@ class ResourceService:
         self._metrics = metrics
         self._budget = budget
         self._cache = cache if parts.settings.cache_ttl_seconds > 0 else None
+        self._sticky_sample = parts.settings.shadow_sample == "key"
+        self._sample_salt = f"{self.name}/shadow"  # independent of the new-store read split
         names = list(parts.stores)
         self._other_store: dict[str, str | None] = {
             name: next((other for other in names if other != name), None) for name in names
@@ -99,6 +101,11 @@ class ResourceService:
         key_text = self.parts.key_text(key)
         chosen = read_store(flags, key_text, new_store=new_store, salt=self.name)
         return flags if chosen == flags.read_from else dataclasses.replace(flags, read_from=chosen)
+
+    def _sampled(self, share: float, sample_key: Callable[[], str] | None) -> bool:
+        if sample_key is None or not self._sticky_sample:
+            return random.random() < share
+        return sticky_share(sample_key(), share, salt=self._sample_salt)
 
     def _shadow_store(self, flags: ResourceFlagState) -> str | None:
         return self._other_store.get(flags.read_from)
@@ -127,6 +134,7 @@ class ResourceService:
                 self._shadow(
                     flags, "get", info, _nothing, 0.0,
                     lambda s: self._read_one(s, key, fields), reread_primary=True,
+                    sample_key=lambda: key_text,
                 )  # fmt: skip
                 return cached
         store = self.parts.stores[flags.read_from]
@@ -136,8 +144,9 @@ class ResourceService:
         if body is not None and cache is not None:
             await cache.set(self.name, key_text, body, self.parts.settings.cache_ttl_seconds)
         self._shadow(
-            flags, "get", info, lambda: value, seconds, lambda s: self._read_one(s, key, fields)
-        )
+            flags, "get", info, lambda: value, seconds, lambda s: self._read_one(s, key, fields),
+            sample_key=lambda: key_text or self.parts.key_text(key),
+        )  # fmt: skip
         return body
 
     async def _read_one(self, store: Store, key: Any, fields: Sequence[str] | None) -> Any:
@@ -158,8 +167,9 @@ class ResourceService:
             if cached is not None:
                 items: list[dict[str, Any]] = orjson.loads(cached)
                 self._shadow(
-                    flags, "lookup", info, _nothing, 0.0, read, listing=True, reread_primary=True
-                )
+                    flags, "lookup", info, _nothing, 0.0, read, listing=True, reread_primary=True,
+                    sample_key=lambda: value_text,
+                )  # fmt: skip
                 return items[:limit]
         store = self.parts.stores[flags.read_from]
         call = store.query_index(index, value, limit)
@@ -170,7 +180,10 @@ class ResourceService:
             await self._cache.set_index(
                 self.name, index, value_text, orjson.dumps(listing["items"]), ttl
             )
-        self._shadow(flags, "lookup", info, lambda: listing, seconds, read, listing=True)
+        self._shadow(
+            flags, "lookup", info, lambda: listing, seconds, read, listing=True,
+            sample_key=lambda: value_text,
+        )  # fmt: skip
         items = listing["items"]
         return items
 
@@ -268,13 +281,15 @@ class ResourceService:
         *,
         listing: bool = False,
         reread_primary: bool = False,
+        sample_key: Callable[[], str] | None = None,
     ) -> None:
         """Maybe shadow this read. ``primary`` renders the primary's value for comparison; it
-        is called only for a sampled read (most reads are not: no work is wasted on them)."""
+        is called only for a sampled read (most reads are not: no work is wasted on them).
+        ``sample_key`` names the read's key for ``shadow_sample: key``."""
         shadow = self._shadow_store(flags)
         if shadow is None or flags.shadow_reads <= 0:
             return
-        if flags.shadow_reads < 1 and random.random() >= flags.shadow_reads:
+        if flags.shadow_reads < 1 and not self._sampled(flags.shadow_reads, sample_key):
             return
         rules = self.parts.list_rules if listing else self.parts.record_rules
         primary_value = primary()

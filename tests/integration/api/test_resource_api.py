@@ -267,3 +267,35 @@ async def test_store_error_text_never_reaches_the_client(
         message = (await r.json())["error"]["message"]
     assert message in ("the primary store is unavailable", "the primary store timed out")
     pg_link.restore()
+
+
+async def test_shadow_sample_key_is_sticky_per_key(
+    store_proxy: StoreProxyFactory, http: aiohttp.ClientSession
+) -> None:
+    """shadow_sample: key with shadow_reads 0.5: a key in the share is compared on every
+    read, a key outside it never (random sampling would compare about half of each)."""
+    from proxy.flags import sticky_share
+
+    proxy = await store_proxy("postgres", shadow_reads=0.5, resource={"shadow_sample": "key"})
+    parts = proxy.apps.resources.services["users"].parts
+    users = [user(i) for i in range(40)]
+    chosen = [sticky_share(parts.key_text(uuid.UUID(u["id"])), 0.5, "users/shadow") for u in users]
+    inside = [u for u, c in zip(users, chosen, strict=True) if c][:4]
+    outside = [u for u, c in zip(users, chosen, strict=True) if not c][:4]
+    assert len(inside) == len(outside) == 4
+    for u in inside + outside:
+        async with http.post(proxy.url + "/users", json=u) as r:
+            assert r.status == 201
+    for _ in range(5):
+        for u in outside:
+            async with http.get(f"{proxy.url}/users/{u['id']}") as r:
+                assert r.status == 200
+    await proxy.wait_for(lambda: proxy.apps.runner.depth == 0)
+    assert sum(outcomes(proxy).values()) == 0
+    for _ in range(5):
+        for u in inside:
+            async with http.get(f"{proxy.url}/users/{u['id']}") as r:
+                assert r.status == 200
+    await proxy.wait_for(lambda: sum(outcomes(proxy).values()) >= 20)
+    await proxy.wait_for(lambda: proxy.apps.runner.depth == 0)
+    assert sum(outcomes(proxy).values()) == 20
