@@ -427,6 +427,17 @@ def _aws_targets(settings: Settings) -> list[str]:
     return lines
 
 
+def _warnings(settings: Settings) -> list[str]:
+    dual = [n for n, r in settings.resources.items() if len(set(r.flags.write_to)) > 1]
+    if dual and (settings.repair is None or settings.repair.kind == "memory"):
+        return [
+            f"resources {', '.join(dual)} write two stores with the repair log in memory "
+            "(no 'repair:' section): not shared between instances and lost in a crash; "
+            "use repair.kind redis or postgres with more than one instance"
+        ]
+    return []
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -440,6 +451,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             for line in targets:
                 print(line)
+            for line in _warnings(settings):
+                print(f"warning: {line}", file=sys.stderr)
             return 0
         if args.command in ("init-stores", "reconcile"):
             from proxy.resources import admin_ops

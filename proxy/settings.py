@@ -280,6 +280,15 @@ class ResourceSettings(ResourceConfig):
     breaker_threshold: int = Field(5, ge=1)
     breaker_cooldown_seconds: float = Field(2.0, gt=0)
     secondary_write_timeout_seconds: float = Field(5.0, gt=0)
+    # How long a client write waits for the other stores after the primary answered; past
+    # it the client gets the primary's result and the write finishes (or is repaired) later.
+    secondary_write_budget_seconds: float = Field(0.1, ge=0, le=60)
+    # Secondary writes still running after their client was answered, per process; past it
+    # a write's keys go straight to the repair log (memory stays bounded when a store hangs).
+    max_pending_secondary_writes: int = Field(1000, ge=1)
+    # The share of dual writes read back from both stores off the client path and compared
+    # (operation "write_verify"), so a divergence shows even for keys nobody reads.
+    write_verify: float = Field(0.01, ge=0, le=1)
     max_batch_items: int = Field(1000, ge=1, le=10_000)
     max_list_limit: int = Field(1000, ge=1)
     cache_ttl_seconds: float = Field(0, ge=0)

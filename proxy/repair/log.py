@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from proxy.errors import ConfigError
 from proxy.repair.config import RepairConfig
@@ -21,6 +22,26 @@ class RepairEntry:
     attempts: int = 0
     op: str = ""
     last_error: str | None = None
+    hold: str = ""
+    """The intent this entry came from (it keeps the key unsettled until done)."""
+
+
+RECENT_SECONDS = 10.0
+"""How long a key's last write stays visible to ``unsettled`` after it settled: a comparison
+that brackets its reads with two ``unsettled`` calls must finish well within this."""
+
+
+class Unsettled(NamedTuple):
+    """Dual writes of some keys not yet confirmed in every store, and a mark that changes
+    whenever a new write of them starts. Two equal readings with ``held == 0`` mean no write
+    touched the keys in between."""
+
+    held: int
+    mark: str
+
+    @property
+    def quiet(self) -> bool:
+        return self.held == 0
 
 
 class RepairLog(Protocol):
@@ -28,6 +49,21 @@ class RepairLog(Protocol):
         """Create what is missing (stream group, table), idempotently."""
 
     async def append(self, resource: str, key: str, reason: str, *, op: str = "") -> None: ...
+
+    async def intend(self, resource: str, keys: Sequence[str], *, op: str) -> list[str]:
+        """Log writes about to reach the primary, before they do: each key becomes due for
+        repair ``intent_grace_seconds`` later unless settled first, so a writer that dies
+        between the two stores loses nothing. One id per key, in order."""
+
+    async def settle(self, ids: Sequence[str]) -> None:
+        """Every store holds the primary's state of these writes' keys: drop the intents."""
+
+    async def escalate(self, ids: Sequence[str], reason: str) -> None:
+        """These writes did not reach every store: repair them ``retry_after_seconds`` from
+        now (so a timed-out request still on its way lands before the repair)."""
+
+    async def unsettled(self, resource: str, keys: Sequence[str]) -> Unsettled:
+        """Writes of these keys in flight or waiting for repair (stuck ones excluded)."""
 
     async def claim(self, limit: int) -> list[RepairEntry]:
         """Entries due now, hidden from other claimers for ``retry_after_seconds``."""
@@ -53,6 +89,14 @@ class RepairLog(Protocol):
 def open_repair_log(config: RepairConfig, *, default_dsn: str | None = None) -> RepairLog:
     """``default_dsn`` (e.g. the PostgreSQL store's) serves when ``config.dsn`` is unset."""
     # Each backend's client library is loaded only when that backend is configured.
+    if config.kind == "memory":
+        from proxy.repair.memory_log import MemoryRepairLog
+
+        return MemoryRepairLog(
+            max_attempts=config.max_attempts,
+            retry_after_seconds=config.retry_after_seconds,
+            intent_grace_seconds=config.intent_grace_seconds,
+        )
     if config.kind == "redis":
         from proxy.repair.redis_log import RedisRepairLog
 
@@ -62,6 +106,7 @@ def open_repair_log(config: RepairConfig, *, default_dsn: str | None = None) -> 
             group=config.group,
             max_attempts=config.max_attempts,
             retry_after_seconds=config.retry_after_seconds,
+            intent_grace_seconds=config.intent_grace_seconds,
             timeout_seconds=config.timeout_seconds,
         )
     dsn = config.dsn or default_dsn
@@ -74,6 +119,7 @@ def open_repair_log(config: RepairConfig, *, default_dsn: str | None = None) -> 
         table=config.table,
         max_attempts=config.max_attempts,
         retry_after_seconds=config.retry_after_seconds,
+        intent_grace_seconds=config.intent_grace_seconds,
         timeout_seconds=config.timeout_seconds,
     )
 

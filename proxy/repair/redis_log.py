@@ -6,14 +6,14 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from proxy.redis_client import redis_client
-from proxy.repair.log import RepairEntry, report_stuck
+from proxy.repair.log import RECENT_SECONDS, RepairEntry, Unsettled, report_stuck
 
 log = logging.getLogger("shadowproxy.repair")
 
@@ -25,6 +25,103 @@ if #redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2]) == 0 then
 end
 return -1
 """
+
+# Intents: ``{stream}:intents`` (id -> due time in ms, by Redis's clock, so instances' clocks
+# do not matter), ``{stream}:intent`` (id -> JSON fields) and one small hash per key,
+# ``{stream}:busy:<resource>\x1f<key>``: a field per held intent id plus ``last``, the id of
+# the key's latest write. A busy hash with no held id expires RECENT_SECONDS later.
+_NOW = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local function release(busy, id, recent)
+    redis.call('HDEL', busy, id)
+    if redis.call('HLEN', busy) <= 1 then redis.call('PEXPIRE', busy, recent) end
+end
+"""
+
+# KEYS: intents, intent, seq, busy per key; ARGV: grace_ms, resource, op, safety_ms, key...
+_INTEND = (
+    _NOW
+    + """
+local ids = {}
+for i = 4, #KEYS do
+    local id = tostring(redis.call('INCR', KEYS[3]))
+    redis.call('ZADD', KEYS[1], now + tonumber(ARGV[1]), id)
+    redis.call('HSET', KEYS[2], id, cjson.encode(
+        {resource = ARGV[2], key = ARGV[i + 1], op = ARGV[3], reason = '', busy = KEYS[i]}))
+    redis.call('HSET', KEYS[i], id, '1', 'last', id)
+    redis.call('PEXPIRE', KEYS[i], ARGV[4])
+    ids[#ids + 1] = id
+end
+return ids
+"""
+)
+
+# KEYS: intents, intent; ARGV: recent_ms, id...
+_SETTLE = (
+    _NOW
+    + """
+for i = 2, #ARGV do
+    local raw = redis.call('HGET', KEYS[2], ARGV[i])
+    if raw and redis.call('ZREM', KEYS[1], ARGV[i]) == 1 then
+        redis.call('HDEL', KEYS[2], ARGV[i])
+        release(cjson.decode(raw).busy, ARGV[i], ARGV[1])
+    end
+end
+return 0
+"""
+)
+
+# An escalated intent moves to ``{stream}:escalated`` (id -> due time): a failed write,
+# counted in the depth, repaired once due.
+# KEYS: intents, intent, escalated; ARGV: delay_ms, reason, id...
+_ESCALATE = (
+    _NOW
+    + """
+for i = 3, #ARGV do
+    local raw = redis.call('HGET', KEYS[2], ARGV[i])
+    if raw and redis.call('ZREM', KEYS[1], ARGV[i]) == 1 then
+        local fields = cjson.decode(raw)
+        fields.reason = ARGV[2]
+        redis.call('HSET', KEYS[2], ARGV[i], cjson.encode(fields))
+        redis.call('ZADD', KEYS[3], now + tonumber(ARGV[1]), ARGV[i])
+    end
+end
+return 0
+"""
+)
+
+# Due intents and escalations become stream entries (their writer died, stalled or failed).
+# KEYS: intents, intent, stream, escalated; ARGV: limit
+_PROMOTE = (
+    _NOW
+    + """
+local moved = 0
+for _, zset in ipairs({KEYS[4], KEYS[1]}) do
+    local due = redis.call('ZRANGEBYSCORE', zset, '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
+    for _, id in ipairs(due) do
+        local raw = redis.call('HGET', KEYS[2], id)
+        if raw then
+            local f = cjson.decode(raw)
+            local reason = f.reason
+            if reason == '' then reason = f.op .. ': write not confirmed in time' end
+            redis.call('XADD', KEYS[3], '*', 'resource', f.resource, 'key', f.key,
+                'reason', reason, 'op', f.op, 'hold', id)
+            redis.call('HDEL', KEYS[2], id)
+        end
+        redis.call('ZREM', zset, id)
+        moved = moved + 1
+    end
+end
+return moved
+"""
+)
+
+# KEYS: busy; ARGV: id, recent_ms
+_RELEASE = _NOW + "release(KEYS[1], ARGV[1], ARGV[2])\nreturn 0\n"
+
+HOLD_SAFETY_SECONDS = 7 * 24 * 3600.0
+"""A busy hash outlives its last intent by at most this, whatever went wrong."""
 
 
 def _text(value: Any) -> str:
@@ -49,6 +146,7 @@ class RedisRepairLog:
         consumer: str | None = None,
         max_attempts: int = 100,
         retry_after_seconds: float = 5.0,
+        intent_grace_seconds: float = 30.0,
         timeout_seconds: float = 2.0,
     ) -> None:
         self._owned = isinstance(client, str)
@@ -62,6 +160,20 @@ class RedisRepairLog:
         self._attempts = f"{stream}:attempts"
         self._errors = f"{stream}:errors"
         self._stuck = f"{stream}:stuck"
+        self._intents = f"{stream}:intents"
+        self._intent = f"{stream}:intent"
+        self._seq = f"{stream}:seq"
+        self._escalated = f"{stream}:escalated"
+        self._grace_ms = max(1, round(intent_grace_seconds * 1000))
+        self._recent_ms = round(RECENT_SECONDS * 1000)
+        self._intend = self._redis.register_script(_INTEND)
+        self._settle = self._redis.register_script(_SETTLE)
+        self._escalate = self._redis.register_script(_ESCALATE)
+        self._promote = self._redis.register_script(_PROMOTE)
+        self._release = self._redis.register_script(_RELEASE)
+
+    def _busy(self, resource: str, key: str) -> str:
+        return f"{self.stream}:busy:{resource}\x1f{key}"
 
     async def init(self) -> None:
         try:
@@ -74,7 +186,40 @@ class RedisRepairLog:
         fields = {"resource": resource, "key": key, "reason": reason, "op": op}
         await self._redis.xadd(self.stream, fields)  # type: ignore[arg-type]
 
+    async def intend(self, resource: str, keys: Sequence[str], *, op: str) -> list[str]:
+        if not keys:
+            return []
+        busy = [self._busy(resource, k) for k in keys]
+        safety_ms = round(HOLD_SAFETY_SECONDS * 1000)
+        ids = await self._intend(
+            keys=[self._intents, self._intent, self._seq, *busy],
+            args=[self._grace_ms, resource, op, safety_ms, *keys],
+        )
+        return [_text(i) for i in ids]
+
+    async def settle(self, ids: Sequence[str]) -> None:
+        if ids:
+            await self._settle(keys=[self._intents, self._intent], args=[self._recent_ms, *ids])
+
+    async def escalate(self, ids: Sequence[str], reason: str) -> None:
+        if ids:
+            await self._escalate(
+                keys=[self._intents, self._intent, self._escalated],
+                args=[self._retry_ms, reason, *ids],
+            )
+
+    async def unsettled(self, resource: str, keys: Sequence[str]) -> Unsettled:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.hgetall(self._busy(resource, key))
+            found: list[dict[bytes, bytes]] = await pipe.execute()
+        held = sum(len(h) - (b"last" in h) for h in found)
+        return Unsettled(held, "|".join(_text(h.get(b"last", b"")) for h in found))
+
     async def claim(self, limit: int) -> list[RepairEntry]:
+        await self._promote(
+            keys=[self._intents, self._intent, self.stream, self._escalated], args=[limit]
+        )
         try:
             raw = await self._claim(limit)
         except ResponseError as e:
@@ -128,6 +273,7 @@ class RedisRepairLog:
             attempts=attempts,
             op=_text(fields.get(b"op", b"")),
             last_error=error,
+            hold=_text(fields.get(b"hold", b"")),
         )
 
     async def done(self, entry: RepairEntry) -> None:
@@ -137,6 +283,12 @@ class RedisRepairLog:
             pipe.hdel(self._attempts, entry.id)
             pipe.hdel(self._errors, entry.id)
             await pipe.execute()
+        await self._unhold(entry)
+
+    async def _unhold(self, entry: RepairEntry) -> None:
+        if entry.hold:
+            busy = self._busy(entry.resource, entry.key)
+            await self._release(keys=[busy], args=[entry.hold, self._recent_ms])
 
     async def failed(self, entry: RepairEntry, error: str) -> None:
         async with self._redis.pipeline(transaction=True) as pipe:
@@ -161,14 +313,18 @@ class RedisRepairLog:
             pipe.hdel(self._attempts, entry.id)
             pipe.hdel(self._errors, entry.id)
             await pipe.execute()
+        await self._unhold(entry)  # a stuck key is a known difference, not a write in flight
         report_stuck(entry, attempts, error)
 
     async def depth(self) -> int:
+        """Stream, escalated and stuck entries; intents still within their grace are writes
+        in flight (those past it are counted once a claim moved them onto the stream)."""
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.xlen(self.stream)
+            pipe.zcard(self._escalated)
             pipe.xlen(self._stuck)
-            pending, stuck = await pipe.execute()
-        return int(pending) + int(stuck)
+            pending, escalated, stuck = await pipe.execute()
+        return int(pending) + int(escalated) + int(stuck)
 
     async def stuck_count(self) -> int:
         return int(await self._redis.xlen(self._stuck))

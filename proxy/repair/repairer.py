@@ -44,9 +44,19 @@ class RepairRace(ShadowProxyError):
 
 async def repair_key(primary: Source, secondary: Destination, key: Any) -> str:
     """Make the secondary hold the primary's current state of ``key``: ``"copied"`` or
-    ``"deleted"``. The primary is read again after the write; if a newer write landed in
-    between (whose own secondary write may have been overtaken by ours) the copy repeats."""
-    current: Record | None = await primary.get(key)
+    ``"deleted"``."""
+    return await copy_until_stable(primary, secondary, key, await primary.get(key))
+
+
+async def copy_until_stable(
+    primary: Source, secondary: Destination, key: Any, current: Record | None
+) -> str:
+    """Write ``current`` (the primary's state of ``key``; None: absent) to the secondary,
+    then read the primary again; if a newer write landed in between (whose own secondary
+    write may have been overtaken by ours) copy again. Whichever copy lands last on the
+    secondary, its writer reads the primary after it landed, so the secondary ends in the
+    primary's state or someone's key stays logged: the order of the two stores' writes
+    does not matter, across any number of instances."""
     for _ in range(MAX_REPAIR_ROUNDS):
         if current is None:
             with suppress(RecordNotFound):

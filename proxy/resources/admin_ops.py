@@ -35,8 +35,11 @@ async def init_stores(settings: Settings, env: Mapping[str, str] | None = None) 
 async def reconcile(settings: Settings, env: Mapping[str, str] | None = None) -> list[str]:
     """Repair every logged key now: copy the primary's current state of it to the other store
     (or delete it there). Idempotent; stuck entries are retried too."""
-    if settings.repair is None:
-        raise ConfigError("repair: not configured; reconcile needs the repair log it drains")
+    if settings.repair is None or settings.repair.kind == "memory":
+        raise ConfigError(
+            "repair: not configured (or kind 'memory', which lives inside each proxy); "
+            "reconcile needs a shared repair log (kind 'redis' or 'postgres')"
+        )
     log = open_repair_log(settings.repair)
     parts = [build_parts(r, settings, env) for r in settings.resources.values()]
     async with AsyncExitStack() as stack:

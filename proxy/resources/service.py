@@ -21,7 +21,7 @@ from proxy.experiment.publish import Experiment, Publisher
 from proxy.experiment.shadow import ShadowRunner
 from proxy.flags import ResourceFlagState, read_store, sticky_share
 from proxy.metrics import Metrics
-from proxy.repair.log import RepairLog
+from proxy.repair.log import RECENT_SECONDS, RepairLog, Unsettled
 from proxy.resources.parts import (
     Cache,
     FlagSource,
@@ -81,8 +81,14 @@ class ResourceService:
         self._other_store: dict[str, str | None] = {
             name: next((other for other in names if other != name), None) for name in names
         }
+        self._repair_log = repair_log
         self.writes = DualWriter(
-            parts, flags=flags, metrics=metrics, cache=self._cache, repair_log=repair_log
+            parts,
+            flags=flags,
+            metrics=metrics,
+            cache=self._cache,
+            repair_log=repair_log,
+            verify=self._verify_writes,
         )
 
     # --- plumbing ---------------------------------------------------------------------------
@@ -115,11 +121,19 @@ class ResourceService:
     ) -> tuple[T, float]:
         return await timed(self._metrics, self.name, role, store, operation, call)
 
+    # Values to compare render type drift as a marker (``to_json(drift=True)``), so a value
+    # stored in another type is a difference even where its raw value looks the same.
+
     def _json(self, record: Record | None, fields: Sequence[str] | None = None) -> Any:
-        return None if record is None else self.schema.to_json(record, fields=fields)
+        return None if record is None else self.schema.to_json(record, fields=fields, drift=True)
 
     def _items(self, records: Sequence[Record], fields: Sequence[str] | None = None) -> Any:
-        return {"items": [self.schema.to_json(r, fields=fields) for r in records]}
+        return {"items": [self.schema.to_json(r, fields=fields, drift=True) for r in records]}
+
+    def _with_drift(self, records: Sequence[Record], listing: Any) -> Any:
+        """``_items(records)`` from the client's rendering ``listing`` of them."""
+        marked = self.schema.with_drift
+        return {"items": [marked(r, v) for r, v in zip(records, listing["items"], strict=True)]}
 
     # --- reads ------------------------------------------------------------------------------
 
@@ -139,12 +153,14 @@ class ResourceService:
                 return cached
         store = self.parts.stores[flags.read_from]
         record, seconds = await self._primary_read(flags, "get", info, store.get(key, fields))
-        value = self._json(record, fields)  # rendered once: the body, and a sampled comparison
+        # Rendered once: the body, and a sampled comparison (with drift marked).
+        value = None if record is None else self.schema.to_json(record, fields=fields)
         body = None if value is None else json_bytes(value)
         if body is not None and cache is not None:
             await cache.set(self.name, key_text, body, self.parts.settings.cache_ttl_seconds)
         self._shadow(
-            flags, "get", info, lambda: value, seconds, lambda s: self._read_one(s, key, fields),
+            flags, "get", info, lambda: self.schema.with_drift(record, value), seconds,
+            lambda s: self._read_one(s, key, fields),
             sample_key=lambda: key_text or self.parts.key_text(key),
         )  # fmt: skip
         return body
@@ -174,15 +190,15 @@ class ResourceService:
         store = self.parts.stores[flags.read_from]
         call = store.query_index(index, value, limit)
         records, seconds = await self._primary_read(flags, "lookup", info, call)
-        listing = self._items(records)
+        listing = {"items": [self.schema.to_json(r) for r in records]}  # the answer
         if self._cache is not None:
             ttl = self.parts.settings.cache_ttl_seconds
             await self._cache.set_index(
                 self.name, index, value_text, orjson.dumps(listing["items"]), ttl
             )
         self._shadow(
-            flags, "lookup", info, lambda: listing, seconds, read, listing=True,
-            sample_key=lambda: value_text,
+            flags, "lookup", info, lambda: self._with_drift(records, listing), seconds, read,
+            listing=True, sample_key=lambda: value_text,
         )  # fmt: skip
         items = listing["items"]
         return items
@@ -332,30 +348,118 @@ class ResourceService:
         else:
             comparison = compare(primary_value, shadow_value, rules, budget=self._budget)
             if comparison.outcome is Outcome.MISMATCH:
-                comparison = await self._recheck(primary, shadow, read, rules, comparison)
+                keys = self._keys_in(primary_value, shadow_value)
+                comparison = await self._recheck(primary, shadow, read, rules, comparison, keys)
         self._publish(primary, shadow, operation, info, comparison, primary_seconds, shadow_seconds)
 
     async def _recheck(
-        self, primary: str, shadow: str, read: Reader, rules: Rules, first: Comparison
-    ) -> Comparison:
+        self, primary: str, shadow: str, read: Reader, rules: Rules, first: Comparison,
+        keys: Sequence[str],
+    ) -> Comparison:  # fmt: skip
         """A read that raced a write can differ for a moment: read both sides again after a
         short delay (a few times, backing off); if they agree the difference was
-        ``transient``. Only a difference that outlives every re-read is a ``mismatch``."""
+        ``transient``. With a repair log, a re-read counts only when it was *quiet*: no write
+        of these keys in flight or waiting for repair before or after it (``unsettled``
+        read twice, equal, nothing held) and the primary unchanged across it. A difference
+        on a quiet re-read is a ``mismatch`` at once; one never seen quiet is ``transient``,
+        whatever the write rate and however many instances write."""
         settings = self.parts.settings
         latest = first
+        seen_quiet = self._repair_log is None or not keys
         for attempt in range(settings.recheck_attempts):
             await asyncio.sleep(settings.recheck_delay_seconds * (2**attempt))
             try:
-                again_primary, again_shadow = await asyncio.gather(
-                    read(self.parts.stores[primary]), read(self.parts.stores[shadow])
-                )
+                again, quiet = await self._reread(primary, shadow, read, keys)
             except (StoreError, TimeoutError):
                 return latest
-            latest = compare(again_primary, again_shadow, rules, budget=self._budget)
+            latest = compare(again[0], again[1], rules, budget=self._budget)
             if latest.outcome is Outcome.MATCH:
                 detail = f"agreed on re-read {attempt + 1}"
                 return Comparison(Outcome.TRANSIENT, first.differences, first.summarised, detail)
+            if quiet:
+                return latest
+            seen_quiet = seen_quiet or quiet
+        if not seen_quiet:
+            detail = "writes of the key were in flight on every re-read"
+            return Comparison(Outcome.TRANSIENT, first.differences, first.summarised, detail)
         return latest
+
+    async def _reread(
+        self, primary: str, shadow: str, read: Reader, keys: Sequence[str]
+    ) -> tuple[tuple[Any, Any], bool]:
+        """Both sides read again, and whether no write touched ``keys`` meanwhile."""
+        stores = self.parts.stores
+        repair_log = self._repair_log if keys else None
+        before = await self._unsettled(repair_log, keys)
+        started = time.monotonic()
+        again_primary, again_shadow = await asyncio.gather(
+            read(stores[primary]), read(stores[shadow])
+        )
+        if before is None:
+            return (again_primary, again_shadow), repair_log is None
+        confirm = await read(stores[primary])
+        after = await self._unsettled(repair_log, keys)
+        quiet = (
+            after is not None
+            and before.quiet
+            and before == after
+            and confirm == again_primary
+            and time.monotonic() - started < RECENT_SECONDS / 2
+        )
+        return (again_primary, again_shadow), quiet
+
+    async def _unsettled(
+        self, repair_log: RepairLog | None, keys: Sequence[str]
+    ) -> Unsettled | None:
+        if repair_log is None:
+            return None
+        try:
+            return await repair_log.unsettled(self.name, keys)
+        except Exception as e:  # the repair log is down: the re-read cannot be called quiet
+            log.debug("unsettled(%s) failed: %r", self.name, e)
+            return None
+
+    def _keys_in(self, *values: Any) -> list[str]:
+        """The keys of the records in compared values (a record, ``{"items": [...]}``)."""
+        field = self.schema.key
+        found: dict[str, None] = {}
+        for value in values:
+            records = (
+                value.get("items", []) if isinstance(value, dict) and "items" in value else [value]
+            )
+            for record in records:
+                if isinstance(record, dict) and record.get(field) is not None:
+                    rendered = record[field]
+                    found[rendered if isinstance(rendered, str) else str(rendered)] = None
+        return list(found)
+
+    # --- write verification -----------------------------------------------------------------
+
+    def _verify_writes(self, keys: Sequence[Any]) -> None:
+        """Compare both stores' state of keys whose dual write settled (``write_verify``)."""
+        flags = self.flags
+        shadow = self._shadow_store(flags)
+        if shadow is None:
+            return
+        info = RequestInfo(request_id="", requester=None, method="", path="")
+        for key in keys:
+
+            async def read(s: Store, key: Any = key) -> Any:
+                return self._json(await s.get(key))
+
+            async def job(read: Reader = read) -> None:
+                primary_value, primary_seconds = await self._timed(
+                    "primary",
+                    flags.read_from,
+                    "write_verify",
+                    read(self.parts.stores[flags.read_from]),
+                )
+                await self._experiment(
+                    flags.read_from, shadow, "write_verify", info, primary_value,
+                    primary_seconds, read, self.parts.record_rules, reread_primary=False,
+                )  # fmt: skip
+
+            self._runner.submit(self.name, "write_verify", job)
 
 
 def _matches(record: Record, filters: Mapping[str, Any]) -> bool:

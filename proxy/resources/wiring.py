@@ -14,6 +14,7 @@ from proxy.errors import ConfigError
 from proxy.flags import ResourceFlagState
 from proxy.flags.topology import infer_new_store
 from proxy.http.routes import rule_spec
+from proxy.repair.config import RepairConfig
 from proxy.repair.log import open_repair_log
 from proxy.repair.repairer import Repairer, RepairLoop, RepairMetrics, RepairTarget
 from proxy.resources.api import ResourceAPI
@@ -164,7 +165,10 @@ def build_store_side(settings: Settings, shared: Shared, env: Mapping[str, str])
         if settings.cache is not None and settings.cache.enabled
         else None
     )
-    repair_log = open_repair_log(settings.repair) if settings.repair is not None else None
+    # Without a ``repair:`` section a process keeps its own log in memory: the same ordering
+    # and re-read checks for one instance, not shared and not crash-safe (check-config warns).
+    repair_config = settings.repair or RepairConfig(kind="memory")
+    repair_log = open_repair_log(repair_config)
 
     def flags(name: str) -> ResourceFlagState:
         return shared.flag_store.snapshot().resources[name]
@@ -186,16 +190,13 @@ def build_store_side(settings: Settings, shared: Shared, env: Mapping[str, str])
             ResourceAPI(service, requests=shared.requests, max_body=settings.limits.max_body_bytes)
         )
     resources = Resources(services, apis)
-    repair = None
-    if repair_log is not None and settings.repair is not None:
-        repairer = Repairer.from_config(
-            settings.repair,
-            repair_log,
-            resources.repair_targets(flags),
-            RepairMetrics.create(shared.registry),
-        )
-        repair = RepairLoop(repair_log, repairer)
-    return StoreSide(resources, cache, repair)
+    repairer = Repairer.from_config(
+        repair_config,
+        repair_log,
+        resources.repair_targets(flags),
+        RepairMetrics.create(shared.registry),
+    )
+    return StoreSide(resources, cache, RepairLoop(repair_log, repairer))
 
 
 def new_stores_of(settings: Settings) -> dict[str, str | None]:

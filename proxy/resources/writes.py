@@ -1,26 +1,107 @@
-"""Dual writes with nothing lost: the ``read_from`` store first (its result is the
-client's), then every other store in ``write_to``; a write that fails, times out or is skipped
-by the circuit breaker sends the key to the repair log. Writes to one key are serialised per
-process so the secondary sees them in the primary's order; every write path invalidates the
-cache, old index values included."""
+"""Dual writes with nothing lost.
+
+A write of key K goes:
+
+1. **intent**: K is logged in the repair log (``intend``) *before* the primary is touched,
+   due for repair ``repair.intent_grace_seconds`` later. A process killed at any later step
+   leaves the intent, and the repairer copies the primary's state of K when it falls due.
+2. **primary**: the ``read_from`` store is written; its result is the client's. A write the
+   primary refused (not found, conflict, too large) settles the intent: nothing changed.
+3. **the other stores**, off the client's path: each is written with the primary's state of
+   K, then the primary is read again (``copy_until_stable``); if another writer, in this
+   process or another instance, moved K meanwhile, the newer state is copied too. Whichever
+   copy lands last on the secondary, its writer read the primary after it landed, so the
+   stores end equal or an intent stays: no ordering between instances is needed and a late
+   older write cannot undo a delete.
+4. **settle** when every store holds the primary's state; **escalate** (repair after
+   ``retry_after_seconds``) when one failed, timed out or was skipped by its breaker.
+
+The client waits for step 3 at most ``secondary_write_budget_seconds``. At most
+``max_pending_secondary_writes`` step-3 tasks run per process; past that a write's keys are
+escalated at once. A sampled share of settled writes (``write_verify``) is handed to the read
+side to compare both stores. Every write path invalidates the cache, old index values too.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+import random
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from typing import Any, TypeVar
 
 from proxy.flags import ResourceFlagState
 from proxy.metrics import Metrics
 from proxy.repair.log import RepairLog
+from proxy.repair.repairer import RepairRace, copy_until_stable
 from proxy.resources.breaker import Breaker
-from proxy.resources.keylocks import KeyLocks
 from proxy.resources.parts import Cache, FlagSource, ResourceParts, timed
-from proxy.store.base import ItemResult, Record, RecordNotFound, Store, StoreError
+from proxy.store.base import (
+    InvalidRecord,
+    ItemResult,
+    KeyConflict,
+    LimitExceeded,
+    Record,
+    RecordNotFound,
+    Store,
+    StoreError,
+)
+from proxy.tasks import spawn
 
 log = logging.getLogger("shadowproxy.resources")
 T = TypeVar("T")
+
+UNCHANGED = (RecordNotFound, KeyConflict, LimitExceeded, InvalidRecord)
+"""Primary errors that mean the primary refused the write and did not change."""
+
+COPY_ERRORS = (StoreError, TimeoutError, OSError, RepairRace)
+
+Verify = Callable[[Sequence[Any]], None]
+"""Called with keys whose dual write settled and was sampled for ``write_verify``."""
+
+
+class BreakerOpen(StoreError):
+    """The store's circuit breaker is open: the write was not sent."""
+
+
+class _Secondary:
+    """A store other than ``read_from`` as ``copy_until_stable`` writes it: every call under
+    the deadline, the breaker and the latency metric."""
+
+    def __init__(self, writer: DualWriter, name: str, operation: str) -> None:
+        self._writer = writer
+        self.name = name
+        self._operation = operation
+        self._store = writer.parts.stores[name]
+
+    async def put(self, record: Record) -> None:
+        await self._call(self._store.put(record))
+
+    async def delete(self, key: Any) -> None:
+        await self._call(self._store.delete(key))
+
+    async def batch_put(self, records: Sequence[Record]) -> list[ItemResult]:
+        results: list[ItemResult] = await self._call(self._store.batch_put(records))
+        return results
+
+    async def _call(self, call: Coroutine[Any, Any, T]) -> T:
+        breaker = self._writer.breakers[self.name]
+        if not breaker.allow():
+            call.close()
+            raise BreakerOpen(f"{self.name}: circuit breaker open")
+        timeout = self._writer.parts.settings.secondary_write_timeout_seconds
+        try:
+            result, _ = await self._writer.timed(
+                "secondary", self.name, self._operation, asyncio.wait_for(call, timeout)
+            )
+        except RecordNotFound:
+            breaker.success()
+            raise
+        except (StoreError, TimeoutError, OSError):
+            breaker.failure()
+            raise
+        breaker.success()
+        return result
 
 
 class DualWriter:
@@ -32,6 +113,7 @@ class DualWriter:
         metrics: Metrics,
         cache: Cache | None,
         repair_log: RepairLog | None,
+        verify: Verify | None = None,
     ) -> None:
         self.parts = parts
         self.name = parts.name
@@ -40,9 +122,10 @@ class DualWriter:
         self._metrics = metrics
         self._cache = cache
         self._repair_log = repair_log
-        self._locks = KeyLocks()
+        self._verify = verify
+        self._pending: set[asyncio.Task[None]] = set()
         settings = parts.settings
-        self._breakers = {
+        self.breakers = {
             name: Breaker(
                 threshold=settings.breaker_threshold,
                 cooldown_seconds=settings.breaker_cooldown_seconds,
@@ -54,151 +137,259 @@ class DualWriter:
     def flags(self) -> ResourceFlagState:
         return self._flags(self.name)
 
-    async def _timed(
+    @property
+    def pending(self) -> int:
+        """Secondary writes still running after their client was answered."""
+        return len(self._pending)
+
+    async def timed(
         self, role: str, store: str, operation: str, call: Awaitable[T]
     ) -> tuple[T, float]:
         return await timed(self._metrics, self.name, role, store, operation, call)
 
+    # --- the operations ---------------------------------------------------------------------
+
     async def create(self, record: Record) -> Record:
         key = record[self.schema.key]
-        async with self._locks.hold(key):
-            flags = self.flags
-            store = self.parts.stores[flags.read_from]
-            await self._timed("primary", flags.read_from, "create", store.create(record))
-            await self._mirror(flags, "create", [key], lambda s: s.put(record))
+        await self._write_one("create", key, lambda s: s.create(record), lambda _: record)
         await self._invalidate([record])
         return record
 
     async def replace(self, record: Record) -> Record:
         key = record[self.schema.key]
-        async with self._locks.hold(key):
-            flags = self.flags
-            store = self.parts.stores[flags.read_from]
-            before = await self._before_write(store, [key])
-            await self._timed("primary", flags.read_from, "put", store.put(record))
-            await self._mirror(flags, "put", [key], lambda s: s.put(record))
+        before = await self._before_write(self.flags, [key])
+        await self._write_one("put", key, lambda s: s.put(record), lambda _: record)
         await self._invalidate([record, *before])
         return record
 
     async def update(self, key: Any, changes: Mapping[str, Any]) -> Record:
-        async with self._locks.hold(key):
-            flags = self.flags
-            store = self.parts.stores[flags.read_from]
-            indexed = {i.field for i in self.schema.indexes.values()}
-            before = await self._before_write(store, [key]) if indexed & set(changes) else []
-            record, _ = await self._timed(
-                "primary", flags.read_from, "update", store.update(key, changes)
-            )
-            await self._mirror(flags, "update", [key], lambda s: s.put(record))
+        indexed = {i.field for i in self.schema.indexes.values()}
+        before = await self._before_write(self.flags, [key]) if indexed & set(changes) else []
+        record: Record = await self._write_one(
+            "update", key, lambda s: s.update(key, changes), lambda updated: updated
+        )
         await self._invalidate([record, *before])
         return record
 
     async def delete(self, key: Any) -> None:
-        async with self._locks.hold(key):
-            flags = self.flags
-            store = self.parts.stores[flags.read_from]
-            before = await self._before_write(store, [key])
-            await self._timed("primary", flags.read_from, "delete", store.delete(key))
-            await self._mirror(flags, "delete", [key], lambda s: _delete_if_present(s, key))
+        before = await self._before_write(self.flags, [key])
+        await self._write_one("delete", key, lambda s: s.delete(key), lambda _: None)
         await self._invalidate([{self.schema.key: key}, *before])
 
     async def batch_put(self, records: Sequence[Record]) -> list[ItemResult]:
         flags = self.flags
+        keys = [r[self.schema.key] for r in records]
+        before = await self._before_write(flags, keys)
+        others = self._others(flags)
+        intents = await self._intend("batch_put", keys) if others else None
         store = self.parts.stores[flags.read_from]
-        before = await self._before_write(store, [r[self.schema.key] for r in records])
-        results, _ = await self._timed(
-            "primary", flags.read_from, "batch_put", store.batch_put(records)
-        )
+        try:
+            results, _ = await self.timed(
+                "primary", flags.read_from, "batch_put", store.batch_put(records)
+            )
+        except UNCHANGED:
+            await self._settle(intents)
+            raise
+        except Exception as e:
+            await self._escalate(intents, keys, f"batch_put on {flags.read_from} failed: {e!r}")
+            raise
         written = [r for r, res in zip(records, results, strict=True) if res.ok]
-        if written:
-            await self._mirror_batch(flags, written)
+        if others:
+            ids: list[str | None] = list(intents) if intents else [None] * len(records)
+            refused = [i for i, res in zip(ids, results, strict=True) if not res.ok]
+            await self._settle([i for i in refused if i is not None])
+            kept = [i for i, res in zip(ids, results, strict=True) if res.ok]
+            items = [(r[self.schema.key], r, i) for r, i in zip(written, kept, strict=True)]
+            if items:
+                await self._mirror(flags, "batch_put", items)
         await self._invalidate([*written, *before])
         return results
 
-    async def _before_write(self, store: Store, keys: Sequence[Any]) -> list[Record]:
-        """With a cache and indexes, the old index values must be invalidated too (a lookup
-        by the old email must not keep answering with this record): read them first."""
-        if self._cache is None or not self.schema.indexes:
-            return []
-        fields = (self.schema.key, *(i.field for i in self.schema.indexes.values()))
-        if len(keys) == 1:
-            found = await store.get(keys[0], fields)
-            return [] if found is None else [found]
-        return await store.batch_get(keys)
+    # --- one write --------------------------------------------------------------------------
+
+    async def _write_one(
+        self,
+        operation: str,
+        key: Any,
+        write: Callable[[Store], Awaitable[T]],
+        state_of: Callable[[T], Record | None],
+    ) -> T:
+        """Steps 1-4 for one key; returns the primary's result."""
+        flags = self.flags
+        store = self.parts.stores[flags.read_from]
+        others = self._others(flags)
+        if not others:
+            result, _ = await self.timed("primary", flags.read_from, operation, write(store))
+            return result
+        intents = await self._intend(operation, [key])
+        try:
+            result, _ = await self.timed("primary", flags.read_from, operation, write(store))
+        except UNCHANGED:
+            await self._settle(intents)
+            raise
+        except Exception as e:  # the primary may or may not have changed: repair decides
+            await self._escalate(intents, [key], f"{operation} on {flags.read_from} failed: {e!r}")
+            raise
+        intent = intents[0] if intents else None
+        await self._mirror(flags, operation, [(key, state_of(result), intent)])
+        return result
+
+    def _others(self, flags: ResourceFlagState) -> list[str]:
+        return [name for name in flags.write_to if name != flags.read_from]
 
     async def _mirror(
         self,
         flags: ResourceFlagState,
         operation: str,
-        keys: Sequence[Any],
-        write: Callable[[Store], Awaitable[Any]],
+        items: Sequence[tuple[Any, Record | None, str | None]],
     ) -> None:
-        timeout = self.parts.settings.secondary_write_timeout_seconds
-        for name in flags.write_to:
-            if name == flags.read_from:
+        """Start step 3 in the background; wait for it at most the budget."""
+        intents = [i for _, _, i in items if i is not None] or None
+        if len(self._pending) >= self.parts.settings.max_pending_secondary_writes:
+            self._failed(self._others(flags), operation, len(items))
+            reason = f"{operation}: too many secondary writes in flight"
+            await self._escalate(intents, [k for k, _, _ in items], reason)
+            return
+        task = spawn(self._copy(flags, operation, items), name=f"{self.name}-mirror")
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+        budget = self.parts.settings.secondary_write_budget_seconds
+        if budget > 0:
+            await asyncio.wait([task], timeout=budget)
+
+    async def _copy(
+        self,
+        flags: ResourceFlagState,
+        operation: str,
+        items: Sequence[tuple[Any, Record | None, str | None]],
+    ) -> None:
+        primary = self.parts.stores[flags.read_from]
+        failed: dict[int, str] = {}
+        for name in self._others(flags):
+            secondary = _Secondary(self, name, operation)
+            if len(items) > 1:
+                await self._copy_batch(primary, secondary, items, failed)
                 continue
-            breaker = self._breakers[name]
-            if not breaker.allow():
-                self._metrics.dual_write_failures.labels(self.name, name, operation).inc()
-                await self._to_repair_log(keys, f"{operation} on {name} skipped: breaker open")
-                continue
+            key, state, _ = items[0]
             try:
-                await self._timed(
-                    "secondary", name, operation,
-                    asyncio.wait_for(write(self.parts.stores[name]), timeout),
-                )  # fmt: skip
-            except (StoreError, TimeoutError, OSError) as e:
-                breaker.failure()
-                self._metrics.dual_write_failures.labels(self.name, name, operation).inc()
-                reason = f"{operation} on {name} failed: {type(e).__name__}: {e}"[:300]
-                await self._to_repair_log(keys, reason)
-            else:
-                breaker.success()
+                await copy_until_stable(primary, secondary, key, state)
+            except COPY_ERRORS as e:
+                failed[0] = _reason(operation, name, e)
+        settled = [i for n, (_, _, i) in enumerate(items) if n not in failed and i is not None]
+        await self._settle(settled)
+        for n, reason in failed.items():
+            key, _, intent = items[n]
+            await self._escalate(None if intent is None else [intent], [key], reason)
+        if failed:
+            self._failed(self._others(flags), operation, len(failed))
+        self._maybe_verify([k for n, (k, _, _) in enumerate(items) if n not in failed])
 
-    async def _mirror_batch(self, flags: ResourceFlagState, records: Sequence[Record]) -> None:
-        for name in flags.write_to:
-            if name == flags.read_from:
-                continue
-            failed, reason = await self._secondary_batch(name, records)
-            if failed:
-                self._metrics.dual_write_failures.labels(self.name, name, "batch_put").inc(
-                    len(failed)
-                )
-                await self._to_repair_log(failed, reason)
-
-    async def _secondary_batch(self, name: str, records: Sequence[Record]) -> tuple[list[Any], str]:
-        """(keys not written, why) for one secondary store."""
-        every = [r[self.schema.key] for r in records]
-        breaker = self._breakers[name]
-        if not breaker.allow():
-            return every, f"batch_put on {name} skipped: breaker open"
-        timeout = self.parts.settings.secondary_write_timeout_seconds
+    async def _copy_batch(
+        self,
+        primary: Store,
+        secondary: _Secondary,
+        items: Sequence[tuple[Any, Record | None, str | None]],
+        failed: dict[int, str],
+    ) -> None:
+        """A batch: one batch write of the primary's records, one batch read back; a key that
+        moved meanwhile (or whose item was not written) goes through ``copy_until_stable``."""
+        records = [state for _, state, _ in items if state is not None]
         try:
-            results, _ = await self._timed(
-                "secondary", name, "batch_put",
-                asyncio.wait_for(self.parts.stores[name].batch_put(records), timeout),
-            )  # fmt: skip
-        except (StoreError, TimeoutError, OSError) as e:
-            breaker.failure()
-            return every, f"batch_put on {name} failed: {type(e).__name__}: {e}"[:300]
-        breaker.success()
-        return [res.key for res in results if not res.ok], f"batch_put on {name}: item not written"
-
-    async def _to_repair_log(self, keys: Sequence[Any], reason: str) -> None:
-        for key in keys:
+            results = await secondary.batch_put(records)
+            again = await primary.batch_get([k for k, _, _ in items])
+        except COPY_ERRORS as e:
+            for n in range(len(items)):
+                failed.setdefault(n, _reason("batch_put", secondary.name, e))
+            return
+        not_written = {self.parts.key_text(r.key) for r in results if not r.ok}
+        now = {self.parts.key_text(r[self.schema.key]): r for r in again}
+        for n, (key, state, _) in enumerate(items):
             text = self.parts.key_text(key)
+            current = now.get(text)
+            if text not in not_written and current == state:
+                continue
             try:
-                if self._repair_log is None:
-                    raise RuntimeError("no repair log is configured")
-                await self._repair_log.append(self.name, text, reason, op=reason.split(" ", 1)[0])
+                await copy_until_stable(primary, secondary, key, current)
+            except COPY_ERRORS as e:
+                failed.setdefault(n, _reason("batch_put", secondary.name, e))
+
+    # --- the repair log ---------------------------------------------------------------------
+
+    async def _intend(self, operation: str, keys: Sequence[Any]) -> list[str] | None:
+        """Intent ids, or None when the repair log is missing or failed: the write goes on
+        (the primary path does not depend on the repair log) but a crash before the other
+        stores are written would then lose their copy, so it is logged loudly."""
+        if self._repair_log is None:
+            return None
+        texts = [self.parts.key_text(k) for k in keys]
+        try:
+            return await self._repair_log.intend(self.name, texts, op=operation)
+        except Exception:
+            self._metrics.repair_log_errors.labels(self.name).inc()
+            log.error(
+                "repair log did not take the write intent; the write goes on unprotected",
+                exc_info=True,
+                extra={"resource": self.name, "keys": len(texts)},
+            )
+            return None
+
+    async def _settle(self, intents: Sequence[str] | None) -> None:
+        if not intents or self._repair_log is None:
+            return
+        try:
+            await self._repair_log.settle(intents)
+        except Exception:
+            # The intents fall due and are repaired (a harmless copy of an equal record).
+            self._metrics.repair_log_errors.labels(self.name).inc()
+            log.warning("repair log did not settle %d intents", len(intents), exc_info=True)
+
+    async def _escalate(
+        self, intents: Sequence[str] | None, keys: Sequence[Any], reason: str
+    ) -> None:
+        reason = reason[:300]
+        if self._repair_log is not None:
+            try:
+                if intents:
+                    await self._repair_log.escalate(intents, reason)
+                else:  # the intent never reached the log: append now
+                    for key in keys:
+                        text = self.parts.key_text(key)
+                        await self._repair_log.append(self.name, text, reason, op=_op(reason))
+                return
             except Exception:
                 self._metrics.repair_log_errors.labels(self.name).inc()
-                log.error(
-                    "KEY NOT REPAIRABLE: the second write failed and the repair log did not "
-                    "take the key; run `shadowproxy verify` and `reconcile`",
-                    exc_info=True,
-                    extra={"resource": self.name, "key": text, "reason": reason},
-                )
+        log.error(
+            "KEY NOT REPAIRABLE: a second write failed and the repair log did not take the "
+            "key; run `shadowproxy verify` and `reconcile`",
+            exc_info=True,
+            extra={"resource": self.name, "keys": [self.parts.key_text(k) for k in keys][:20]},
+        )
+
+    def _failed(self, stores: Sequence[str], operation: str, count: int) -> None:
+        for name in stores:
+            self._metrics.dual_write_failures.labels(self.name, name, operation).inc(count)
+
+    def _maybe_verify(self, keys: Sequence[Any]) -> None:
+        share = self.parts.settings.write_verify
+        if self._verify is None or share <= 0 or not keys:
+            return
+        chosen = [k for k in keys if share >= 1 or random.random() < share]
+        if chosen:
+            self._verify(chosen)
+
+    # --- the cache --------------------------------------------------------------------------
+
+    async def _before_write(self, flags: ResourceFlagState, keys: Sequence[Any]) -> list[Record]:
+        """With a cache and indexes, the old index values must be invalidated too (a lookup
+        by the old email must not keep answering with this record): read them first."""
+        if self._cache is None or not self.schema.indexes:
+            return []
+        store = self.parts.stores[flags.read_from]
+        fields = (self.schema.key, *(i.field for i in self.schema.indexes.values()))
+        if len(keys) == 1:
+            found = await store.get(keys[0], fields)
+            return [] if found is None else [found]
+        return await store.batch_get(keys)
 
     async def _invalidate(self, records: Sequence[Mapping[str, Any]]) -> None:
         if self._cache is None or not records:
@@ -216,8 +407,11 @@ class DualWriter:
         await self._cache.invalidate(self.name, keys, index_values)
 
 
-async def _delete_if_present(store: Store, key: Any) -> None:
-    try:
-        await store.delete(key)
-    except RecordNotFound:
-        return
+def _reason(operation: str, store: str, error: BaseException) -> str:
+    if isinstance(error, RepairRace):
+        return f"{operation} on {store}: {error}"
+    return f"{operation} on {store} failed: {type(error).__name__}: {error}"[:300]
+
+
+def _op(reason: str) -> str:
+    return reason.split(" ", 1)[0]

@@ -56,6 +56,13 @@ def stores(proxy: RunningProxy) -> dict[str, Store]:
     return dict(proxy.apps.resources.services["users"].parts.stores)
 
 
+async def mirrored(proxy: RunningProxy, timeout: float = 30.0) -> None:
+    """Wait until no secondary write is still running (the client is answered after at most
+    ``secondary_write_budget_seconds``; the write to the other store may go on)."""
+    writer = proxy.apps.resources.services["users"].writes
+    await proxy.wait_for(lambda: writer.pending == 0, timeout=timeout)
+
+
 @pytest.fixture
 async def store_proxy(moto_endpoint: str, tmp_path: Any) -> AsyncIterator[StoreProxyFactory]:
     started: list[RunningProxy] = []
@@ -80,6 +87,8 @@ async def store_proxy(moto_endpoint: str, tmp_path: Any) -> AsyncIterator[StoreP
         resource["flags"] = {
             "read_from": read_from, "write_to": list(write_to), "shadow_reads": shadow_reads,
         }  # fmt: skip
+        # Sampled write verification adds comparisons at random: off unless a test asks.
+        resource["write_verify"] = 0
         resource.update(extra.pop("resource", {}))
         raw: dict[str, Any] = {
             "backends": {

@@ -8,7 +8,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.integration.api.conftest import StoreProxyFactory, stores, user
+from tests.integration.api.conftest import StoreProxyFactory, mirrored, stores, user
 from tests.support.servers import RunningProxy
 from tests.support.tcpproxy import CuttableLink
 
@@ -140,6 +140,7 @@ async def test_batch_sizes_land_in_both_stores(
         assert r.status == 200
         body = await r.json()
     assert body["written"] == size and body["failed"] == 0
+    await mirrored(proxy)
     for store in stores(proxy).values():
         found = await store.batch_get([uuid.UUID(u["id"]) for u in users])
         assert len(found) == size

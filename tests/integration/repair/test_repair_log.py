@@ -31,6 +31,18 @@ LogFactory = Callable[..., RepairLog]
 
 @pytest.fixture(params=["redis", "postgres"])
 async def make_log(request: pytest.FixtureRequest) -> AsyncIterator[LogFactory]:
+    async for factory in _logs(request.param):
+        yield factory
+
+
+@pytest.fixture(params=["redis", "postgres", "memory"])
+async def any_log(request: pytest.FixtureRequest) -> AsyncIterator[LogFactory]:
+    """Also the in-memory log: for tests that use one log object only."""
+    async for factory in _logs(request.param):
+        yield factory
+
+
+async def _logs(kind: str) -> AsyncIterator[LogFactory]:
     """Log objects sharing one fresh stream or table; each call is another process's view."""
     name = f"test_repair_{uuid.uuid4().hex[:12]}"
     made: list[RepairLog] = []
@@ -38,7 +50,7 @@ async def make_log(request: pytest.FixtureRequest) -> AsyncIterator[LogFactory]:
     def make(**overrides: Any) -> RepairLog:
         settings = {"retry_after_seconds": RETRY, "max_attempts": 3, **overrides}
         config = RepairConfig(
-            kind=request.param, url=REDIS_URL, dsn=PG_DSN, stream=name, table=name, **settings
+            kind=kind, url=REDIS_URL, dsn=PG_DSN, stream=name, table=name, **settings
         )
         log = open_repair_log(config)
         made.append(log)
@@ -47,11 +59,12 @@ async def make_log(request: pytest.FixtureRequest) -> AsyncIterator[LogFactory]:
     yield make
     for log in made:
         await log.close()
-    if request.param == "redis":
+    if kind == "redis":
         client = aioredis.Redis.from_url(REDIS_URL)
-        await client.delete(name, f"{name}:attempts", f"{name}:errors", f"{name}:stuck")
+        extra = [k async for k in client.scan_iter(match=f"{name}:*")]
+        await client.delete(name, *extra)
         await client.aclose()
-    else:
+    elif kind == "postgres":
         conn = await asyncpg.connect(PG_DSN)
         await conn.execute(f'DROP TABLE IF EXISTS "{name}"')
         await conn.close()
@@ -252,3 +265,83 @@ async def test_redis_log_close_removes_only_a_consumer_without_pending_entries()
     finally:
         await client.delete(stream)
         await client.aclose()
+
+
+# --- intents: the write path's side of the log ------------------------------------------------
+
+
+async def test_a_settled_intent_leaves_nothing_to_repair(any_log: LogFactory) -> None:
+    log = await opened(any_log(intent_grace_seconds=0.3))
+    assert await log.unsettled("users", ["1"]) == (0, "")
+    ids = await log.intend("users", ["1", "2"], op="put")
+    assert len(ids) == 2 and len(set(ids)) == 2
+    one = await log.unsettled("users", ["1"])
+    assert one.held == 1 and not one.quiet
+    assert await log.depth() == 0  # writes in flight are not a backlog
+    await log.settle(ids)
+    settled = await log.unsettled("users", ["1"])
+    assert settled.quiet and settled.mark == one.mark  # the last write is still visible
+    await asyncio.sleep(0.5)  # past the grace: nothing falls due
+    assert await log.claim(10) == []
+    assert await log.depth() == 0
+
+
+async def test_an_intent_never_settled_is_repaired_after_the_grace(any_log: LogFactory) -> None:
+    """The writer died between the two stores: its intent falls due and is claimed."""
+    log = await opened(any_log(intent_grace_seconds=0.3))
+    [intent] = await log.intend("users", ["7"], op="update")
+    assert await log.claim(10) == []  # still within the grace: the writer may be alive
+    deadline = asyncio.get_running_loop().time() + 10
+    entries: list[RepairEntry] = []
+    while not entries:
+        assert asyncio.get_running_loop().time() < deadline, "the intent never fell due"
+        await asyncio.sleep(0.1)
+        entries = await log.claim(10)
+    [entry] = entries
+    assert (entry.resource, entry.key, entry.op) == ("users", "7", "update")
+    assert entry.hold and "not confirmed" in entry.reason
+    assert await log.depth() == 1
+    assert (await log.unsettled("users", ["7"])).held == 1  # until repaired
+    await log.settle([intent])  # a late writer settling cannot drop the claimed entry
+    assert await log.depth() == 1
+    await log.done(entry)
+    assert (await log.unsettled("users", ["7"])).quiet
+    assert await log.depth() == 0
+
+
+async def test_an_escalated_intent_waits_retry_after_then_is_repaired(any_log: LogFactory) -> None:
+    log = await opened(any_log(intent_grace_seconds=60, retry_after_seconds=0.3))
+    [intent] = await log.intend("users", ["9"], op="put")
+    await log.escalate([intent], "put on dynamo failed: StoreTimeout")
+    assert await log.depth() == 1  # a failed write is a backlog at once
+    assert await log.claim(10) == []  # not yet: a timed-out request may still land
+    await asyncio.sleep(0.5)
+    [entry] = await log.claim(10)
+    assert entry.key == "9" and entry.reason == "put on dynamo failed: StoreTimeout"
+    assert (await log.unsettled("users", ["9"])).held == 1
+    await log.done(entry)
+    assert (await log.unsettled("users", ["9"])).quiet and await log.depth() == 0
+
+
+async def test_the_mark_changes_when_a_write_starts(any_log: LogFactory) -> None:
+    """Two equal quiet readings mean no write of the key began in between, even one that
+    settled before the second reading."""
+    log = await opened(any_log())
+    first = await log.unsettled("users", ["1", "2"])
+    await log.settle(await log.intend("users", ["2"], op="put"))
+    second = await log.unsettled("users", ["1", "2"])
+    assert second.quiet and second != first
+    await log.settle(await log.intend("users", ["3"], op="put"))  # another key
+    assert await log.unsettled("users", ["1", "2"]) == second
+    assert (await log.unsettled("orders", ["2"])).mark != second.mark  # per resource
+
+
+async def test_a_stuck_entry_no_longer_holds_its_key(any_log: LogFactory) -> None:
+    log = await opened(any_log(intent_grace_seconds=60, retry_after_seconds=0.01, max_attempts=1))
+    [intent] = await log.intend("users", ["5"], op="put")
+    await log.escalate([intent], "put failed")
+    await asyncio.sleep(0.05)
+    [entry] = await log.claim(10)
+    await log.failed(entry, "still failing")
+    assert await log.stuck_count() == 1
+    assert (await log.unsettled("users", ["5"])).quiet  # a known difference, not in flight
