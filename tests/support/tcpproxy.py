@@ -11,6 +11,7 @@ class CuttableLink:
     def __init__(self, target_host: str, target_port: int) -> None:
         self.target = (target_host, target_port)
         self.up = True
+        self.hanging = False
         self.port = 0
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
@@ -30,12 +31,30 @@ class CuttableLink:
         for writer in list(self._writers):
             writer.transport.abort()
 
+    def hang(self) -> None:
+        """Break the open connections; new ones are accepted and never answered (a store
+        that takes requests and stalls)."""
+        self.hanging = True
+        for writer in list(self._writers):
+            writer.transport.abort()
+
     def restore(self) -> None:
         self.up = True
+        self.hanging = False
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if not self.up:
             writer.transport.abort()
+            return
+        if self.hanging:
+            self._writers.add(writer)
+            try:
+                with contextlib.suppress(ConnectionError, OSError):
+                    while await reader.read(65536):
+                        pass  # swallowed: no answer ever comes
+            finally:
+                self._writers.discard(writer)
+                writer.transport.abort()
             return
         try:
             up_reader, up_writer = await asyncio.open_connection(*self.target)

@@ -174,3 +174,82 @@ async def test_after_a_flip_repairs_copy_from_the_new_primary(
     assert await repaired()
     primary = await ddb.get(key)
     assert primary is not None and primary["last_name"] == "Newer"  # never overwritten
+
+
+async def test_a_secondary_that_never_answers_costs_the_client_only_the_budget(
+    dynamo_link: CuttableLink,
+    store_proxy: StoreProxyFactory,
+    prefix: str,
+    http: aiohttp.ClientSession,
+) -> None:
+    """DynamoDB accepts connections and never answers: each client write returns after the
+    primary plus at most ``secondary_write_budget_seconds`` (here 0.2 s, against a 6 s
+    secondary timeout), background writes stay bounded, and every key is repaired once the
+    store answers again."""
+    link = dynamo_link
+    budget, timeout = 0.2, 6.0
+    try:
+        proxy = await store_proxy(
+            "postgres",
+            dynamo_url=link.url,
+            dynamo={"sdk_max_attempts": 1, "max_attempts": 1, "timeout_seconds": 30},
+            shadow_reads=0.0,
+            repair={
+                "kind": "redis",
+                "url": REDIS_URL,
+                "stream": prefix,
+                "interval_seconds": 0.1,
+                "retry_after_seconds": 0.2,
+            },
+            resource={
+                "secondary_write_budget_seconds": budget,
+                "secondary_write_timeout_seconds": timeout,
+                "max_pending_secondary_writes": 10,
+                "breaker_threshold": 1000,  # the budget alone must protect the client
+            },
+        )
+        link.hang()
+        users = [user(i) for i in range(30)]
+        sem = asyncio.Semaphore(6)
+        took: list[float] = []
+
+        async def call(method: str, path: str, body: Any = None) -> int:
+            async with sem:
+                started = asyncio.get_running_loop().time()
+                async with http.request(method, proxy.url + path, json=body) as r:
+                    took.append(asyncio.get_running_loop().time() - started)
+                    return r.status
+
+        created = await asyncio.gather(*(call("POST", "/users", u) for u in users))
+        assert created == [201] * 30
+        patched = await asyncio.gather(
+            *(call("PATCH", f"/users/{u['id']}", {"last_name": "Later"}) for u in users[:10])
+        )
+        assert patched == [200] * 10
+        # Far below the secondary's timeout: the client never waited for it.
+        assert max(took) < timeout / 2, sorted(took)[-5:]
+        writer = proxy.apps.resources.services["users"].writes
+        assert writer.pending <= 10  # the rest went straight to the repair log
+        overflow = gauge(
+            proxy, "shadowproxy_dual_write_failures_total",
+            resource="users", store="dynamodb", operation="create",
+        )  # fmt: skip
+        assert overflow >= 20
+
+        link.restore()
+        await proxy.wait_for(lambda: writer.pending == 0, timeout=timeout + 10)
+        pg, ddb = stores(proxy)["postgres"], stores(proxy)["dynamodb"]
+        schema = proxy.apps.resources.services["users"].schema
+        keys = [uuid.UUID(u["id"]) for u in users]
+
+        async def equal() -> bool:
+            in_pg = {r["id"]: schema.dumps(r) for r in await pg.batch_get(keys)}
+            in_ddb = {r["id"]: schema.dumps(r) for r in await ddb.batch_get(keys)}
+            return len(in_pg) == 30 and in_pg == in_ddb
+
+        deadline = asyncio.get_running_loop().time() + 60
+        while not await equal():
+            assert asyncio.get_running_loop().time() < deadline, "keys never repaired"
+            await asyncio.sleep(0.2)
+    finally:
+        link.restore()
