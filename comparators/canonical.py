@@ -3,7 +3,8 @@
 ``canonical(v)`` is ``orjson.dumps`` with sorted keys plus a few conversions so store values
 and JSON values meet: ``Decimal`` -> the JSON number it denotes, ``datetime`` -> ISO-8601 in
 UTC (naive means UTC), ``date``/``time`` -> ISO-8601, ``set`` -> list sorted by canonical bytes,
-``UUID`` -> its string. Integers beyond 64 bits and non-string dict keys take a slower path.
+``UUID`` -> its string, a ``Drifted`` value -> ``{"\u0000malformed": raw}`` (never a plain
+value's bytes). Integers beyond 64 bits and non-string dict keys take a slower path.
 Anything else becomes a tagged string. It never raises.
 
 The converse does not hold: ``1`` and ``1.0`` have different bytes and are still equal for the
@@ -13,17 +14,18 @@ differ, which is the judge; the bytes are only the fast path. Float NaN serialis
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, time
-from decimal import Decimal
+from decimal import MAX_EMAX, MAX_PREC, MIN_EMIN, Context, Decimal
 from typing import Any
 
 import orjson
 
-from comparators.markers import IGNORED_JSON, Ignored
+from comparators.markers import DRIFTED_KEY, IGNORED_JSON, Drifted, Ignored
 
 _OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_DATETIME
 _SLOW_OPTIONS = _OPTIONS | orjson.OPT_NON_STR_KEYS
 _INT64 = range(-(2**63), 2**64)
 _PLAIN_EXPONENTS = range(-30, 31)
+_EXACT = Context(prec=MAX_PREC, Emax=MAX_EMAX, Emin=MIN_EMIN)
 
 
 def canonical(value: Any) -> bytes:
@@ -44,8 +46,9 @@ def utc_iso(value: datetime) -> str:
 
 
 def decimal_json(value: Decimal) -> bytes:
-    """The JSON number text of a finite Decimal (``1.50`` -> ``1.5``, ``1E+2`` -> ``100``)."""
-    normal = value.normalize()
+    """The JSON number text of a finite Decimal (``1.50`` -> ``1.5``, ``1E+2`` -> ``100``),
+    every digit kept (``normalize()`` under the default context would round to 28)."""
+    normal = value.normalize(_EXACT)
     if normal.adjusted() not in _PLAIN_EXPONENTS:
         return str(normal).encode()
     if normal == normal.to_integral_value():
@@ -66,6 +69,8 @@ def _default(value: Any) -> Any:
         return sorted(value, key=canonical)
     if isinstance(value, Ignored):
         return orjson.Fragment(IGNORED_JSON)
+    if isinstance(value, Drifted):
+        return {DRIFTED_KEY: value.raw}
     return _describe(value)
 
 
@@ -97,6 +102,8 @@ def _encodable(value: Any) -> Any:
         return [_encodable(v) for v in value]
     if isinstance(value, set | frozenset):
         return sorted((_encodable(v) for v in value), key=canonical)
+    if isinstance(value, Drifted):
+        return {DRIFTED_KEY: _encodable(value.raw)}
     return value
 
 

@@ -6,9 +6,10 @@ token (unless tolerances are configured and the value is at most the budget's
 ``tolerance_walk_bytes``: then it is walked anyway, since a summary could be a false
 mismatch). A summarised comparison is a ``MISMATCH`` with ``summarised=True`` whose
 differences have kind ``summarised`` and no values: one per top-level key whose canonical
-bytes differ when both sides are dicts, else one at the root. Note a summary only says the
-bytes differ: with tolerances or numbers written differently (``1`` vs ``1.0``) it may be a
-false mismatch.
+bytes differ when both sides are dicts, else one at the root (``removed`` or ``added`` there
+when one side is ``None``: a record on one side only, as the structured diff has it). Note a
+summary only says the bytes differ: with tolerances or numbers written differently (``1`` vs
+``1.0``) it may be a false mismatch.
 """
 
 from __future__ import annotations
@@ -80,6 +81,9 @@ def compare_values(
 
 def summarise(primary: Any, shadow: Any, prefix: str, reason: str) -> Partial:
     """Differences at the coarsest level, from canonical bytes of the top-level keys."""
+    if (primary is None) != (shadow is None):
+        whole = Difference(render_path(prefix, ()), "removed" if shadow is None else "added")
+        return Partial((whole,), 1, True, reason)
     keys: list[Any] = []
     if isinstance(primary, dict) and isinstance(shadow, dict):
         keys = [k for k in primary if k not in shadow or _differs(primary[k], shadow[k])]

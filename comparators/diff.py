@@ -4,6 +4,10 @@ A value on one side only (``None`` on the other, at the top) is ``removed`` or `
 Dicts are compared key by key, lists position by position, unordered lists and sets as
 multisets (exact matches by canonical bytes first, then the rest paired up by a maximum
 matching under the leaf rules, so tolerances apply inside them too), keyed lists by key.
+An element of a multiset on one side only is reported at ``tags[]`` (no position: it has
+none) as ``removed`` or ``added`` with the element as the value; duplicates count.
+A :class:`~comparators.markers.Drifted` value (type drift in a store) is ``type_changed``
+against any value that is not drifted, whatever its raw value looks like.
 Leaves: numbers within the numeric tolerance, ISO-8601 strings and datetimes as instants within
 the timestamp tolerance (see ``RuleSpec``), anything else by canonical bytes.
 
@@ -21,17 +25,19 @@ from typing import Any
 
 from comparators.canonical import canonical
 from comparators.leaves import instants_equal, numbers_equal, parse_instant
-from comparators.markers import IGNORED, KeyedItems, UnorderedList
+from comparators.markers import IGNORED, Drifted, KeyedItems, UnorderedList
 from comparators.model import Difference
 from comparators.normalize import to_plain
-from comparators.paths import Keyed, Segment, render_path
+from comparators.paths import MEMBER, Keyed, Segment, render_path
 from comparators.patterns import States, best, step_index, step_item, step_key
 from comparators.rules import Rules
 
 MAX_PAIRINGS = 4096
 """Leftover pairs of an unordered list tried under tolerances; above this they are reported."""
 
-_DICT, _KEYED, _LIST, _MULTISET, _NUMBER, _STRING, _BOOL, _NULL, _INSTANT, _OTHER = range(10)
+_DICT, _KEYED, _LIST, _MULTISET, _NUMBER, _STRING, _BOOL, _NULL, _INSTANT, _DRIFT, _OTHER = range(
+    11
+)
 _KINDS: dict[type, int] = {
     dict: _DICT,
     KeyedItems: _KEYED,
@@ -47,6 +53,7 @@ _KINDS: dict[type, int] = {
     bool: _BOOL,
     type(None): _NULL,
     datetime: _INSTANT,
+    Drifted: _DRIFT,
 }
 _SEQUENCES = frozenset((_LIST, _MULTISET))
 _PLAIN = frozenset((str, int, float, bool, type(None)))
@@ -110,13 +117,18 @@ class _Differ:
         elif ka == _INSTANT:
             if not instants_equal(a, b, self._timestamp(states) or 0.0):
                 self._emit("changed", a, b)
-        elif ka == _OTHER:
+        elif ka in (_OTHER, _DRIFT):
             if canonical(a) != canonical(b):
                 self._emit("changed", a, b)
         elif a != b:
             self._emit("changed", a, b)
 
     def _mixed(self, a: Any, b: Any, ka: int, kb: int, states: States) -> None:
+        if ka == _DRIFT or kb == _DRIFT:
+            # Stored in another type than declared: a difference even where the raw value
+            # renders like the other side's (a one-element list against a one-element set).
+            self._emit("type_changed", a, b)
+            return
         if {ka, kb} == {_INSTANT, _STRING}:
             text, moment = (a, b) if ka == _STRING else (b, a)
             instant = parse_instant(text)
@@ -200,8 +212,8 @@ class _Differ:
         if left_x and len(owner) < len(ys):
             self._pair(xs, ys, owner, left_x, step_item(states))
         paired = set(owner.values())
-        self._emit_items("removed", xs, [i for i in left_x if i not in paired])
-        self._emit_items("added", ys, [j for j in range(len(ys)) if j not in owner])
+        self._emit_members("removed", xs, [i for i in left_x if i not in paired])
+        self._emit_members("added", ys, [j for j in range(len(ys)) if j not in owner])
 
     def _pair(
         self, xs: list[Any], ys: list[Any], owner: dict[int, int], left_x: list[int], states: States
@@ -274,6 +286,22 @@ class _Differ:
                 self._emit(kind, None, items[i])
             path.pop()
 
+    def _emit_members(self, kind: str, items: Any, indexes: Iterable[int]) -> None:
+        """Elements of a multiset on one side only, at ``name[]``: a position in the sorted
+        multiset would say nothing, the element (the difference's value) says which."""
+        path = self._path
+        path.append(MEMBER)
+        try:
+            for i in indexes:
+                if items[i] is IGNORED:
+                    continue
+                if kind == "removed":
+                    self._emit(kind, items[i], None)
+                else:
+                    self._emit(kind, None, items[i])
+        finally:
+            path.pop()
+
     def _emit(self, kind: str, primary: Any, shadow: Any) -> None:
         if self._first_only:
             raise _Stop
@@ -301,4 +329,6 @@ def _subclass_kind(value: Any) -> int:
         return _MULTISET
     if isinstance(value, list | tuple):
         return _LIST
+    if isinstance(value, Drifted):
+        return _DRIFT
     return _OTHER

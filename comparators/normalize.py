@@ -19,7 +19,7 @@ from typing import Any
 from uuid import UUID
 
 from comparators.canonical import canonical
-from comparators.markers import IGNORED, KeyedItems, UnorderedList
+from comparators.markers import IGNORED, Drifted, KeyedItems, UnorderedList
 from comparators.patterns import (
     States,
     best,
@@ -78,9 +78,12 @@ def keyed(items: list[Any] | tuple[Any, ...], field: str) -> KeyedItems:
 
 
 def to_plain(value: Any) -> Any:
-    """Undo the reshaping for reporting: keyed items back to a list, containers to builtins."""
+    """Undo the reshaping for reporting: keyed items back to a list, containers to builtins,
+    a drifted value to ``{"malformed": raw, "reason": reason}`` (a redactor walks it)."""
     if value is IGNORED:
         return repr(IGNORED)
+    if isinstance(value, Drifted):
+        return {"malformed": to_plain(value.raw), "reason": value.reason}
     if isinstance(value, KeyedItems):
         return [to_plain(v) for v in value.values()]
     if isinstance(value, dict):

@@ -7,6 +7,8 @@ A reported path is dotted with bracketed list positions::
     items[id="a-1"].email     ... with a string key
     items[id=42#2].email      ... second element carrying the same key
     items[id=?].email         ... element without the key field
+    tags[]                    an element of an unordered list or set (no position: the
+                              difference's value says which element)
     meta["a.b"]               dict key that is not a plain name (JSON-quoted)
     $                         the root itself (``body`` when prefixed)
 
@@ -47,7 +49,7 @@ _PATTERN_TOKEN = re.compile(
     + r")"
 )
 _PATH_TOKEN = re.compile(
-    r"(?P<dot>\.)|\[(?P<index>\d+)\]|\[(?P<quoted>"
+    r"(?P<dot>\.)|(?P<member>\[\])|\[(?P<index>\d+)\]|\[(?P<quoted>"
     + _QUOTED
     + r")\]|\[(?P<field>"
     + _KEY_FIELD.pattern
@@ -65,7 +67,16 @@ class Keyed:
     text: str
 
 
-Segment = str | int | Keyed
+@dataclass(frozen=True, slots=True)
+class Member:
+    """Path segment of an element of an unordered list or set: ``[]``. It has no position
+    (a multiset's elements have none) and never names the element: an element value in a
+    path would be a metric label value and would escape redaction."""
+
+
+MEMBER = Member()
+
+Segment = str | int | Keyed | Member
 
 
 class Wildcard(Enum):
@@ -97,6 +108,8 @@ def render_path(prefix: str, segments: Sequence[Segment]) -> str:
                 out = f"{out}[{orjson.dumps(seg).decode()}]"
         elif isinstance(seg, int):
             out = f"{out}[{seg}]"
+        elif isinstance(seg, Member):
+            out = f"{out}[]"
         else:
             out = f"{out}[{seg.field}={seg.text}]"
     return out or ROOT
@@ -164,6 +177,8 @@ def parse_path(path: str) -> list[Segment]:
             segments.append(Keyed(match["field"], match["text"]))
         elif kind == "key":
             segments.append(match["key"])
+        elif kind == "member":
+            segments.append(MEMBER)
         pos = match.end()
     return segments
 

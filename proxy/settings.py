@@ -41,7 +41,7 @@ from proxy.flags.config import FlagStoreConfig
 from proxy.readiness.config import ReadinessConfig
 from proxy.repair.config import RepairConfig
 from proxy.resources.cache_config import CacheConfig
-from proxy.store.schema import ResourceConfig
+from proxy.store.schema import MAX_ITEM_BYTES, ResourceConfig
 
 ENV_PREFIX = "SHADOWPROXY__"
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -291,6 +291,10 @@ class ResourceSettings(ResourceConfig):
     write_verify: float = Field(0.01, ge=0, le=1)
     max_batch_items: int = Field(1000, ge=1, le=10_000)
     max_list_limit: int = Field(1000, ge=1)
+    # The largest record, measured as DynamoDB measures an item; a write of a larger one is
+    # refused (413) before any store is written. At most DynamoDB's 400 KB (409600 bytes)
+    # while a DynamoDB store holds the resource (checked in Settings).
+    max_record_bytes: int = Field(MAX_ITEM_BYTES, ge=1)
     cache_ttl_seconds: float = Field(0, ge=0)
     # Which reads a shadow_reads share below 1 picks: "random" (each read drawn anew), or
     # "key": sticky per key (a get's key, a lookup's value), so one key is always compared
@@ -379,6 +383,12 @@ class Settings(_Model):
                     raise ValueError(
                         f"resources.{name}.stores.{store}.backend = {table.backend!r}: "
                         "a store backend must be of kind postgres or dynamodb"
+                    )
+                if backend.kind == "dynamodb" and resource.max_record_bytes > MAX_ITEM_BYTES:
+                    raise ValueError(
+                        f"resources.{name}.max_record_bytes = {resource.max_record_bytes}: "
+                        f"more than DynamoDB's item limit of {MAX_ITEM_BYTES} bytes, and store "
+                        f"{store!r} is DynamoDB (a larger record could never be written there)"
                     )
         names: set[str] = set()
         for i, route in enumerate(self.routes):

@@ -15,6 +15,7 @@ from proxy.experiment.shadow import ShadowRunner
 from proxy.experiment.sinks import BufferedSink
 from proxy.metrics import exposition_registry
 from proxy.request import problems, request_id
+from proxy.store import exactjson
 from proxy.types import Handler
 
 MAX_MISMATCHES = 1000
@@ -88,7 +89,9 @@ def build_admin_app(
     async def mismatches(request: web.Request) -> web.Response:
         limit = parse_limit(request.query.get("limit"))
         records = await sink.recent(limit)
-        return web.json_response({"count": len(records), "mismatches": records})
+        body = {"count": len(records), "mismatches": records}
+        # exact numbers: a difference in a 20th digit shows as two different values
+        return web.json_response(body, dumps=lambda v: exactjson.dumps(v).decode())
 
     app.router.add_get("/metrics", make_aiohttp_handler(exposition_registry(registry)))
     app.router.add_get("/healthz", healthz)

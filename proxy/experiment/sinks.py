@@ -11,10 +11,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
-import orjson
-
 from proxy.metrics import Metrics
 from proxy.settings import JsonlSink, RedisSink
+from proxy.store import exactjson
 from proxy.tasks import spawn
 
 log = logging.getLogger("shadowproxy.sink")
@@ -98,8 +97,8 @@ class JsonlWriter:
         out = []
         for line in reversed(lines):
             try:
-                out.append(orjson.loads(line))
-            except orjson.JSONDecodeError:
+                out.append(exactjson.loads(line))
+            except exactjson.JSONDecodeError:
                 continue
             if len(out) >= limit:
                 break
@@ -129,7 +128,7 @@ class RedisStreamWriter:
 
     async def recent(self, limit: int) -> list[dict[str, Any]]:
         entries = await self._redis.xrevrange(self.stream, count=limit) or []
-        return [orjson.loads(fields[b"record"]) for _, fields in entries if fields]
+        return [exactjson.loads(fields[b"record"]) for _, fields in entries if fields]
 
     async def close(self) -> None:
         await self._redis.aclose()
@@ -145,7 +144,8 @@ class BufferedSink:
     def submit(self, record: Mapping[str, Any]) -> None:
         """Never blocks: a full queue drops the record (counted)."""
         try:
-            self._queue.put_nowait(orjson.dumps(record, default=str) + b"\n")
+            # Exact numbers: a difference in a 20th digit (or beyond 64 bits) is shown as is.
+            self._queue.put_nowait(exactjson.dumps(record, default=str) + b"\n")
         except asyncio.QueueFull:
             self._metrics.sink_records.labels(self.writer.name, "dropped").inc()
             return

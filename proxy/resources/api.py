@@ -10,7 +10,9 @@
     POST   /users/batch                 upsert many; per-item results
     POST   /users/batch-get             many keys
 
-A bad request never reaches a store: every body, key and parameter is validated first.
+A bad request never reaches a store: every body, key and parameter is validated first, and a
+record over ``max_record_bytes`` is refused (413) before any store is written. Bodies are read
+and answers written with exact numbers (``proxy.store.exactjson``).
 """
 
 from __future__ import annotations
@@ -39,7 +41,10 @@ from proxy.errors import (
 from proxy.request import RequestAccounting, read_capped, request_id
 from proxy.resources.service import RequestInfo, ResourceService
 from proxy.store import base as store_errors
+from proxy.store import exactjson
+from proxy.store.base import Record
 from proxy.store.schema import SchemaError
+from proxy.store.sizes import RecordTooLarge, check_record_size
 from proxy.types import Handler
 
 errlog = logging.getLogger("shadowproxy.resources")
@@ -59,13 +64,18 @@ async def read_json(request: web.Request, limit: int) -> Any:
         raise UnsupportedMedia(f"expected Content-Type application/json, got {ctype!r}")
     body = await read_capped(request, limit)
     try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as e:
+        return exactjson.loads(body)
+    except exactjson.JSONDecodeError as e:
         raise BadRequest(f"malformed JSON: {e}") from e
 
 
 def _schema_problem(error: SchemaError) -> Unprocessable:
     return Unprocessable("the request does not match the resource schema", details=error.errors)
+
+
+def _too_large(error: RecordTooLarge) -> PayloadTooLarge:
+    detail = {"field": error.field, "message": f"the largest field: {error.field_size} bytes"}
+    return PayloadTooLarge(str(error), details=[detail])
 
 
 def _store_problem(error: store_errors.StoreError, resource: str) -> HTTPProblem:
@@ -76,6 +86,8 @@ def _store_problem(error: store_errors.StoreError, resource: str) -> HTTPProblem
         return NotFound(f"{resource} not found")
     if isinstance(error, store_errors.KeyConflict):
         return Conflict(f"{resource} already exists: its key or a unique index value is taken")
+    if isinstance(error, RecordTooLarge):  # a PATCH that would grow the record too large
+        return _too_large(error)
     if isinstance(error, store_errors.LimitExceeded):  # our own check's message
         return PayloadTooLarge(str(error))
     if isinstance(error, store_errors.InvalidCursor):  # ditto
@@ -210,12 +222,12 @@ class ResourceAPI:
         if index is not None and "cursor" not in request.query:
             found = await self.service.lookup(index, filters[self._index_field(index)], limit, info)
             items = found if fields is None else [{f: i[f] for f in fields} for i in found]
-            return _json_response(orjson.dumps({"items": items, "next_cursor": None}))
+            return _json_response(exactjson.dumps({"items": items, "next_cursor": None}))
         records, cursor = await self.service.list_records(
             filters, limit, request.query.get("cursor"), info
         )
         items = [self.schema.to_json(r, fields=fields) for r in records]
-        return _json_response(orjson.dumps({"items": items, "next_cursor": cursor}))
+        return _json_response(exactjson.dumps({"items": items, "next_cursor": cursor}))
 
     def _index_field(self, index: str) -> str:
         return self.schema.indexes[index].field
@@ -234,6 +246,7 @@ class ResourceAPI:
         record = self.schema.validate(
             self._object(await read_json(request, self._max_body)), partial=False
         )
+        self._fits(record)
         created = await self.service.writes.create(record)
         return _json_response(self.schema.dumps(created), status=201)
 
@@ -248,6 +261,7 @@ class ResourceAPI:
                 "the key in the body differs from the key in the path",
                 details=[{"field": self.schema.key, "message": "does not match the path"}],
             )
+        self._fits(record)
         return _json_response(self.schema.dumps(await self.service.writes.replace(record)))
 
     async def update(self, request: web.Request, info: RequestInfo) -> web.Response:
@@ -289,6 +303,16 @@ class ResourceAPI:
             raise Unprocessable(
                 "some items do not match the schema; nothing was written", details=errors
             )
+        too_large = []
+        for i, record in enumerate(records):
+            try:
+                check_record_size(self.schema, record)
+            except RecordTooLarge as e:
+                too_large.append({"item": i, "field": e.field, "message": str(e)})
+        if too_large:
+            raise PayloadTooLarge(
+                "some items are over max_record_bytes; nothing was written", details=too_large
+            )
         results = await self.service.writes.batch_put(records)
         out = [
             {"key": self.schema.render_key(r.key), "status": "ok"}
@@ -313,7 +337,7 @@ class ResourceAPI:
         fields = self._fields(request)
         found = {r[self.schema.key] for r in records}
         return _json_response(
-            orjson.dumps(
+            exactjson.dumps(
                 {
                     "items": [self.schema.to_json(r, fields=fields) for r in records],
                     "missing": [self.schema.render_key(k) for k in unique if k not in found],
@@ -327,6 +351,14 @@ class ResourceAPI:
         if not isinstance(value, dict):
             raise BadRequest(f"expected a JSON object, got {type(value).__name__}")
         return value
+
+    def _fits(self, record: Record) -> None:
+        """A record over ``max_record_bytes`` is refused before any store is written: written
+        to one store it could never be copied to DynamoDB (its key stuck in the repair log)."""
+        try:
+            check_record_size(self.schema, record)
+        except RecordTooLarge as e:
+            raise _too_large(e) from e
 
     def _batch_size(self, count: int) -> None:
         if count == 0:

@@ -6,11 +6,13 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any, Protocol, TypeVar
 
 import orjson
 
 from comparators import Rules
+from comparators.canonical import decimal_json
 from proxy.flags import ResourceFlagState
 from proxy.metrics import Metrics
 from proxy.settings import ResourceSettings
@@ -60,9 +62,14 @@ class ResourceParts:
         return rendered if isinstance(rendered, str) else str(rendered)
 
     def index_text(self, field: str, value: Any) -> str:
-        """An index value as cache-key text: its canonical JSON rendering."""
+        """An index value as cache-key text: its canonical JSON rendering; a decimal as the
+        number it is (``1.50`` and ``1.5`` find the same records, so the same entry)."""
         rendered = self.schema.to_json({field: value}, fields=[field])[field]
-        return rendered if isinstance(rendered, str) else orjson.dumps(rendered).decode()
+        if isinstance(rendered, str):
+            return rendered
+        if isinstance(rendered, Decimal):
+            return decimal_json(rendered).decode()
+        return orjson.dumps(rendered).decode()
 
 
 async def timed(

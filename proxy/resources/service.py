@@ -13,8 +13,6 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import orjson
-
 from comparators import DiffBudget, Rules, compare
 from comparators.model import Comparison, Outcome
 from proxy.experiment.publish import Experiment, Publisher
@@ -30,6 +28,7 @@ from proxy.resources.parts import (
     timed,
 )
 from proxy.resources.writes import DualWriter
+from proxy.store import exactjson
 from proxy.store.base import (
     Record,
     Store,
@@ -181,7 +180,7 @@ class ResourceService:
         if self._cache is not None:
             cached = await self._cache.get_index(self.name, index, value_text)
             if cached is not None:
-                items: list[dict[str, Any]] = orjson.loads(cached)
+                items: list[dict[str, Any]] = exactjson.loads(cached)
                 self._shadow(
                     flags, "lookup", info, _nothing, 0.0, read, listing=True, reread_primary=True,
                     sample_key=lambda: value_text,
@@ -194,7 +193,7 @@ class ResourceService:
         if self._cache is not None:
             ttl = self.parts.settings.cache_ttl_seconds
             await self._cache.set_index(
-                self.name, index, value_text, orjson.dumps(listing["items"]), ttl
+                self.name, index, value_text, exactjson.dumps(listing["items"]), ttl
             )
         self._shadow(
             flags, "lookup", info, lambda: self._with_drift(records, listing), seconds, read,

@@ -48,7 +48,7 @@ def list_rules_spec(spec: RuleSpec, key: str) -> RuleSpec:
 def build_parts(
     resource: ResourceSettings, settings: Settings, env: Mapping[str, str] | None = None
 ) -> ResourceParts:
-    schema = Schema(resource)
+    schema = Schema(resource, max_record_bytes=resource.max_record_bytes)
     spec = rule_spec(resource.compare)
     # A set field is compared as a set: a difference names the elements on one side only,
     # not list positions of its sorted rendering.

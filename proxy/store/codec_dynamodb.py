@@ -1,9 +1,12 @@
 """DynamoDB codec: canonical values <-> low-level AttributeValues (``{"S": "..."}``).
 
 Stored forms: string/datetime/date/uuid as ``S`` (datetime ``YYYY-MM-DDTHH:MM:SS.ffffffZ``,
-so it sorts), int/decimal/float as ``N`` in fixed-point text, bool as ``BOOL``, json as ``S``
-holding the compact JSON text with sorted keys (lossless; native ``M``/``L``/``N`` values
-written by other tools are still read), ``list<T>`` as ``L``, ``set<T>`` as ``SS``/``NS``.
+so it sorts), int/decimal/float as ``N`` in fixed-point text (a decimal without trailing
+zeros, which DynamoDB trims anyway), bool as ``BOOL``, json as ``S`` holding the compact JSON
+text with sorted keys and exact numbers (lossless: ``proxy.store.exactjson``; native
+``M``/``L``/``N`` values written by other tools are still read, their numbers exact too),
+``list<T>`` as ``L``, ``set<T>`` as ``SS``/``NS``. No ``N`` passes through a binary float: a
+``float`` field's ``N`` must be the digits of a double (else it reads as drift).
 Null is an absent attribute (``NULL`` also reads as null). An empty set cannot be stored:
 it is an absent attribute, which reads back as the empty set.
 """
@@ -16,6 +19,7 @@ from typing import Any
 
 import orjson
 
+from proxy.store import exactjson
 from proxy.store.base import InvalidRecord, Record
 from proxy.store.fieldtypes import (
     NUMBER_TYPES,
@@ -23,15 +27,16 @@ from proxy.store.fieldtypes import (
     InvalidField,
     Malformed,
     canonical_json,
+    canonical_json_text,
     render_datetime,
 )
 from proxy.store.plain import attribute
+from proxy.store.schema import MAX_ITEM_BYTES as MAX_ITEM_BYTES  # DynamoDB's item limit
 from proxy.store.schema import FieldSpec, Schema
 
 AttributeValue = dict[str, Any]
 Item = dict[str, AttributeValue]
 Items = list[Item]
-MAX_ITEM_BYTES = 400 * 1024
 
 
 def attribute_type(base: str) -> str:
@@ -47,10 +52,17 @@ def _number_text(value: int | Decimal | float) -> str:
     return format(value, "f")
 
 
+def _decimal_text(value: Decimal) -> str:
+    """Fixed-point digits without trailing zeros after the point: DynamoDB keeps ``1.50`` as
+    ``1.5`` (equal as numbers), and its 38-digit limit counts no trailing zero."""
+    text = exactjson.decimal_text(value)
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
 _SCALAR_TEXT: dict[str, Callable[[Any], str]] = {
     "string": str,
     "int": _number_text,
-    "decimal": _number_text,
+    "decimal": _decimal_text,
     "float": _number_text,
     "datetime": render_datetime,
     "date": lambda value: value.isoformat(),
@@ -72,7 +84,7 @@ def encode_value(spec: FieldSpec, value: Any) -> AttributeValue | None:
         raise InvalidRecord(f"field {spec.name!r} holds a malformed value: {value.reason}")
     base, container = spec.type.base, spec.type.container
     if base == "json":
-        return {"S": orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()}
+        return {"S": exactjson.dumps(value, sort_keys=True).decode()}
     if container == "list":
         return {"L": [scalar(base, item) for item in value]}
     if container == "set":
@@ -112,7 +124,12 @@ def _scalar_python(base: str, av: AttributeValue) -> Any:
         if number != number.to_integral_value():
             raise InvalidField("expected an integer", av)
         return int(number)
-    return float(number) if base == "float" else number
+    if base == "float":
+        as_float = float(number)
+        if Decimal(repr(as_float)) != number:
+            raise InvalidField("holds more digits than a double (float field)", av)
+        return as_float
+    return number
 
 
 def _element(base: str, av: AttributeValue) -> Any:
@@ -121,7 +138,7 @@ def _element(base: str, av: AttributeValue) -> Any:
 
 def _decode_json(av: AttributeValue) -> Any:
     if "S" in av:
-        return canonical_json(orjson.loads(av["S"]), strict=False)
+        return canonical_json_text(av["S"])
     return canonical_json(attribute(av), strict=False)
 
 
@@ -144,7 +161,7 @@ def decode_value(spec: FieldSpec, av: AttributeValue | None) -> Any:
         return frozenset(_element(base, {tag[0]: text}) for text in av[tag])
     except InvalidField as e:
         return Malformed(attribute(av), e.message)
-    except (orjson.JSONDecodeError, ArithmeticError, ValueError) as e:
+    except (exactjson.JSONDecodeError, ArithmeticError, ValueError) as e:
         return Malformed(attribute(av), str(e))
 
 

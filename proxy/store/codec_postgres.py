@@ -2,8 +2,9 @@
 
 Column types: string ``text``, int ``bigint``, decimal ``numeric``, float ``double
 precision``, bool ``boolean``, datetime ``timestamptz``, date ``date``, uuid ``uuid``, json
-``jsonb`` (sent and read as JSON text), ``list<T>``/``set<T>`` a one-dimensional array of T's
-column type (sets written sorted; NULL reads as the empty set).
+``jsonb`` (sent and read as JSON text, its numbers exact: ``proxy.store.exactjson``),
+``list<T>``/``set<T>`` a one-dimensional array of T's column type (sets written sorted; NULL
+reads as the empty set).
 """
 
 from __future__ import annotations
@@ -11,10 +12,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-import orjson
-
+from proxy.store import exactjson
 from proxy.store.base import InvalidRecord, Record
-from proxy.store.fieldtypes import FieldType, InvalidField, Malformed, canonical_json
+from proxy.store.fieldtypes import FieldType, InvalidField, Malformed, canonical_json_text
 from proxy.store.plain import plain
 from proxy.store.schema import FieldSpec, Schema
 
@@ -42,7 +42,7 @@ def encode_value(spec: FieldSpec, value: Any) -> Any:
     if isinstance(value, Malformed):
         raise InvalidRecord(f"field {spec.name!r} holds a malformed value: {value.reason}")
     if spec.type.base == "json":
-        return orjson.dumps(value).decode()
+        return exactjson.dumps(value).decode()
     if spec.type.container == "set":
         return sorted(value)
     if spec.type.container == "list":
@@ -60,11 +60,11 @@ def decode_value(spec: FieldSpec, raw: Any) -> Any:
         return spec.empty
     try:
         if spec.type.base == "json":
-            return canonical_json(orjson.loads(raw), strict=False)
+            return canonical_json_text(raw)
         return spec.canonical(raw)
     except InvalidField as e:
         return Malformed(plain(raw), f"{e.path or 'value'} {e.message}")
-    except orjson.JSONDecodeError as e:
+    except exactjson.JSONDecodeError as e:
         return Malformed(plain(raw), f"not JSON: {e}")
 
 

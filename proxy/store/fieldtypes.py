@@ -8,13 +8,13 @@ type       canonical Python value                     canonical JSON
 =========  =========================================  ==========================================
 string     ``str`` (no NUL, valid Unicode)            string
 int        ``int`` in the signed 64-bit range         number
-decimal    ``Decimal``, normalised, finite            string, fixed-point, no trailing zeros
+decimal    ``Decimal``, finite, its scale kept        string of its fixed-point digits (``"1.50"``)
 float      ``float``, finite, ``-0.0`` -> ``0.0``     number (shortest round-trip form)
 bool       ``bool``                                   true / false
 datetime   ``datetime``, tz-aware UTC                 ``"YYYY-MM-DDTHH:MM:SS.ffffffZ"``
 date       ``date``                                   ``"YYYY-MM-DD"``
 uuid       ``UUID``                                   lower-case hyphenated string
-json       plain JSON value (see ``canonical_json``)  the value (object keys sorted on dump)
+json       JSON value, exact numbers (see below)      the value (object keys sorted on dump)
 list<T>    ``list`` of T (no nulls)                   array
 set<T>     ``frozenset`` of T (no nulls)              array sorted by canonical value
 =========  =========================================  ==========================================
@@ -23,7 +23,13 @@ Input rules that keep every value storable in *both* PostgreSQL and DynamoDB:
 strings may not contain NUL (PostgreSQL ``text``/``jsonb`` cannot); decimals and floats stay
 within DynamoDB's number range (38 significant digits, 1E-130 <= |x| < 1E+126); datetimes must
 carry a zone (naive ones are rejected rather than guessed) and lie in 0001-01-02..9999-12-30
-(asyncpg maps the extreme instants to +/-infinity); JSON integers must fit in 64 bits.
+(asyncpg maps the extreme instants to +/-infinity); numbers in JSON values must fit
+PostgreSQL's ``numeric`` (``canonical_json``).
+
+Exact values: no ``int``, ``decimal`` or ``json`` number passes through a binary float. A
+decimal keeps its digits and scale as PostgreSQL ``numeric`` does (``1.50`` stays ``1.50``;
+DynamoDB trims it to ``1.5``, which compares equal), without negative zero; a JSON number is
+an ``int`` or a ``Decimal`` as ``jsonb`` keeps it (``proxy.store.exactjson.exact_number``).
 """
 
 from __future__ import annotations
@@ -34,10 +40,14 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from decimal import Context, Decimal
+from decimal import Decimal
 from typing import Any
 
+import orjson
+
 from comparators.errors import ShadowProxyError
+from proxy.store import exactjson
+from proxy.store.exactjson import DecimalText, exact_number
 
 SCALAR_TYPES = ("string", "int", "decimal", "float", "bool", "datetime", "date", "uuid")
 NUMBER_TYPES = frozenset({"int", "decimal", "float"})
@@ -45,6 +55,13 @@ INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 JSON_MAX_DEPTH = 64
 
 _DECIMAL_MAX_DIGITS = 38
+_DECIMAL_MAX_SCALE = 167  # digits after the point: 1E-130 with 38 significant digits
+# A JSON number must fit PostgreSQL's numeric (digits before and after the point), and the
+# numbers of one JSON value, written out in full as jsonb keeps them, must fit one DynamoDB
+# item: exponents cannot blow a short request up into megabytes.
+JSON_NUMBER_MAX_INTEGER_DIGITS = 131072
+JSON_NUMBER_MAX_SCALE = 16383
+JSON_NUMBERS_MAX_DIGITS = 400 * 1024
 _DATE_MIN, _DATE_MAX = date(1, 1, 2), date(9999, 12, 30)
 _DATETIME_MIN = datetime(1, 1, 2, tzinfo=UTC)
 _DATETIME_LIMIT = datetime(9999, 12, 31, tzinfo=UTC)
@@ -124,6 +141,8 @@ def _type_names() -> str:
 def check_text(value: str) -> str:
     if "\x00" in value:
         raise InvalidField("must not contain NUL (U+0000): PostgreSQL cannot store it", value)
+    if value.isascii():  # no surrogate: the common case needs no encoding
+        return value
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
@@ -167,25 +186,37 @@ def _decimal(value: Any) -> Decimal:
         raise InvalidField("expected a decimal number or numeric string", value)
     if not number.is_finite():
         raise InvalidField("must be finite", value)
-    if number.is_zero():
-        return Decimal(0)
-    if not -130 <= number.adjusted() <= 125:
-        raise InvalidField("number out of range: 1E-130 <= |x| < 1E+126 (DynamoDB)", value)
-    digits = len(number.as_tuple().digits)
-    number = number.normalize(Context(prec=digits, Emin=-999_999, Emax=999_999))
-    if len(number.as_tuple().digits) > _DECIMAL_MAX_DIGITS:
-        raise InvalidField("more than 38 significant digits (DynamoDB)", value)
-    return number
+    _, digits, exponent = number.as_tuple()
+    assert isinstance(exponent, int)  # finite
+    if not number.is_zero():
+        if not -130 <= number.adjusted() <= 125:
+            raise InvalidField("number out of range: 1E-130 <= |x| < 1E+126 (DynamoDB)", value)
+        significant = len(digits)  # trailing zeros do not count: DynamoDB trims them
+        while digits[significant - 1] == 0:
+            significant -= 1
+        if significant > _DECIMAL_MAX_DIGITS:
+            raise InvalidField("more than 38 significant digits (DynamoDB)", value)
+    if -exponent > _DECIMAL_MAX_SCALE:
+        raise InvalidField(f"more than {_DECIMAL_MAX_SCALE} digits after the decimal point", value)
+    # The digits and scale as PostgreSQL numeric keeps them: 1.50 stays 1.50, 1.5E+3 is
+    # 1500, and there is no negative zero.
+    if exponent > 0:
+        return Decimal(int(number))
+    return Decimal((0, (0,), exponent)) if number.is_zero() else number
 
 
 def _float(value: Any) -> float:
-    if not isinstance(value, int | float) or isinstance(value, bool):
+    if not isinstance(value, int | float | Decimal) or isinstance(value, bool):
         raise InvalidField("expected a number", value)
+    if isinstance(value, Decimal) and not value.is_finite():
+        raise InvalidField("must be finite", value)
     try:
-        number = float(value)
+        number = float(value)  # a float field: the nearest double is what is kept
     except OverflowError:
         raise InvalidField("number out of the float range", value) from None
     if not math.isfinite(number):
+        if isinstance(value, Decimal):
+            raise InvalidField("number out of the float range", value)
         raise InvalidField("must be finite", value)
     _check_number_range(Decimal(repr(number)), value)
     return number + 0.0  # -0.0 + 0.0 == 0.0: one zero, as DynamoDB keeps it
@@ -256,8 +287,9 @@ SCALAR_CANONICAL: dict[str, Callable[[Any], Any]] = {
 # --- canonical value -> canonical JSON value ---------------------------------------------
 
 
-def render_decimal(value: Decimal) -> str:
-    return format(value, "f")
+def render_decimal(value: Decimal) -> DecimalText:
+    """A JSON string of the fixed-point digits (``"1.50"``) that compares as a number."""
+    return value if type(value) is DecimalText else DecimalText(value)
 
 
 def render_datetime(value: datetime) -> str:
@@ -284,44 +316,115 @@ SCALAR_RENDER: dict[str, Callable[[Any], Any]] = {
 
 
 def canonical_json(value: Any, *, strict: bool = True, path: str = "", depth: int = 0) -> Any:
-    """A plain JSON value in canonical form.
+    """A JSON value in canonical form, its numbers exact and as PostgreSQL ``jsonb`` keeps
+    them (``exact_number``): an ``int`` when written without a point (``1E+2`` is ``100``),
+    else a ``Decimal`` with its digits and scale (``1.50``, ``0.0015``), no negative zero. A
+    float (from code, not from JSON text) counts as the digits it prints (``0.1``).
 
-    Integral floats below 2**63 become ints and ints beyond 64 bits become floats (rejected
-    when ``strict``), so a value survives PostgreSQL ``jsonb`` (which prints ``1e20`` as
-    ``100000000000000000000``) and a JSON string in DynamoDB alike.
+    ``strict`` (input): every number fits PostgreSQL ``numeric`` (131072 digits before the
+    point, 16383 after), and the numbers written out take at most ``JSON_NUMBERS_MAX_DIGITS``
+    digits in all. JSON values are stored as text in both stores (``jsonb``, a DynamoDB
+    ``S``), so DynamoDB's 38-digit limit on ``N`` does not apply to them.
     """
+    budget = [JSON_NUMBERS_MAX_DIGITS] if strict else None
+    try:
+        return _json(value, depth, budget)
+    except InvalidField as e:
+        if not path:
+            raise
+        raise InvalidField(e.message, e.value, path + e.path) from None
+
+
+class _Inexact(Exception):
+    """orjson read a number as a float: the text must be parsed again, exactly."""
+
+
+_NO_FLOATS: list[int] = []  # a budget that refuses floats (and counts nothing)
+
+
+def canonical_json_text(text: str | bytes) -> Any:
+    """The canonical value of stored JSON text, its numbers exact (a store's read path).
+
+    One orjson parse and one walk when the text holds no number orjson cannot keep exactly
+    (a fraction, an exponent, an integer beyond 64 bits): the walk ``canonical_json`` does
+    anyway notices the first float, and only then is the text parsed again with exact
+    numbers. Raises ``exactjson.JSONDecodeError``."""
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError:  # perhaps a number beyond a double's range (1e400)
+        return canonical_json(exactjson.loads(text), strict=False)
+    try:
+        return _json(value, 0, _NO_FLOATS)
+    except _Inexact:
+        return canonical_json(exactjson.loads_checked(text), strict=False)
+
+
+def _json(value: Any, depth: int, budget: list[int] | None) -> Any:
+    """The canonical value; an ``InvalidField``'s path is relative to ``value`` (each
+    container adds its segment as the error passes, so no path is built while all is well)."""
     if depth > JSON_MAX_DEPTH:
-        raise InvalidField(f"nested deeper than {JSON_MAX_DEPTH} levels", value, path)
+        raise InvalidField(f"nested deeper than {JSON_MAX_DEPTH} levels", value)
     if value is None or isinstance(value, bool):
         return value
     if isinstance(value, str):
-        return _at(path, check_text, value)
+        return check_text(value)
     if isinstance(value, int):
         if INT64_MIN <= value <= INT64_MAX:
             return int(value)
-        if strict:
-            raise InvalidField("JSON integer out of the signed 64-bit range", value, path)
-        value = _at(path, _float, value)
+        return _json_number(Decimal(value), value, budget)
     if isinstance(value, float):
+        if budget is _NO_FLOATS:
+            raise _Inexact
         if not math.isfinite(value):
-            raise InvalidField("must be finite", value, path)
-        if value.is_integer() and INT64_MIN <= value < 2**63:
-            return int(value)
-        return value
+            raise InvalidField("must be finite", value)
+        return _json_number(Decimal(repr(value)), value, budget)
+    if isinstance(value, Decimal):
+        if not value.is_finite():
+            raise InvalidField("must be finite", value)
+        return _json_number(value, value, budget)
     if isinstance(value, list | tuple):
-        return [
-            canonical_json(item, strict=strict, path=f"{path}[{i}]", depth=depth + 1)
-            for i, item in enumerate(value)
-        ]
+        out_list = []
+        for i, item in enumerate(value):
+            try:
+                out_list.append(_json(item, depth + 1, budget))
+            except InvalidField as e:
+                raise InvalidField(e.message, e.value, f"[{i}]{e.path}") from None
+        return out_list
     if isinstance(value, dict):
         out = {}
         for key, item in value.items():
             if not isinstance(key, str):
-                raise InvalidField("JSON object keys must be strings", key, path)
-            _at(path, check_text, key)
-            out[key] = canonical_json(item, strict=strict, path=f"{path}.{key}", depth=depth + 1)
+                raise InvalidField("JSON object keys must be strings", key)
+            check_text(key)
+            try:
+                out[key] = _json(item, depth + 1, budget)
+            except InvalidField as e:
+                raise InvalidField(e.message, e.value, f".{key}{e.path}") from None
         return out
-    raise InvalidField(f"not a JSON value ({type(value).__name__})", value, path)
+    raise InvalidField(f"not a JSON value ({type(value).__name__})", value)
+
+
+def _json_number(number: Decimal, value: Any, budget: list[int] | None) -> Any:
+    if budget is not None and budget is not _NO_FLOATS:
+        exponent = number.as_tuple().exponent
+        assert isinstance(exponent, int)  # finite
+        before = 1 if number.is_zero() else max(number.adjusted() + 1, 1)
+        after = max(-exponent, 0)
+        if before > JSON_NUMBER_MAX_INTEGER_DIGITS or after > JSON_NUMBER_MAX_SCALE:
+            raise InvalidField(
+                f"number out of range: PostgreSQL keeps at most "
+                f"{JSON_NUMBER_MAX_INTEGER_DIGITS} digits before the decimal point and "
+                f"{JSON_NUMBER_MAX_SCALE} after it",
+                value,
+            )
+        budget[0] -= before + after
+        if budget[0] < 0:
+            raise InvalidField(
+                f"the value's numbers written out in full take more than "
+                f"{JSON_NUMBERS_MAX_DIGITS} digits (a DynamoDB item holds at most 400 KB)",
+                value,
+            )
+    return exact_number(number)
 
 
 def _at(path: str, check: Callable[[Any], Any], value: Any) -> Any:

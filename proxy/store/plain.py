@@ -9,6 +9,8 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
+from proxy.store.exactjson import exact_number
+
 
 def plain(raw: Any) -> Any:
     """A JSON-renderable form of a raw Python value read from a store."""
@@ -32,13 +34,11 @@ def plain(raw: Any) -> Any:
 
 
 def number(value: Decimal) -> Any:
-    """An int when integral and 64-bit, else a float, else the decimal's text."""
+    """The exact number, never a float: an int when written without a point, else the
+    Decimal (``exact_number``); the text of a NaN or an infinity."""
     if not value.is_finite():
         return str(value)
-    if value == value.to_integral_value() and -(2**63) <= value < 2**63:
-        return int(value)
-    as_float = float(value)
-    return as_float if math.isfinite(as_float) else str(value)
+    return exact_number(value)
 
 
 def attribute(av: dict[str, Any]) -> Any:

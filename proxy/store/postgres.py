@@ -7,7 +7,9 @@
     await store.close()
 
 Lists are ordered by key and resume after the cursor's key. Scan segments are key ranges
-for uuid keys (index friendly) and hash buckets of the key text otherwise.
+for uuid keys (index friendly) and hash buckets of the key text otherwise. An update that
+would make a record larger than the schema's ``max_record_bytes`` is rolled back
+(``LimitExceeded``, a 413).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from proxy.store.base import (
 from proxy.store.codec_postgres import decode_row, decode_value, encode_value, encode_values
 from proxy.store.postgres_sql import Statements
 from proxy.store.schema import Schema
+from proxy.store.sizes import check_record_size
 
 KIND = "postgres"
 _UUID_SPACE = 2**128
@@ -214,11 +217,15 @@ class PostgresStore:
             return record
         names = tuple(changes)
         params = encode_values(self.schema, changes, names)
-        async with self._connection() as conn:
+        # The updated record must stay within max_record_bytes (the other store could never
+        # take it otherwise): measured inside the transaction, a larger one is rolled back.
+        async with self._connection() as conn, conn.transaction():
             row = await conn.fetchrow(self._sql.update(names), self._key(key), *params)
-        if row is None:
-            raise RecordNotFound(f"{self.schema.name} {key!s} not found")
-        return decode_row(self.schema, row, self.schema.field_names)
+            if row is None:
+                raise RecordNotFound(f"{self.schema.name} {key!s} not found")
+            record = decode_row(self.schema, row, self.schema.field_names)
+            check_record_size(self.schema, record, changed=names)
+        return record
 
     async def delete(self, key: Any) -> None:
         async with self._connection() as conn:

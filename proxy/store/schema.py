@@ -11,6 +11,8 @@ the next step when either grows.)
 Canonical JSON (see ``proxy.store.fieldtypes`` for every type): object keys sorted, every
 declared field present (absent/null -> ``null``; sets -> ``[]``), datetimes
 ``YYYY-MM-DDTHH:MM:SS.ffffffZ`` in UTC, decimals as fixed-point strings, sets as sorted arrays.
+Numbers are exact (``proxy.store.exactjson``): a decimal's string and a JSON value's numbers
+carry the digits the store holds, never a binary float's approximation.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from comparators.errors import ShadowProxyError
+from comparators.markers import Drifted
+from proxy.store import exactjson
 from proxy.store.base import Record
 from proxy.store.fieldtypes import (
     FieldType,
@@ -41,6 +45,7 @@ _PREFIX = r"^(/[A-Za-z0-9._~-]+)+$"
 KEY_TYPES = frozenset({"string", "int", "uuid"})
 INDEX_TYPES = frozenset({"string", "int", "decimal", "float", "datetime", "date", "uuid"})
 MAX_KEY_BYTES = 2048  # DynamoDB partition key limit, also for GSI keys
+MAX_ITEM_BYTES = 400 * 1024  # DynamoDB's item limit, the smallest store's: a record's bound
 _ERROR_VALUE_CHARS = 200
 
 
@@ -177,17 +182,19 @@ class IndexSpec:
 
 
 def json_bytes(value: Any) -> bytes:
-    """Canonical JSON bytes of a value ``to_json`` rendered: keys sorted."""
-    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+    """Canonical JSON bytes of a value ``to_json`` rendered: keys sorted, numbers exact."""
+    return exactjson.dumps(value, sort_keys=True)
 
 
 class Schema:
     """The compiled resource: validation, canonical rendering, key and query parsing."""
 
-    def __init__(self, config: ResourceConfig) -> None:
+    def __init__(self, config: ResourceConfig, *, max_record_bytes: int = MAX_ITEM_BYTES) -> None:
         self.config = config
         self.name = config.name
         self.key = config.key
+        # The largest record, measured as DynamoDB measures an item (``proxy.store.sizes``).
+        self.max_record_bytes = max_record_bytes
         indexed = {index.field for index in config.indexes.values()}
         self.fields: dict[str, FieldSpec] = {
             name: _compile_field(name, fc, is_key=name == config.key, indexed=name in indexed)
@@ -334,9 +341,19 @@ class Schema:
     # rendering --------------------------------------------------------------------------
 
     def to_json(
-        self, record: Mapping[str, Any], *, fields: Iterable[str] | None = None
+        self,
+        record: Mapping[str, Any],
+        *,
+        fields: Iterable[str] | None = None,
+        drift: bool = False,
     ) -> dict[str, Any]:
-        """The canonical JSON value of a record: every declared field (or the projection)."""
+        """The canonical JSON value of a record: every declared field (or the projection).
+
+        A malformed field (type drift) renders as its raw value, which is what a client gets;
+        with ``drift`` (a value to compare, never to send: it is not JSON) as a
+        :class:`~comparators.markers.Drifted` marker instead, so a comparison reports it
+        whatever the raw value looks like.
+        """
         plan = self._render_plan
         steps = plan.values() if fields is None else (plan[name] for name in fields)
         out: dict[str, Any] = {}
@@ -345,10 +362,23 @@ class Schema:
             if value is None:
                 out[name] = [] if is_set else None
             elif isinstance(value, Malformed):
-                out[name] = value.raw
+                out[name] = Drifted(value.raw, value.reason) if drift else value.raw
             else:
                 out[name] = render(value)
         return out
+
+    def with_drift(self, record: Mapping[str, Any] | None, rendered: Any) -> Any:
+        """``rendered`` (``to_json`` of ``record``, or None) as ``to_json(drift=True)`` renders
+        it: the same object when no field is malformed, so a rendering serves the client and
+        a comparison alike at the cost of a look at each field."""
+        if record is None or not isinstance(rendered, dict):
+            return rendered
+        drifted = {
+            name: Drifted(value.raw, value.reason)
+            for name, value in record.items()
+            if isinstance(value, Malformed) and name in rendered
+        }
+        return {**rendered, **drifted} if drifted else rendered
 
     def dumps(self, record: Mapping[str, Any], *, fields: Iterable[str] | None = None) -> bytes:
         return json_bytes(self.to_json(record, fields=fields))
@@ -410,17 +440,26 @@ def _error(field: str, message: str, value: Any, sensitive: bool) -> FieldError:
         value = "[redacted]"
     elif isinstance(value, str) and len(value) > _ERROR_VALUE_CHARS:
         value = value[:_ERROR_VALUE_CHARS] + "…"
-    elif not isinstance(value, str | int | float | bool | type(None)):
+    elif not isinstance(value, str | int | float | bool | type(None)) or (
+        isinstance(value, int) and not -(2**63) <= value < 2**64
+    ):
         value = _plain(value)
     return {"field": field, "message": message, "value": value}
 
 
 def _plain(value: Any) -> Any:
-    """A JSON-safe, bounded stand-in for a rejected value in an error."""
+    """A JSON-safe, bounded stand-in for a rejected value in an error; numbers exact (a
+    Decimal or an integer beyond 64 bits as an ``orjson.Fragment`` of its digits)."""
     try:
         if len(orjson.dumps(value)) <= _ERROR_VALUE_CHARS:
             return value
     except TypeError:
-        pass
+        try:
+            exact = exactjson.dumps(value)
+        except TypeError:
+            pass
+        else:
+            if len(exact) <= _ERROR_VALUE_CHARS:
+                return orjson.Fragment(exact)
     text = repr(value)
     return text if len(text) <= _ERROR_VALUE_CHARS else text[:_ERROR_VALUE_CHARS] + "…"

@@ -7,7 +7,7 @@ from uuid import UUID
 import pytest
 
 from comparators.canonical import canonical, decimal_json, utc_iso
-from comparators.markers import IGNORED
+from comparators.markers import IGNORED, Drifted
 
 
 def test_sorted_keys_make_order_irrelevant() -> None:
@@ -105,3 +105,17 @@ def test_utc_iso() -> None:
     assert utc_iso(datetime(2024, 1, 1, tzinfo=UTC)) == "2024-01-01T00:00:00+00:00"
     far = datetime.min.replace(tzinfo=timezone(timedelta(hours=1)))
     assert utc_iso(far) == far.isoformat()
+
+
+def test_a_drifted_value_never_has_the_bytes_of_a_plain_value() -> None:
+    assert canonical(Drifted(["user"], "expected SS")) == b'{"\\u0000malformed":["user"]}'
+    assert canonical(Drifted(["user"])) != canonical(["user"])
+    assert canonical(Drifted({"b": 1, "a": 2})) == b'{"\\u0000malformed":{"a":2,"b":1}}'
+    assert canonical([Drifted(2**70)]) == b'[{"\\u0000malformed":%d}]' % 2**70
+    assert canonical(Drifted("x", "one reason")) == canonical(Drifted("x", "another"))
+
+
+def test_drifted_values_are_equal_by_canonical_bytes() -> None:
+    assert Drifted(["a", 1]) == Drifted(("a", 1), "another reason")
+    assert Drifted(1) != Drifted(True)
+    assert Drifted("x") != "x"

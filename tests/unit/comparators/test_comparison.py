@@ -179,3 +179,28 @@ def test_really_deep_values_do_not_raise() -> None:
     result = compare(primary, shadow, rules())
     assert result.outcome is Outcome.MISMATCH
     assert result.summarised
+
+
+def test_set_element_differences_are_one_bounded_field() -> None:
+    """Elements on one side only are named by value, and the field label stays ``tags[]``
+    however many distinct elements differ (element values never become label values)."""
+    primary = {"tags": [f"a{i}" for i in range(50)]}
+    shadow = {"tags": [f"b{i}" for i in range(50)]}
+    result = compare(primary, shadow, rules(unordered=("tags",), max_differences=1000))
+    assert result.fields == ("tags[]",)
+    assert {d.path for d in result.differences} == {"tags[]"}
+    assert sorted(d.primary for d in result.differences if d.kind == "removed") == sorted(
+        primary["tags"]
+    )
+    assert len(result.differences) == 100
+
+
+def test_a_record_on_one_side_only_is_removed_or_added_even_summarised() -> None:
+    """Also when the structured diff is skipped (too big, no budget): the kind still says
+    which side lacks the record; a summary carries no values."""
+    record = {"id": 1, "email": "a@example.com"}
+    assert compare(record, None, rules()).differences == (Difference("$", "removed", record, None),)
+    big = compare(record, None, rules(max_diff_bytes=1))
+    assert big.summarised and big.differences == (Difference("$", "removed"),)
+    busy = compare(None, record, rules(), budget=empty_budget())
+    assert busy.summarised and busy.differences == (Difference("$", "added"),)

@@ -8,8 +8,10 @@ from uuid import UUID
 
 import pytest
 
+from comparators.comparison import compare
 from comparators.diff import MAX_PAIRINGS, diff
-from comparators.model import Difference
+from comparators.markers import Drifted
+from comparators.model import Difference, Outcome
 from comparators.rules import RuleSpec, compile_rules
 
 
@@ -17,6 +19,12 @@ def differences(a: Any, b: Any, *, prefix: str = "", **spec: Any) -> list[tuple[
     rules = compile_rules(RuleSpec(**spec))
     found = diff(rules.normalise(a), rules.normalise(b), rules, prefix=prefix)
     return [(d.path, d.kind) for d in found.differences]
+
+
+def found(a: Any, b: Any, **spec: Any) -> list[tuple[str, str, Any, Any]]:
+    rules = compile_rules(RuleSpec(**spec))
+    result = diff(rules.normalise(a), rules.normalise(b), rules)
+    return [(d.path, d.kind, d.primary, d.shadow) for d in result.differences]
 
 
 def test_equal_values_have_no_differences() -> None:
@@ -185,18 +193,24 @@ def test_datetimes_are_instants() -> None:
 def test_unordered_lists_are_multisets() -> None:
     spec: dict[str, Any] = {"unordered": ("tags",)}
     assert differences({"tags": ["a", "b", "a"]}, {"tags": ["b", "a", "a"]}, **spec) == []
-    assert differences({"tags": ["a", "b", "a"]}, {"tags": ["b", "a", "c"]}, **spec) == [
-        ("tags[1]", "removed"),
-        ("tags[2]", "added"),
+    # An element on one side only is named by its value, at ``tags[]``, not by a position in
+    # the sorted multiset; duplicates count.
+    assert found({"tags": ["a", "b", "a"]}, {"tags": ["b", "a", "c"]}, **spec) == [
+        ("tags[]", "removed", "a", None),
+        ("tags[]", "added", None, "c"),
+    ]
+    assert found({"tags": ["a", "a", "a"]}, {"tags": ["a"]}, **spec) == [
+        ("tags[]", "removed", "a", None),
+        ("tags[]", "removed", "a", None),
     ]
 
 
 def test_unordered_pairs_leftovers_under_tolerance() -> None:
     spec: dict[str, Any] = {"unordered": ("v",), "numeric_tolerance": 0.1}
     assert differences({"v": [1.0, 1.1]}, {"v": [1.1, 1.2]}, **spec) == []
-    assert differences({"v": [1.0, 1.05]}, {"v": [1.1, 1.5]}, **spec) == [
-        ("v[1]", "removed"),
-        ("v[1]", "added"),
+    assert found({"v": [1.0, 1.05]}, {"v": [1.1, 1.5]}, **spec) == [
+        ("v[]", "removed", 1.05, None),
+        ("v[]", "added", None, 1.5),
     ]
     assert differences({"v": [1, 2.0]}, {"v": [2, 1.0]}, unordered=("v",)) == []
 
@@ -224,14 +238,17 @@ def test_unordered_pairing_is_bounded() -> None:
     # leftovers pair among themselves only: the exact 2 - 2 stays, 1.75 and 2.25 are left
     spec["numeric_tolerance"] = 0.3
     left, right = [*shared, 1.75, 2], [*shared, 2, 2.25]
-    assert differences({"v": left}, {"v": right}, **spec) == [
-        ("v[0]", "removed"),
-        (f"v[{n + 1}]", "added"),
+    assert found({"v": left}, {"v": right}, **spec) == [
+        ("v[]", "removed", 1.75, None),
+        ("v[]", "added", None, 2.25),
     ]
 
 
 def test_sets_are_multisets_without_rules() -> None:
-    assert differences({"s": {1, 2}}, {"s": {2, 3}}) == [("s[0]", "removed"), ("s[1]", "added")]
+    assert found({"s": {1, 2}}, {"s": {2, 3}}) == [
+        ("s[]", "removed", 1, None),
+        ("s[]", "added", None, 3),
+    ]
 
 
 def test_keyed_lists_match_by_key() -> None:
@@ -271,7 +288,7 @@ def test_ignored_list_elements_keep_positions_and_lengths_do_not_matter() -> Non
     # in an unordered list an index means the position as received
     unordered: dict[str, Any] = {"ignore": ("u[0]",), "unordered": ("u",)}
     assert differences({"u": [3, 1]}, {"u": [5, 1]}, **unordered) == []
-    assert differences({"u": [3, 1]}, {"u": []}, **unordered) == [("u[1]", "removed")]
+    assert found({"u": [3, 1]}, {"u": []}, **unordered) == [("u[]", "removed", 1, None)]
 
 
 def test_roots_of_every_kind() -> None:
@@ -292,7 +309,7 @@ def test_set_subclasses_are_multisets() -> None:
     class Tags(frozenset[str]):
         pass
 
-    assert differences({"t": Tags({"a"})}, {"t": Tags({"a", "b"})}) == [("t[1]", "added")]
+    assert differences({"t": Tags({"a"})}, {"t": Tags({"a", "b"})}) == [("t[]", "added")]
 
 
 def test_a_value_on_one_side_only_is_removed_or_added_not_retyped() -> None:
@@ -302,3 +319,32 @@ def test_a_value_on_one_side_only_is_removed_or_added_not_retyped() -> None:
     assert differences([1], None, prefix="body") == [("body", "removed")]
     # Below the top, null against a value is a retyping of that field.
     assert differences({"a": None}, {"a": {"b": 1}}) == [("a", "type_changed")]
+
+
+# --- type drift: a Drifted marker is a difference whatever its raw value looks like ----------
+
+
+def test_a_drifted_value_is_type_changed_whatever_the_element_order() -> None:
+    spec: dict[str, Any] = {"unordered": ("roles",)}
+    one, two = {"roles": ["user"]}, {"roles": ["admin", "user"]}
+    assert found(one, {"roles": Drifted(["user"], "expected SS")}, **spec) == [
+        ("roles", "type_changed", ["user"], {"malformed": ["user"], "reason": "expected SS"})
+    ]
+    for raw in (["admin", "user"], ["user", "admin"]):
+        assert differences(two, {"roles": Drifted(raw)}, **spec) == [("roles", "type_changed")]
+        assert differences({"roles": Drifted(raw)}, two, **spec) == [("roles", "type_changed")]
+    # Equal-typed sets match in any order; so do two stores drifted the same way.
+    assert differences(two, {"roles": ["user", "admin"]}, **spec) == []
+    assert differences({"roles": Drifted(["user"])}, {"roles": Drifted(["user"])}) == []
+    assert found({"n": Drifted("1")}, {"n": Drifted("2")}) == [
+        ("n", "changed", {"malformed": "1", "reason": ""}, {"malformed": "2", "reason": ""})
+    ]
+
+
+@pytest.mark.parametrize("raw", ["42", 42, None, True, {"S": "x"}, [], "10.5"])
+def test_a_drifted_value_differs_from_its_raw_value(raw: Any) -> None:
+    assert differences({"f": raw}, {"f": Drifted(raw)}) == [("f", "type_changed")]
+    assert differences([raw], [Drifted(raw)]) == [("[0]", "type_changed")]
+    assert compare({"f": raw}, {"f": Drifted(raw)}, compile_rules(RuleSpec())).outcome == (
+        Outcome.MISMATCH
+    )

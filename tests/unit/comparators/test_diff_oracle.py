@@ -36,12 +36,25 @@ Inputs are kept where the two notions of equality coincide, each exclusion docum
 - no NaN (asked for) and no infinity: see ``test_infinity_is_not_null`` (a bug).
 - no dict key ``"$"`` (a top-level one renders as the root): see
   ``test_root_key_named_dollar_is_not_the_root`` (a bug).
+
+Unordered lists (multisets) have an oracle of their own: deepdiff with ``ignore_order=True``,
+``report_repetition=True`` and ``cutoff_distance_for_pairs=0`` (never pair two unequal
+elements: a pairing drops a repetition, ``[True]`` vs ``[1, 1]`` reports one ``1``), on lists
+of scalars (no floats: deepdiff tells ``1`` from ``1.0`` and ``0.0`` from ``-0.0``, our
+differ compares numbers by value; no nested lists: deepdiff ignores order at every depth, the
+rule only at its pattern). Both must name the same elements on each side only, duplicates
+counted; ours are all at ``s[]``. deepdiff's reports -> (kind, element), counted:
+
+- ``iterable_item_removed`` / ``iterable_item_added`` -> ``removed`` / ``added`` the element;
+- ``repetition_change`` -> the element ``removed`` (or ``added``) as often as its count fell
+  (or rose).
 """
 
 from __future__ import annotations
 
 import copy
 import math
+from collections import Counter
 from typing import Any
 
 import pytest
@@ -50,6 +63,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from comparators import ROOT, RuleSpec, compare, compile_rules, render_path
+from comparators.canonical import canonical
 from comparators.diff import diff
 from comparators.paths import Keyed, parse_path
 
@@ -344,3 +358,92 @@ def test_infinity_is_not_null() -> None:
 )
 def test_root_key_named_dollar_is_not_the_root() -> None:
     assert ours(*DOLLAR_KEY) == {("$",): "changed"}
+
+
+# -- unordered lists: multisets ----------------------------------------------------------------
+
+UNORDERED = compile_rules(RuleSpec(unordered=("s",), max_differences=BIG, max_diff_bytes=BIG))
+ELEMENTS = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-2, max_value=2)
+    | st.integers(min_value=-INT_LIMIT, max_value=INT_LIMIT)
+    | st.sampled_from(["", "a", "b", "1", "true"])
+    | st.text(max_size=2)
+)
+Members = Counter[tuple[str, bytes]]
+
+
+def our_members(a: list[Any], b: list[Any]) -> Members:
+    found = diff(UNORDERED.normalise({"s": a}), UNORDERED.normalise({"s": b}), UNORDERED)
+    assert found.total == len(found.differences)
+    assert {d.path for d in found.differences} <= {"s[]"}, "a multiset element has no position"
+    out: Members = Counter()
+    for d in found.differences:
+        assert d.kind in ("removed", "added"), d
+        out[d.kind, canonical(d.primary if d.kind == "removed" else d.shadow)] += 1
+    return out
+
+
+def their_members(a: list[Any], b: list[Any]) -> Members:
+    tree = DeepDiff(
+        {"s": a},
+        {"s": b},
+        view="tree",
+        ignore_order=True,
+        report_repetition=True,
+        cutoff_intersection_for_pairs=0,
+    )
+    out: Members = Counter()
+    for report, levels in tree.items():
+        for level in levels:
+            assert level.path(output_format="list")[0] == "s", level.path()
+            if report == "iterable_item_removed":
+                out["removed", canonical(level.t1)] += 1
+            elif report == "iterable_item_added":
+                out["added", canonical(level.t2)] += 1
+            elif report == "repetition_change":
+                repetition = level.additional["repetition"]
+                grew = repetition["new_repeat"] - repetition["old_repeat"]
+                out["added" if grew > 0 else "removed", canonical(level.t1)] += abs(grew)
+            else:
+                raise AssertionError(f"unexpected deepdiff report {report} at {level.path()}")
+    return +out
+
+
+@st.composite
+def multiset_pairs(draw: st.DrawFn) -> tuple[list[Any], list[Any]]:
+    a = draw(st.lists(ELEMENTS, max_size=6))
+    how = draw(st.sampled_from(["shuffled", "edited", "edited", "independent"]))
+    if how == "independent":
+        return a, draw(st.lists(ELEMENTS, max_size=6))
+    b = list(draw(st.permutations(a)))
+    if how == "edited":
+        for _ in range(draw(st.integers(1, 3))):
+            op = draw(st.sampled_from(["add", "drop", "repeat"] if b else ["add"]))
+            if op == "add":
+                b.insert(draw(st.integers(0, len(b))), draw(ELEMENTS))
+            elif op == "drop":
+                b.pop(draw(st.integers(0, len(b) - 1)))
+            else:
+                b.append(draw(st.sampled_from(b)))
+    return (b, a) if draw(st.booleans()) else (a, b)
+
+
+@SETTINGS
+@given(multiset_pairs())
+@example((["admin", "user"], ["user", "admin"]))
+@example((["admin", "user"], ["user"]))
+@example((["a", "a", "b"], ["a", "c"]))
+@example(([1, True, "1"], [True, "1", "1"]))
+@example(([None, True], [None, 1, 1]))
+def test_unordered_differences_agree_with_deepdiff(pair: tuple[list[Any], list[Any]]) -> None:
+    a, b = pair
+    mine, oracle = our_members(a, b), their_members(a, b)
+    assert mine == oracle, f"ours={dict(mine)} deepdiff={dict(oracle)}\nprimary={a!r}\nshadow={b!r}"
+
+
+def test_the_multiset_oracle_counts_duplicates() -> None:
+    a, b = ["a", "a", "b"], ["a", "c"]
+    expected = Counter({("removed", b'"a"'): 1, ("removed", b'"b"'): 1, ("added", b'"c"'): 1})
+    assert our_members(a, b) == their_members(a, b) == expected

@@ -3,7 +3,7 @@ from __future__ import annotations
 from typing import Any
 
 from comparators.canonical import canonical
-from comparators.markers import IGNORED, KeyedItems, UnorderedList
+from comparators.markers import IGNORED, Drifted, KeyedItems, UnorderedList
 from comparators.normalize import key_text, keyed, to_plain
 from comparators.rules import RuleSpec, compile_rules
 
@@ -150,3 +150,14 @@ def test_prune_skips_keyed_items_no_pattern_reaches() -> None:
     items = keyed([{"id": 1, "x": 1}], "id")
     value = {"k": items, "x": 1}
     assert normalise(value, ignore=("k.x",)) is value
+
+
+def test_to_plain_shows_a_drifted_value_with_its_reason() -> None:
+    value = {"roles": Drifted(UnorderedList(["user"]), "expected SS")}
+    assert to_plain(value) == {"roles": {"malformed": ["user"], "reason": "expected SS"}}
+
+
+def test_rules_leave_a_drifted_value_alone() -> None:
+    rules = compile_rules(RuleSpec(unordered=("roles",), ignore=("roles[0]",)))
+    drifted = Drifted(["user", "admin"])
+    assert rules.normalise({"roles": drifted})["roles"] is drifted

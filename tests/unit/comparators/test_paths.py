@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from comparators.errors import RuleError
 from comparators.paths import (
+    MEMBER,
     Index,
     Keyed,
     Wildcard,
@@ -30,9 +33,11 @@ from comparators.paths import (
         ("", [""], '[""]'),
         ("", ["*"], '["*"]'),
         ("headers", ["content-type"], "headers.content-type"),
+        ("", ["tags", MEMBER], "tags[]"),
+        ("body", ["items", Keyed("id", "1"), "tags", MEMBER], "body.items[id=1].tags[]"),
     ],
 )
-def test_render_path(prefix: str, segments: list[str | int | Keyed], expected: str) -> None:
+def test_render_path(prefix: str, segments: list[Any], expected: str) -> None:
     assert render_path(prefix, segments) == expected
 
 
@@ -49,6 +54,8 @@ def test_render_path(prefix: str, segments: list[str | int | Keyed], expected: s
         ('l[2]["k\\"[1]"]', 'l[]["k\\"[1]"]'),
         ("plain.path", "plain.path"),
         ("users[email=redacted:0123abcd].name", "users[].name"),
+        ("roles[]", "roles[]"),
+        ("items[4].roles[]", "items[].roles[]"),
     ],
 )
 def test_collapse_indexes(path: str, expected: str) -> None:
@@ -98,6 +105,9 @@ def test_parse_pattern_rejects_non_strings() -> None:
         'meta["a.b"][0]',
         "headers.x-api-key",
         "[0]",
+        "roles[]",
+        "items[id=1].roles[]",
+        '["a b"][]',
     ],
 )
 def test_parse_path_round_trips(path: str) -> None:
@@ -113,3 +123,10 @@ def test_is_key_field() -> None:
     assert is_key_field("id")
     assert not is_key_field("a.b")
     assert not is_key_field("")
+
+
+def test_a_multiset_element_has_no_position_in_its_path() -> None:
+    """``roles[]``: the element is the difference's value, never part of the path, so the
+    path (and the metric label made of it) stays one per field whatever the elements."""
+    assert parse_path("roles[]") == ["roles", MEMBER]
+    assert parse_path("[]") == [MEMBER]

@@ -121,3 +121,27 @@ def test_body_previews_become_keyed_tokens() -> None:
     )
     assert other.primary != shown.primary  # keyed: not the bare sha256 of the body
     assert hashlib.sha256(body).hexdigest()[:16] not in shown.primary
+
+
+def test_a_multiset_element_of_a_sensitive_field_is_hashed() -> None:
+    r = redactor()
+    assert r.difference(Difference("ssn[]", "removed", "123", None)) == Difference(
+        "ssn[]", "removed", r.value("123"), None
+    )
+    element = r.difference(Difference("users[]", "added", None, {"id": 1, "email": "a@b.c"}))
+    assert element == Difference("users[]", "added", None, {"id": 1, "email": r.value("a@b.c")})
+
+
+def test_a_drifted_value_is_redacted_like_any_value() -> None:
+    """A drifted value is reported as ``{"malformed": raw, "reason": ...}``: hashed whole
+    under a sensitive field, walked (its sensitive keys hashed) under any other."""
+    r = redactor()
+    drifted = {"malformed": ["a@b.c"], "reason": "expected S"}
+    d = r.difference(Difference("email", "type_changed", "a@b.c", drifted))
+    assert d == Difference("email", "type_changed", r.value("a@b.c"), r.value(drifted))
+    inner = {"malformed": {"email": "a@b.c", "n": 1}, "reason": "expected an integer"}
+    d = r.difference(Difference("prefs", "type_changed", None, inner))
+    assert d.shadow == {
+        "malformed": {"email": r.value("a@b.c"), "n": 1},
+        "reason": "expected an integer",
+    }

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from proxy.store import exactjson
 from proxy.store.fieldtypes import (
     FieldType,
     InvalidField,
@@ -57,23 +58,25 @@ def test_parse_refuses_unknown_types(text: str, message: str) -> None:
 @pytest.mark.parametrize(
     ("value", "expected"),
     [
-        ("1.50", Decimal("1.5")),
-        ("-0", Decimal(0)),
-        ("0.000", Decimal(0)),
-        ("1e2", Decimal(100)),
-        (12, Decimal(12)),
-        (0.1, Decimal("0.1")),
-        (
-            "12345678901234567890123456789012345678",
-            Decimal("12345678901234567890123456789012345678"),
-        ),
-        ("1E-130", Decimal("1E-130")),
+        # The digits and scale as PostgreSQL numeric keeps them; no negative zero.
+        ("1.50", "1.50"),
+        ("-0", "0"),
+        ("-0.00", "0.00"),
+        ("0.000", "0.000"),
+        ("1e2", "100"),
+        ("1.5E+3", "1500"),
+        (12, "12"),
+        (0.1, "0.1"),
+        (Decimal("0.12345678901234567890"), "0.12345678901234567890"),
+        ("12345678901234567890123456789012345678", "12345678901234567890123456789012345678"),
+        ("1E-130", "1E-130"),
+        # trailing zeros do not count towards the 38 digits: DynamoDB trims them
+        ("1." + "0" * 60, "1." + "0" * 60),
     ],
 )
-def test_decimal_canonical(value: Any, expected: Decimal) -> None:
+def test_decimal_canonical(value: Any, expected: str) -> None:
     result = canon("decimal", value)
-    assert result == expected
-    assert result.is_zero() or result.as_tuple().digits[-1] != 0  # no trailing zeros
+    assert result.as_tuple() == Decimal(expected).as_tuple()
 
 
 @pytest.mark.parametrize(
@@ -87,8 +90,12 @@ def test_decimal_canonical(value: Any, expected: Decimal) -> None:
         " 1",
         float("nan"),
         "123456789012345678901234567890123456789",
+        "1.00000000000000000000000000000000000001",
         "1E-131",
         "1E+126",
+        "1E+999999999",
+        "0E-200",
+        "1." + "0" * 200,
         [1],
     ],
 )
@@ -99,10 +106,19 @@ def test_decimal_refuses(value: Any) -> None:
 
 @pytest.mark.parametrize(
     ("value", "rendered"),
-    [(Decimal("1E+2"), "100"), (Decimal("1.5"), "1.5"), (Decimal("1E-7"), "0.0000001")],
+    [
+        (Decimal("1E+2"), "100"),
+        (Decimal("1.5"), "1.5"),
+        (Decimal("1.50"), "1.50"),
+        (Decimal("1E-7"), "0.0000001"),
+        (Decimal("0.00"), "0.00"),
+    ],
 )
 def test_decimal_renders_fixed_point(value: Decimal, rendered: str) -> None:
-    assert render("decimal", value) == rendered
+    """A JSON string of the digits, which compares as the number it is."""
+    out = render("decimal", value)
+    assert exactjson.dumps(out) == f'"{rendered}"'.encode()
+    assert out == value and isinstance(out, Decimal)
 
 
 def test_float_canonical() -> None:
@@ -111,10 +127,17 @@ def test_float_canonical() -> None:
     assert canon("float", 1e125) == 1e125
 
 
-@pytest.mark.parametrize("value", [True, "1.5", float("inf"), 1e-200, 1e200, 10**400])
+@pytest.mark.parametrize(
+    "value",
+    [True, "1.5", float("inf"), 1e-200, 1e200, 10**400, Decimal("1E+400"), Decimal("NaN")],
+)
 def test_float_refuses(value: Any) -> None:
     with pytest.raises(InvalidField):
         canon("float", value)
+
+
+def test_float_takes_an_exact_number_as_the_nearest_double() -> None:
+    assert canon("float", Decimal("0.1")) == 0.1 and type(canon("float", Decimal("2"))) is float
 
 
 @pytest.mark.parametrize("value", [True, 1.0, "1", 2**63, -(2**63) - 1])
@@ -210,11 +233,36 @@ def test_container_errors_name_the_element() -> None:
         canon("list<string>", "abc")
 
 
-def test_canonical_json_normalises_numbers() -> None:
-    value = {"a": [1.0, 2.5, -0.0, 1e20, 2**63 - 1], "b": (True, None, "x")}
-    assert canonical_json(value) == {"a": [1, 2.5, 0, 1e20, 2**63 - 1], "b": [True, None, "x"]}
-    assert type(canonical_json(1e20)) is float
-    assert canonical_json(10**20, strict=False) == 1e20
+def test_canonical_json_keeps_numbers_exact() -> None:
+    """Numbers as PostgreSQL jsonb keeps them: an int when written without a point, else the
+    Decimal with its digits and scale; no float, no negative zero."""
+    value = {
+        "a": [Decimal("1.0"), Decimal("2.50"), Decimal("-0.0"), Decimal("1E+20"), 2**64 + 1],
+        "b": (True, None, "x"),
+        "c": [Decimal("0.12345678901234567890"), Decimal("1.5E-3"), Decimal("-0")],
+    }
+    out = canonical_json(value)
+    assert exactjson.dumps(out) == (
+        b'{"a":[1.0,2.50,0.0,100000000000000000000,18446744073709551617],"b":[true,null,"x"],'
+        b'"c":[0.12345678901234567890,0.0015,0]}'
+    )
+    assert [type(n) for n in out["a"]] == [Decimal, Decimal, Decimal, int, int]
+    # a float from code counts as the digits it prints
+    assert canonical_json(0.1) == Decimal("0.1") and type(canonical_json(1e20)) is int
+    assert canonical_json(10**20, strict=False) == 10**20
+
+
+def test_canonical_json_numbers_fit_postgresql_and_one_item() -> None:
+    assert canonical_json(Decimal("1E+131071")) == Decimal("1E+131071")  # PostgreSQL's limit
+    with pytest.raises(InvalidField, match="PostgreSQL keeps at most"):
+        canonical_json({"a": Decimal("1E+131072")})
+    with pytest.raises(InvalidField, match="PostgreSQL keeps at most"):
+        canonical_json(Decimal("1E-16384"))
+    with pytest.raises(InvalidField, match="written out in full") as caught:
+        canonical_json({"a": [Decimal("1E+100000")] * 5})  # 40 bytes of text, 500 KB of digits
+    assert caught.value.path == ".a[4]"
+    # reads keep what the store holds
+    assert canonical_json([Decimal("1E+100000")] * 5, strict=False)[4] == Decimal("1E+100000")
 
 
 @pytest.mark.parametrize(
@@ -222,7 +270,8 @@ def test_canonical_json_normalises_numbers() -> None:
     [
         ({"a": {"b": "x\x00"}}, ".a.b"),
         ({"a": [1, float("nan")]}, ".a[1]"),
-        ({"a": 2**64}, ".a"),
+        ({"a": Decimal("NaN")}, ".a"),
+        ({"a": Decimal("1E+200000")}, ".a"),
         ({1: "x"}, ""),
         ({"a": {"\x00": 1}}, ".a"),
         ([object()], "[0]"),

@@ -9,8 +9,9 @@ import orjson
 import pytest
 from pydantic import ValidationError
 
+from proxy.store import exactjson
 from proxy.store.fieldtypes import Malformed
-from proxy.store.schema import ResourceConfig, Schema, SchemaError
+from proxy.store.schema import ResourceConfig, Schema, SchemaError, json_bytes
 
 ID = "2f1b7e1c-7a4e-4c1e-9a43-0d3c1f9b6a10"
 
@@ -182,12 +183,12 @@ def test_equivalent_inputs_dump_identically(schema: Schema) -> None:
         "created_at": "2024-01-01T02:00:00+02:00",
         "balance": "10.50",
         "roles": ["b", "a", "b"],
-        "preferences": {"z": 1.0, "a": [2]},
+        "preferences": {"z": 1, "a": [2]},
     }
     two = {
-        "preferences": {"a": [2.0], "z": 1},
+        "preferences": {"a": [2], "z": 1},
         "roles": ["a", "b"],
-        "balance": 10.5,
+        "balance": Decimal("10.50"),
         "created_at": "2024-01-01T00:00:00.000000Z",
         "is_active": True,
         "email": "a@b.c",
@@ -197,7 +198,7 @@ def test_equivalent_inputs_dump_identically(schema: Schema) -> None:
     dumped = schema.dumps(schema.validate(one, partial=False))
     assert dumped == schema.dumps(schema.validate(two, partial=False))
     assert orjson.loads(dumped) == {
-        "balance": "10.5",
+        "balance": "10.50",
         "birthday": None,
         "created_at": "2024-01-01T00:00:00.000000Z",
         "email": "a@b.c",
@@ -216,12 +217,50 @@ def test_equivalent_inputs_dump_identically(schema: Schema) -> None:
 
 def test_to_json_projection_and_malformed(schema: Schema) -> None:
     record = {"id": uuid.UUID(ID), "login_count": Malformed("42"), "balance": Decimal("1E+3")}
-    assert schema.to_json(record, fields=["id", "login_count", "balance", "roles"]) == {
-        "id": ID,
-        "login_count": "42",
-        "balance": "1000",
-        "roles": [],
-    }
+    rendered = schema.to_json(record, fields=["id", "login_count", "balance", "roles"])
+    assert rendered == {"id": ID, "login_count": "42", "balance": Decimal(1000), "roles": []}
+    assert (
+        json_bytes(rendered)
+        == f'{{"balance":"1000","id":"{ID}","login_count":"42","roles":[]}}'.encode()
+    )
+
+
+def test_numbers_render_with_the_digits_held(schema: Schema, valid: dict[str, Any]) -> None:
+    """Exact values: a decimal keeps its scale (PostgreSQL numeric's ``1.50``) yet equals
+    the same number written otherwise, and JSON numbers never pass through a float."""
+    body = orjson.dumps({**valid, "balance": "1.50"})[:-1] + (
+        b', "preferences": {"k": 0.12345678901234567890, "big": 18446744073709551617, '
+        b'"one": 1.000000000000000000000001, "neg": -0.0, "exp": 1.5E-3}}'
+    )
+    record = schema.validate(exactjson.loads(body), partial=False)
+    assert record["balance"] == Decimal("1.5") and str(record["balance"]) == "1.50"
+    out = orjson.loads(schema.dumps(record))  # the text, read back without exactness
+    assert out["balance"] == "1.50"
+    assert (
+        schema.dumps(record).count(
+            b'"preferences":{"big":18446744073709551617,"exp":0.0015,"k":0.12345678901234567890,'
+            b'"neg":0.0,"one":1.000000000000000000000001}'
+        )
+        == 1
+    )
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "message"),
+    [
+        ({"login_count": 18446744073709551617}, "login_count", "64-bit"),
+        ({"balance": "1.2345678901234567890123456789012345678901"}, "balance", "38"),
+        ({"balance": Decimal("1.2345678901234567890123456789012345678901")}, "balance", "38"),
+        ({"score": Decimal("1E+400")}, "score", "float range"),
+        ({"preferences": {"a": [Decimal("1E+200000")]}}, "preferences.a[0]", "PostgreSQL"),
+    ],
+)
+def test_numbers_no_store_can_hold_are_refused_naming_the_field(
+    schema: Schema, valid: dict[str, Any], body: dict[str, Any], field: str, message: str
+) -> None:
+    errors = errors_of(schema, {**valid, **body})
+    assert [e["field"] for e in errors] == [field] and message in errors[0]["message"]
+    orjson.dumps(errors)  # the error envelope can be written, numbers exact
 
 
 # --- URL text, projections, filters, changes ---------------------------------------------
