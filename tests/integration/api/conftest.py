@@ -56,6 +56,17 @@ def stores(proxy: RunningProxy) -> dict[str, Store]:
     return dict(proxy.apps.resources.services["users"].parts.stores)
 
 
+def outcomes(proxy: RunningProxy) -> dict[str, float]:
+    """``shadowproxy_comparisons_total`` of one in-process proxy, by outcome."""
+    found: dict[str, float] = {}
+    for metric in proxy.registry.collect():
+        if metric.name == "shadowproxy_comparisons":
+            for s in metric.samples:
+                if s.name.endswith("_total") and s.value:
+                    found[s.labels["outcome"]] = found.get(s.labels["outcome"], 0) + s.value
+    return found
+
+
 async def mirrored(proxy: RunningProxy, timeout: float = 30.0) -> None:
     """Wait until no secondary write is still running (the client is answered after at most
     ``secondary_write_budget_seconds``; the write to the other store may go on)."""

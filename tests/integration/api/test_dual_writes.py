@@ -10,7 +10,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.integration.api.conftest import StoreProxyFactory, stores, user
+from tests.integration.api.conftest import StoreProxyFactory, outcomes, stores, user
 from tests.integration.conftest import REDIS_URL
 from tests.support.servers import RunningProxy
 from tests.support.tcpproxy import CuttableLink
@@ -20,16 +20,6 @@ pytestmark = pytest.mark.integration
 
 def gauge(proxy: RunningProxy, name: str, **labels: str) -> float:
     return proxy.registry.get_sample_value(name, labels) or 0.0
-
-
-def outcomes(proxy: RunningProxy) -> dict[str, float]:
-    found: dict[str, float] = {}
-    for metric in proxy.registry.collect():
-        if metric.name == "shadowproxy_comparisons":
-            for s in metric.samples:
-                if s.name.endswith("_total") and s.value:
-                    found[s.labels["outcome"]] = found.get(s.labels["outcome"], 0) + s.value
-    return found
 
 
 async def test_secondary_down_during_1000_writes_then_every_key_repaired(

@@ -16,7 +16,7 @@ import aiohttp
 import orjson
 import pytest
 
-from tests.integration.api.conftest import USERS, StoreProxyFactory, stores, user
+from tests.integration.api.conftest import USERS, StoreProxyFactory, outcomes, stores, user
 from tests.support.servers import RunningProxy
 
 pytestmark = pytest.mark.integration
@@ -25,16 +25,6 @@ FIELDS = {**USERS["fields"], "balance": {"type": "decimal"}, "visits": {"type": 
 RESOURCE = {"fields": FIELDS}
 BOTH = pytest.mark.parametrize("read_from", ["postgres", "dynamodb"])
 D38 = "0.12345678901234567890123456789012345678"
-
-
-def outcomes(proxy: RunningProxy) -> dict[str, float]:
-    found: dict[str, float] = {}
-    for metric in proxy.registry.collect():
-        if metric.name == "shadowproxy_comparisons":
-            for s in metric.samples:
-                if s.name.endswith("_total") and s.value:
-                    found[s.labels["outcome"]] = found.get(s.labels["outcome"], 0) + s.value
-    return found
 
 
 # Each case: the json number, decimal and int written into PostgreSQL; what DynamoDB holds
