@@ -142,6 +142,7 @@ class RedisFlagStore(BaseFlagStore):
         self._synced = False
         self._state_error: str | None = None
         self._task: asyncio.Task[None] | None = None
+        self._closing = False
         self._sync_lock = asyncio.Lock()
 
     # --- lifecycle -----------------------------------------------------------------------
@@ -161,9 +162,8 @@ class RedisFlagStore(BaseFlagStore):
 
     async def close(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            self._closing = True
+            await _cancel(self._task)
             self._task = None
         await self._audit.close()  # the default log shares (and does not close) our client
         await self._redis.aclose()
@@ -171,7 +171,7 @@ class RedisFlagStore(BaseFlagStore):
     # --- polling -------------------------------------------------------------------------
 
     async def _poll_forever(self) -> None:
-        while True:
+        while not self._closing:
             await asyncio.sleep(self._poll_seconds)
             try:
                 await self.poll()
@@ -452,3 +452,14 @@ def _replace_target(
     previous = targets.get(target)
     targets[target] = {**(previous if isinstance(previous, dict) else {}), **spec}
     return {**doc, section: targets}
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    """Cancel ``task`` and wait for it to end. redis-py can swallow a cancellation that
+    arrives while a command's own timeout fires (redis/redis-py#2551): the poll loop then goes
+    on, so cancel again until it ends (it also checks ``_closing`` between polls)."""
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=0.5)
+    with contextlib.suppress(asyncio.CancelledError):
+        task.result()
