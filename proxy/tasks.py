@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Coroutine
 from typing import Any
@@ -27,3 +28,17 @@ def _finished(task: asyncio.Task[Any]) -> None:
             exc_info=task.exception(),
             extra={"task": task.get_name()},
         )
+
+
+async def cancel(*tasks: asyncio.Task[Any]) -> None:
+    """Cancel ``tasks`` and wait until every one has ended. A client library can swallow a
+    cancellation that arrives just as its own timeout fires (redis-py does:
+    redis/redis-py#2551) and the task goes on; so cancel again until it ends."""
+    pending = {t for t in tasks if not t.done()}
+    while pending:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=0.5)
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            task.result()  # retrieved (failures were logged by _finished)

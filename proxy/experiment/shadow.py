@@ -14,7 +14,7 @@ from typing import Any
 
 from comparators.model import Outcome
 from proxy.metrics import Metrics
-from proxy.tasks import spawn
+from proxy.tasks import cancel, spawn
 
 log = logging.getLogger("shadowproxy.shadow")
 
@@ -81,9 +81,7 @@ class ShadowRunner:
             await asyncio.wait_for(self._queue.join(), timeout)
         except TimeoutError:
             log.warning("shadow drain timed out", extra={"pending": self._queue.qsize()})
-        for task in self._workers:
-            task.cancel()
-        await asyncio.gather(*self._workers, return_exceptions=True)
+        await cancel(*self._workers)
         while not self._queue.empty():
             route, operation, _ = self._queue.get_nowait()
             self._metrics.shadow_queue_depth.dec()

@@ -8,7 +8,6 @@ the others' fields.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import uuid
 from collections.abc import Mapping
@@ -40,7 +39,7 @@ from proxy.flags.store import (
 )
 from proxy.flags.topology import FlagTopology
 from proxy.redis_client import redis_client
-from proxy.tasks import spawn
+from proxy.tasks import cancel, spawn
 
 log = logging.getLogger("shadowproxy.flags")
 
@@ -163,7 +162,7 @@ class RedisFlagStore(BaseFlagStore):
     async def close(self) -> None:
         if self._task is not None:
             self._closing = True
-            await _cancel(self._task)
+            await cancel(self._task)  # redis-py may swallow the first cancellation
             self._task = None
         await self._audit.close()  # the default log shares (and does not close) our client
         await self._redis.aclose()
@@ -452,14 +451,3 @@ def _replace_target(
     previous = targets.get(target)
     targets[target] = {**(previous if isinstance(previous, dict) else {}), **spec}
     return {**doc, section: targets}
-
-
-async def _cancel(task: asyncio.Task[None]) -> None:
-    """Cancel ``task`` and wait for it to end. redis-py can swallow a cancellation that
-    arrives while a command's own timeout fires (redis/redis-py#2551): the poll loop then goes
-    on, so cancel again until it ends (it also checks ``_closing`` between polls)."""
-    while not task.done():
-        task.cancel()
-        await asyncio.wait({task}, timeout=0.5)
-    with contextlib.suppress(asyncio.CancelledError):
-        task.result()

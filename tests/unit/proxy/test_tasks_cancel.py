@@ -1,11 +1,10 @@
-"""Closing the Redis flag store ends its poll task even when a cancellation is swallowed."""
+"""``tasks.cancel`` ends a task even when it swallows a cancellation (as redis-py can)."""
 
 from __future__ import annotations
 
 import asyncio
 
-from proxy.flags.redis_store import _cancel
-from proxy.tasks import spawn
+from proxy.tasks import cancel, spawn
 
 
 async def test_a_swallowed_cancellation_is_sent_again() -> None:
@@ -24,7 +23,7 @@ async def test_a_swallowed_cancellation_is_sent_again() -> None:
 
     task = spawn(poll_loop(), name="poll")
     await asyncio.sleep(0)
-    await asyncio.wait_for(_cancel(task), timeout=10)
+    await asyncio.wait_for(cancel(task), timeout=10)
     assert task.cancelled() and swallowed == 1
 
 
@@ -34,5 +33,5 @@ async def test_a_finished_task_is_left_as_it_is() -> None:
 
     task = spawn(done(), name="done")
     await task
-    await _cancel(task)
+    await cancel(task)
     assert task.done() and not task.cancelled()
