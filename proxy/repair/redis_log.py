@@ -13,6 +13,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from proxy.redis_client import redis_client
+from proxy.repair.batching import TickBatch
 from proxy.repair.log import RECENT_SECONDS, RepairEntry, Unsettled, report_stuck
 
 log = logging.getLogger("shadowproxy.repair")
@@ -39,18 +40,20 @@ local function release(busy, id, recent)
 end
 """
 
-# KEYS: intents, intent, seq, busy per key; ARGV: grace_ms, resource, op, safety_ms, key...
+# KEYS: intents, intent, seq, busy per key; ARGV: grace_ms, safety_ms, then per key:
+# resource, op, key (writes of several callers, resources and operations in one call)
 _INTEND = (
     _NOW
     + """
 local ids = {}
 for i = 4, #KEYS do
+    local a = 3 * (i - 4) + 3
     local id = tostring(redis.call('INCR', KEYS[3]))
     redis.call('ZADD', KEYS[1], now + tonumber(ARGV[1]), id)
     redis.call('HSET', KEYS[2], id, cjson.encode(
-        {resource = ARGV[2], key = ARGV[i + 1], op = ARGV[3], reason = '', busy = KEYS[i]}))
+        {resource = ARGV[a], op = ARGV[a + 1], key = ARGV[a + 2], reason = '', busy = KEYS[i]}))
     redis.call('HSET', KEYS[i], id, '1', 'last', id)
-    redis.call('PEXPIRE', KEYS[i], ARGV[4])
+    redis.call('PEXPIRE', KEYS[i], ARGV[2])
     ids[#ids + 1] = id
 end
 return ids
@@ -171,6 +174,8 @@ class RedisRepairLog:
         self._escalate = self._redis.register_script(_ESCALATE)
         self._promote = self._redis.register_script(_PROMOTE)
         self._release = self._redis.register_script(_RELEASE)
+        self._intend_batch = TickBatch(self._send_intents, name="repair-log-intents")
+        self._settle_batch = TickBatch(self._send_settles, name="repair-log-settles")
 
     def _busy(self, resource: str, key: str) -> str:
         return f"{self.stream}:busy:{resource}\x1f{key}"
@@ -187,19 +192,23 @@ class RedisRepairLog:
         await self._redis.xadd(self.stream, fields)  # type: ignore[arg-type]
 
     async def intend(self, resource: str, keys: Sequence[str], *, op: str) -> list[str]:
-        if not keys:
-            return []
-        busy = [self._busy(resource, k) for k in keys]
+        return await self._intend_batch([(resource, op, key) for key in keys])
+
+    async def _send_intents(self, writes: list[tuple[str, str, str]]) -> list[str]:
+        busy = [self._busy(resource, key) for resource, _, key in writes]
         safety_ms = round(HOLD_SAFETY_SECONDS * 1000)
         ids = await self._intend(
             keys=[self._intents, self._intent, self._seq, *busy],
-            args=[self._grace_ms, resource, op, safety_ms, *keys],
+            args=[self._grace_ms, safety_ms, *(part for write in writes for part in write)],
         )
         return [_text(i) for i in ids]
 
     async def settle(self, ids: Sequence[str]) -> None:
-        if ids:
-            await self._settle(keys=[self._intents, self._intent], args=[self._recent_ms, *ids])
+        await self._settle_batch(ids)
+
+    async def _send_settles(self, ids: list[str]) -> list[None]:
+        await self._settle(keys=[self._intents, self._intent], args=[self._recent_ms, *ids])
+        return [None] * len(ids)
 
     async def escalate(self, ids: Sequence[str], reason: str) -> None:
         if ids:
