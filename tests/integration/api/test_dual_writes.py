@@ -18,6 +18,30 @@ from tests.support.tcpproxy import CuttableLink
 pytestmark = pytest.mark.integration
 
 
+def fast_repair(stream: str) -> dict[str, Any]:
+    """A Redis repair log of the test's own that retries quickly."""
+    return {
+        "kind": "redis",
+        "url": REDIS_URL,
+        "stream": stream,
+        "interval_seconds": 0.1,
+        "retry_after_seconds": 0.2,
+    }
+
+
+async def both_stores(
+    proxy: RunningProxy, users: list[dict[str, Any]]
+) -> tuple[dict[Any, bytes], dict[Any, bytes]]:
+    """These users as each store holds them (canonical bytes by key)."""
+    schema = proxy.apps.resources.services["users"].schema
+    keys = [uuid.UUID(u["id"]) for u in users]
+    found = [
+        {r["id"]: schema.dumps(r) for r in await store.batch_get(keys)}
+        for store in (stores(proxy)["postgres"], stores(proxy)["dynamodb"])
+    ]
+    return found[0], found[1]
+
+
 def gauge(proxy: RunningProxy, name: str, **labels: str) -> float:
     return proxy.registry.get_sample_value(name, labels) or 0.0
 
@@ -35,13 +59,7 @@ async def test_secondary_down_during_1000_writes_then_every_key_repaired(
             dynamo_url=link.url,
             dynamo={"sdk_max_attempts": 1, "connect_timeout_seconds": 0.5},
             shadow_reads=0.0,
-            repair={
-                "kind": "redis",
-                "url": REDIS_URL,
-                "stream": prefix,
-                "interval_seconds": 0.1,
-                "retry_after_seconds": 0.2,
-            },
+            repair=fast_repair(prefix),
             resource={"breaker_cooldown_seconds": 0.3},
         )
         link.cut()
@@ -77,11 +95,7 @@ async def test_secondary_down_during_1000_writes_then_every_key_repaired(
             timeout=90,
             interval=0.1,
         )
-        pg, ddb = stores(proxy)["postgres"], stores(proxy)["dynamodb"]
-        schema = proxy.apps.resources.services["users"].schema
-        keys = [uuid.UUID(u["id"]) for u in users]
-        in_pg = {r["id"]: schema.dumps(r) for r in await pg.batch_get(keys)}
-        in_ddb = {r["id"]: schema.dumps(r) for r in await ddb.batch_get(keys)}
+        in_pg, in_ddb = await both_stores(proxy, users)
         assert len(in_pg) == 850
         assert in_ddb == in_pg
     finally:
@@ -132,13 +146,7 @@ async def test_after_a_flip_repairs_copy_from_the_new_primary(
         "postgres",
         pg_dsn=dsn,
         shadow_reads=0.0,
-        repair={
-            "kind": "redis",
-            "url": REDIS_URL,
-            "stream": prefix,
-            "interval_seconds": 0.1,
-            "retry_after_seconds": 0.2,
-        },
+        repair=fast_repair(prefix),
     )
     u = user(5)
     async with http.post(proxy.url + "/users", json=u) as r:
@@ -184,13 +192,7 @@ async def test_a_secondary_that_never_answers_costs_the_client_only_the_budget(
             dynamo_url=link.url,
             dynamo={"sdk_max_attempts": 1, "max_attempts": 1, "timeout_seconds": 30},
             shadow_reads=0.0,
-            repair={
-                "kind": "redis",
-                "url": REDIS_URL,
-                "stream": prefix,
-                "interval_seconds": 0.1,
-                "retry_after_seconds": 0.2,
-            },
+            repair=fast_repair(prefix),
             resource={
                 "secondary_write_budget_seconds": budget,
                 "secondary_write_timeout_seconds": timeout,
@@ -228,13 +230,9 @@ async def test_a_secondary_that_never_answers_costs_the_client_only_the_budget(
 
         link.restore()
         await proxy.wait_for(lambda: writer.pending == 0, timeout=timeout + 10)
-        pg, ddb = stores(proxy)["postgres"], stores(proxy)["dynamodb"]
-        schema = proxy.apps.resources.services["users"].schema
-        keys = [uuid.UUID(u["id"]) for u in users]
 
         async def equal() -> bool:
-            in_pg = {r["id"]: schema.dumps(r) for r in await pg.batch_get(keys)}
-            in_ddb = {r["id"]: schema.dumps(r) for r in await ddb.batch_get(keys)}
+            in_pg, in_ddb = await both_stores(proxy, users)
             return len(in_pg) == 30 and in_pg == in_ddb
 
         deadline = asyncio.get_running_loop().time() + 60
