@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import random
 import time
@@ -364,7 +365,7 @@ class ResourceService:
         whatever the write rate and however many instances write."""
         settings = self.parts.settings
         latest = first
-        seen_quiet = self._repair_log is None or not keys
+        busy_every_time = settings.recheck_attempts > 0
         for attempt in range(settings.recheck_attempts):
             await asyncio.sleep(settings.recheck_delay_seconds * (2**attempt))
             try:
@@ -377,43 +378,43 @@ class ResourceService:
                 return Comparison(Outcome.TRANSIENT, first.differences, first.summarised, detail)
             if quiet:
                 return latest
-            seen_quiet = seen_quiet or quiet
-        if not seen_quiet:
+            busy_every_time = busy_every_time and quiet is False
+        if busy_every_time:
             detail = "writes of the key were in flight on every re-read"
             return Comparison(Outcome.TRANSIENT, first.differences, first.summarised, detail)
         return latest
 
     async def _reread(
         self, primary: str, shadow: str, read: Reader, keys: Sequence[str]
-    ) -> tuple[tuple[Any, Any], bool]:
-        """Both sides read again, and whether no write touched ``keys`` meanwhile."""
+    ) -> tuple[tuple[Any, Any], bool | None]:
+        """Both sides read again, and whether no write touched ``keys`` meanwhile: True,
+        False (one was in flight), or None when no repair log could tell (then the old rule
+        holds: a difference that outlives every re-read is a mismatch)."""
         stores = self.parts.stores
-        repair_log = self._repair_log if keys else None
-        before = await self._unsettled(repair_log, keys)
+        before = await self._unsettled(keys)
         started = time.monotonic()
         again_primary, again_shadow = await asyncio.gather(
             read(stores[primary]), read(stores[shadow])
         )
         if before is None:
-            return (again_primary, again_shadow), repair_log is None
+            return (again_primary, again_shadow), None
         confirm = await read(stores[primary])
-        after = await self._unsettled(repair_log, keys)
+        after = await self._unsettled(keys)
+        if after is None:
+            return (again_primary, again_shadow), None
         quiet = (
-            after is not None
-            and before.quiet
+            before.quiet
             and before == after
             and confirm == again_primary
             and time.monotonic() - started < RECENT_SECONDS / 2
         )
         return (again_primary, again_shadow), quiet
 
-    async def _unsettled(
-        self, repair_log: RepairLog | None, keys: Sequence[str]
-    ) -> Unsettled | None:
-        if repair_log is None:
+    async def _unsettled(self, keys: Sequence[str]) -> Unsettled | None:
+        if self._repair_log is None or not keys:
             return None
         try:
-            return await repair_log.unsettled(self.name, keys)
+            return await self._repair_log.unsettled(self.name, keys)
         except Exception as e:  # the repair log is down: the re-read cannot be called quiet
             log.debug("unsettled(%s) failed: %r", self.name, e)
             return None
@@ -440,25 +441,25 @@ class ResourceService:
         shadow = self._shadow_store(flags)
         if shadow is None:
             return
-        info = RequestInfo(request_id="", requester=None, method="", path="")
         for key in keys:
-
-            async def read(s: Store, key: Any = key) -> Any:
-                return self._json(await s.get(key))
-
-            async def job(read: Reader = read) -> None:
-                primary_value, primary_seconds = await self._timed(
-                    "primary",
-                    flags.read_from,
-                    "write_verify",
-                    read(self.parts.stores[flags.read_from]),
-                )
-                await self._experiment(
-                    flags.read_from, shadow, "write_verify", info, primary_value,
-                    primary_seconds, read, self.parts.record_rules, reread_primary=False,
-                )  # fmt: skip
-
+            job = functools.partial(self._verify_write, flags.read_from, shadow, key)
             self._runner.submit(self.name, "write_verify", job)
+
+    async def _verify_write(self, primary: str, shadow: str, key: Any) -> None:
+        async def read(store: Store) -> Any:
+            return self._json(await store.get(key))
+
+        value, seconds = await self._timed(
+            "primary", primary, "write_verify", read(self.parts.stores[primary])
+        )
+        await self._experiment(
+            primary, shadow, "write_verify", _NO_REQUEST, value, seconds, read,
+            self.parts.record_rules, reread_primary=False,
+        )  # fmt: skip
+
+
+_NO_REQUEST = RequestInfo(request_id="", requester=None, method="", path="")
+"""What a comparison that no client request started (``write_verify``) reports."""
 
 
 def _matches(record: Record, filters: Mapping[str, Any]) -> bool:

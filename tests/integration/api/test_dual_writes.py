@@ -241,3 +241,26 @@ async def test_a_secondary_that_never_answers_costs_the_client_only_the_budget(
             await asyncio.sleep(0.2)
     finally:
         link.restore()
+
+
+async def test_a_real_difference_counts_when_the_repair_log_cannot_answer(
+    store_proxy: StoreProxyFactory, http: aiohttp.ClientSession
+) -> None:
+    """With the repair log down, re-reads cannot be called quiet; a difference that outlives
+    every re-read is then a mismatch (the rule without a repair log), not hidden as
+    transient."""
+    proxy = await store_proxy("postgres", resource={"recheck_delay_seconds": 0.01})
+    service = proxy.apps.resources.services["users"]
+    u = user(3)
+    record = service.schema.validate(u, partial=False)
+    await stores(proxy)["postgres"].put(record)
+    await stores(proxy)["dynamodb"].put({**record, "last_name": "Different"})
+
+    async def down(resource: str, keys: Any) -> Any:
+        raise ConnectionError("repair log unreachable")
+
+    service._repair_log.unsettled = down  # type: ignore[union-attr]
+    async with http.get(f"{proxy.url}/users/{u['id']}") as r:
+        assert r.status == 200
+    await proxy.wait_for(lambda: sum(outcomes(proxy).values()) >= 1, timeout=20)
+    assert outcomes(proxy) == {"mismatch": 1}
