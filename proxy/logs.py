@@ -150,3 +150,19 @@ def safe_headers(headers: Any) -> dict[str, str]:
         lower = name.lower()
         out[lower] = REDACTED if lower in SECRET_HEADERS else str(value)[:256]
     return out
+
+
+class Throttle:
+    """``ready()`` is true at most once per ``seconds``: for a failure that would otherwise
+    be logged on every request or every round."""
+
+    def __init__(self, seconds: float) -> None:
+        self._seconds = seconds
+        self._last = float("-inf")
+
+    def ready(self) -> bool:
+        now = time.monotonic()
+        if now - self._last < self._seconds:
+            return False
+        self._last = now
+        return True

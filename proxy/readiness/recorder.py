@@ -33,6 +33,7 @@ from collections.abc import Callable
 from contextlib import suppress
 from typing import Any
 
+from proxy.logs import Throttle
 from proxy.readiness.config import (
     COMPARISON_OUTCOMES,
     SHADOW_ERROR,
@@ -69,7 +70,7 @@ class ReadinessRecorder:
         self._stop: asyncio.Event | None = None
         self._task: asyncio.Task[Any] | None = None
         self._failures = 0
-        self._last_error_log = -math.inf
+        self._log_throttle = Throttle(ERROR_LOG_SECONDS)
 
     # --- the hot path ---------------------------------------------------------------------
 
@@ -146,9 +147,7 @@ class ReadinessRecorder:
         self._failures += 1
         if self._metrics is not None:
             self._metrics.flush_failures.inc()
-        now = time.monotonic()
-        if now - self._last_error_log >= ERROR_LOG_SECONDS:
-            self._last_error_log = now
+        if self._log_throttle.ready():
             log.warning(
                 "readiness counters could not be flushed; kept for the next attempt",
                 extra={"failures": self._failures, "error": f"{type(error).__name__}: {error}"},

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
@@ -13,6 +12,7 @@ from typing import Any, NamedTuple, Protocol
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from comparators.errors import ShadowProxyError
+from proxy.logs import Throttle
 from proxy.repair.config import RepairConfig
 from proxy.repair.log import RepairEntry, RepairLog
 from proxy.store.base import Record, RecordNotFound
@@ -129,7 +129,7 @@ class Repairer:
         self._interval = interval_seconds
         self._batch = batch
         self._limit = asyncio.Semaphore(concurrency)
-        self._last_logged = float("-inf")
+        self._log_throttle = Throttle(ERROR_LOG_SECONDS)
 
     @classmethod
     def from_config(
@@ -205,9 +205,7 @@ class Repairer:
             return True
 
     def _log_error(self, message: str, error: BaseException) -> None:
-        now = time.monotonic()
-        if now - self._last_logged >= ERROR_LOG_SECONDS:
-            self._last_logged = now
+        if self._log_throttle.ready():
             log.warning("%s: %s: %s", message, type(error).__name__, error)
 
 

@@ -45,6 +45,7 @@ import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry, Counter
 from redis.exceptions import RedisError
 
+from proxy.logs import Throttle
 from proxy.redis_client import redis_client
 from proxy.resources.cache_config import CacheConfig
 
@@ -106,7 +107,7 @@ class RecordCache:
         self._guard_ms = max(1, round(fill_guard_seconds * 1000))
         self._retry_after = retry_after_seconds
         self._skip_until = 0.0
-        self._last_logged = float("-inf")
+        self._log_throttle = Throttle(ERROR_LOG_SECONDS)
 
     @classmethod
     def from_config(cls, config: CacheConfig, metrics: CacheMetrics) -> RecordCache:
@@ -201,10 +202,8 @@ class RecordCache:
 
     def _failed(self, resource: str, operation: str, error: Exception) -> None:
         self._metrics.errors.labels(resource, operation).inc()
-        now = time.monotonic()
-        self._skip_until = now + self._retry_after
-        if now - self._last_logged >= ERROR_LOG_SECONDS:
-            self._last_logged = now
+        self._skip_until = time.monotonic() + self._retry_after
+        if self._log_throttle.ready():
             log.warning(
                 "cache unavailable, serving from the store: %s: %s",
                 type(error).__name__,

@@ -31,6 +31,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from typing import Any, TypeVar
 
 from proxy.flags import ResourceFlagState
+from proxy.logs import Throttle
 from proxy.metrics import Metrics
 from proxy.repair.log import RepairLog
 from proxy.repair.repairer import RepairRace, copy_until_stable
@@ -124,6 +125,7 @@ class DualWriter:
         self._repair_log = repair_log
         self._verify = verify
         self._pending: set[asyncio.Task[None]] = set()
+        self._log_throttle = Throttle(60.0)
         settings = parts.settings
         self.breakers = {
             name: Breaker(
@@ -324,13 +326,16 @@ class DualWriter:
         texts = [self.parts.key_text(k) for k in keys]
         try:
             return await self._repair_log.intend(self.name, texts, op=operation)
-        except Exception:
+        except Exception as e:
             self._metrics.repair_log_errors.labels(self.name).inc()
-            log.error(
-                "repair log did not take the write intent; the write goes on unprotected",
-                exc_info=True,
-                extra={"resource": self.name, "keys": len(texts)},
-            )
+            if self._log_throttle.ready():  # once a minute: it fails for every write
+                log.error(
+                    "repair log did not take write intents; writes go on unprotected "
+                    "(counted in shadowproxy_repair_append_failures_total): %s: %s",
+                    type(e).__name__,
+                    e,
+                    extra={"resource": self.name},
+                )
             return None
 
     async def _settle(self, intents: Sequence[str] | None) -> None:
@@ -338,10 +343,14 @@ class DualWriter:
             return
         try:
             await self._repair_log.settle(intents)
-        except Exception:
+        except Exception as e:
             # The intents fall due and are repaired (a harmless copy of an equal record).
             self._metrics.repair_log_errors.labels(self.name).inc()
-            log.warning("repair log did not settle %d intents", len(intents), exc_info=True)
+            if self._log_throttle.ready():
+                log.warning(
+                    "repair log did not settle intents: %s: %s", type(e).__name__, e,
+                    extra={"resource": self.name},
+                )  # fmt: skip
 
     async def _escalate(
         self, intents: Sequence[str] | None, keys: Sequence[Any], reason: str
