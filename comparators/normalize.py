@@ -13,6 +13,7 @@ The input is never mutated.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
@@ -59,7 +60,11 @@ class ReshapeLists:
 
 
 def key_text(value: Any) -> str:
-    """How a key value appears in paths: canonical JSON of a scalar, else ``?``."""
+    """How a key value appears in paths: canonical JSON of a scalar, else ``?``. A float key
+    is written as the Decimal of its shortest repr, so ``0.0`` and a store's ``Decimal("0.0")``
+    (or ``1e20`` and ``100000000000000000000``) name the same element."""
+    if isinstance(value, float) and math.isfinite(value):
+        value = Decimal(repr(value))
     if value is None or isinstance(value, _SCALAR_KEYS):
         return canonical(value).decode()
     return MISSING_KEY
@@ -112,7 +117,10 @@ def _prune_dict(value: dict[Any, Any], states: States) -> Any:
     for key in keys:
         child = step_key(states, key) if item_states is None else item_states
         if matches(child, "ignore"):
-            dropped.add(key)
+            if item_states is None:
+                dropped.add(key)
+            elif value[key] is not IGNORED:  # a list element: marked, as in _prune_list
+                replaced[key] = IGNORED
             continue
         new = _prune(value[key], child)
         if new is not value[key]:
@@ -129,8 +137,11 @@ def _prune_dict(value: dict[Any, Any], states: States) -> Any:
 
 def _prune_list(value: list[Any] | tuple[Any, ...], states: States) -> Any:
     replaced: dict[int, Any] = {}
-    for i in index_candidates(states, len(value)):
-        child = step_index(states, i)
+    unordered = isinstance(value, UnorderedList)
+    item_states = step_item(states) if unordered else None
+    positions = range(len(value)) if unordered else index_candidates(states, len(value))
+    for i in positions:
+        child = step_index(states, i) if item_states is None else item_states
         item = value[i]
         if matches(child, "ignore"):
             if item is not IGNORED:
@@ -149,8 +160,10 @@ def _reshape(value: Any, states: States) -> Any:
     if isinstance(value, dict):
         return _reshape_dict(value, states)
     if isinstance(value, list | tuple):
-        items = _reshape_items(value, states)
         shape = UNORDERED if isinstance(value, UnorderedList) else best(states, "shape")
+        # In a list compared without order a position means nothing: its elements are all
+        # reshaped alike (as they will be again once sorted), so normalising is idempotent.
+        items = _reshape_items(value, states, positional=shape is None)
         if shape is None or (items is value and isinstance(value, UnorderedList)):
             return items
         if shape == UNORDERED:
@@ -176,10 +189,14 @@ def _reshape_dict(value: dict[Any, Any], states: States) -> Any:
     return {key: replaced.get(key, item) for key, item in value.items()}
 
 
-def _reshape_items(value: list[Any] | tuple[Any, ...], states: States) -> Any:
+def _reshape_items(
+    value: list[Any] | tuple[Any, ...], states: States, *, positional: bool = True
+) -> Any:
     replaced: dict[int, Any] = {}
-    for i in index_candidates(states, len(value)):
-        child = step_index(states, i)
+    item_states = None if positional else step_item(states)
+    positions = index_candidates(states, len(value)) if positional else range(len(value))
+    for i in positions:
+        child = step_index(states, i) if item_states is None else item_states
         if child:
             new = _reshape(value[i], child)
             if new is not value[i]:

@@ -1,9 +1,14 @@
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
+import pytest
+
+from comparators import compare
 from comparators.canonical import canonical
 from comparators.markers import IGNORED, Drifted, KeyedItems, UnorderedList
+from comparators.model import Outcome
 from comparators.normalize import key_text, keyed, to_plain
 from comparators.rules import RuleSpec, compile_rules
 
@@ -161,3 +166,29 @@ def test_rules_leave_a_drifted_value_alone() -> None:
     rules = compile_rules(RuleSpec(unordered=("roles",), ignore=("roles[0]",)))
     drifted = Drifted(["user", "admin"])
     assert rules.normalise({"roles": drifted})["roles"] is drifted
+
+
+# Found by tests/unit/comparators/test_properties.py (rarely, at the default example count).
+
+
+@pytest.mark.parametrize(
+    ("spec", "value"),
+    [
+        # a position inside a list compared without order means nothing
+        (RuleSpec(unordered=("*",), keyed={"*[0]": "id"}), [[None, []]]),
+        # an ignored element of a keyed list stays marked on a second pass, not dropped
+        (RuleSpec(ignore=("*.*",), keyed={"*": "id"}), {"x": [{"k": 1}]}),
+        (RuleSpec(ignore=("*.*",), keyed={"*": "id"}), {"x": [{"id": 1, "k": 2}, 3]}),
+    ],
+)
+def test_overlapping_patterns_normalise_idempotently(spec: RuleSpec, value: Any) -> None:
+    rules = compile_rules(spec)
+    once = rules.normalise(value)
+    assert canonical(rules.normalise(once)) == canonical(once)
+
+
+def test_a_float_key_and_the_stores_decimal_name_one_element() -> None:
+    rules = compile_rules(RuleSpec(keyed={"a": "id"}))
+    json_side = {"a": [{"id": 0.0}, {"id": 1e20}]}
+    store_side = {"a": ({"id": Decimal("0.0")}, {"id": Decimal("100000000000000000000")})}
+    assert compare(json_side, store_side, rules).outcome is Outcome.MATCH
