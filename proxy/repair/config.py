@@ -24,4 +24,5 @@ class RepairConfig(BaseModel):
     max_attempts: int = Field(100, ge=1)
     retry_after_seconds: float = Field(5.0, gt=0)
     intent_grace_seconds: float = Field(30.0, gt=0)
+    late_write_seconds: float = Field(30.0, gt=0)
     timeout_seconds: float = Field(2.0, gt=0)

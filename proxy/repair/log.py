@@ -58,9 +58,10 @@ class RepairLog(Protocol):
     async def settle(self, ids: Sequence[str]) -> None:
         """Every store holds the primary's state of these writes' keys: drop the intents."""
 
-    async def escalate(self, ids: Sequence[str], reason: str) -> None:
+    async def escalate(self, ids: Sequence[str], reason: str, *, late: bool = False) -> None:
         """These writes did not reach every store: repair them ``retry_after_seconds`` from
-        now (so a timed-out request still on its way lands before the repair)."""
+        now, or ``late_write_seconds`` when ``late`` (a write whose outcome is unknown, e.g.
+        timed out: the request may still land, and must land before the repair)."""
 
     async def unsettled(self, resource: str, keys: Sequence[str]) -> Unsettled:
         """Writes of these keys in flight or waiting for repair (stuck ones excluded)."""
@@ -96,6 +97,7 @@ def open_repair_log(config: RepairConfig, *, default_dsn: str | None = None) -> 
             max_attempts=config.max_attempts,
             retry_after_seconds=config.retry_after_seconds,
             intent_grace_seconds=config.intent_grace_seconds,
+            late_write_seconds=config.late_write_seconds,
         )
     if config.kind == "redis":
         from proxy.repair.redis_log import RedisRepairLog
@@ -107,6 +109,7 @@ def open_repair_log(config: RepairConfig, *, default_dsn: str | None = None) -> 
             max_attempts=config.max_attempts,
             retry_after_seconds=config.retry_after_seconds,
             intent_grace_seconds=config.intent_grace_seconds,
+            late_write_seconds=config.late_write_seconds,
             timeout_seconds=config.timeout_seconds,
         )
     dsn = config.dsn or default_dsn
@@ -120,6 +123,7 @@ def open_repair_log(config: RepairConfig, *, default_dsn: str | None = None) -> 
         max_attempts=config.max_attempts,
         retry_after_seconds=config.retry_after_seconds,
         intent_grace_seconds=config.intent_grace_seconds,
+        late_write_seconds=config.late_write_seconds,
         timeout_seconds=config.timeout_seconds,
     )
 

@@ -34,11 +34,13 @@ class MemoryRepairLog:
         max_attempts: int = 100,
         retry_after_seconds: float = 5.0,
         intent_grace_seconds: float = 30.0,
+        late_write_seconds: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.max_attempts = max_attempts
         self._retry = retry_after_seconds
         self._grace = intent_grace_seconds
+        self._late = late_write_seconds
         self._clock = clock
         self._ids = itertools.count(1)
         self._rows: dict[str, _Row] = {}
@@ -75,12 +77,12 @@ class MemoryRepairLog:
                 del self._rows[entry_id]
                 self._release(row.entry)
 
-    async def escalate(self, ids: Sequence[str], reason: str) -> None:
+    async def escalate(self, ids: Sequence[str], reason: str, *, late: bool = False) -> None:
         for entry_id in ids:
             row = self._rows.get(entry_id)
             if row is not None and row.intent:
                 row.entry = replace(row.entry, reason=reason)
-                row.due = self._clock() + self._retry
+                row.due = self._clock() + (self._late if late else self._retry)
                 row.intent = False
 
     async def unsettled(self, resource: str, keys: Sequence[str]) -> Unsettled:

@@ -29,6 +29,7 @@ class PostgresRepairLog:
         max_attempts: int = 100,
         retry_after_seconds: float = 5.0,
         intent_grace_seconds: float = 30.0,
+        late_write_seconds: float = 30.0,
         timeout_seconds: float = 2.0,
     ) -> None:
         if not re.fullmatch(TABLE_PATTERN, table):
@@ -38,6 +39,7 @@ class PostgresRepairLog:
         self.max_attempts = max_attempts
         self._retry = retry_after_seconds
         self._grace = intent_grace_seconds
+        self._late = late_write_seconds
         self._timeout = timeout_seconds
         self._pool: Pool | None = None
         t = f'"{table}"'
@@ -135,10 +137,11 @@ class PostgresRepairLog:
             pool = await self._open()
             await pool.execute(self._settle, [int(i) for i in ids])
 
-    async def escalate(self, ids: Sequence[str], reason: str) -> None:
+    async def escalate(self, ids: Sequence[str], reason: str, *, late: bool = False) -> None:
         if ids:
             pool = await self._open()
-            await pool.execute(self._escalate, [int(i) for i in ids], reason, self._retry)
+            delay = self._late if late else self._retry
+            await pool.execute(self._escalate, [int(i) for i in ids], reason, delay)
 
     async def unsettled(self, resource: str, keys: Sequence[str]) -> Unsettled:
         pool = await self._open()

@@ -150,6 +150,7 @@ class RedisRepairLog:
         max_attempts: int = 100,
         retry_after_seconds: float = 5.0,
         intent_grace_seconds: float = 30.0,
+        late_write_seconds: float = 30.0,
         timeout_seconds: float = 2.0,
     ) -> None:
         self._owned = isinstance(client, str)
@@ -168,6 +169,7 @@ class RedisRepairLog:
         self._seq = f"{stream}:seq"
         self._escalated = f"{stream}:escalated"
         self._grace_ms = max(1, round(intent_grace_seconds * 1000))
+        self._late_ms = max(1, round(late_write_seconds * 1000))
         self._recent_ms = round(RECENT_SECONDS * 1000)
         self._intend = self._redis.register_script(_INTEND)
         self._settle = self._redis.register_script(_SETTLE)
@@ -210,11 +212,11 @@ class RedisRepairLog:
         await self._settle(keys=[self._intents, self._intent], args=[self._recent_ms, *ids])
         return [None] * len(ids)
 
-    async def escalate(self, ids: Sequence[str], reason: str) -> None:
+    async def escalate(self, ids: Sequence[str], reason: str, *, late: bool = False) -> None:
         if ids:
             await self._escalate(
                 keys=[self._intents, self._intent, self._escalated],
-                args=[self._retry_ms, reason, *ids],
+                args=[self._late_ms if late else self._retry_ms, reason, *ids],
             )
 
     async def unsettled(self, resource: str, keys: Sequence[str]) -> Unsettled:

@@ -28,6 +28,7 @@ import asyncio
 import logging
 import random
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from proxy.flags import ResourceFlagState
@@ -46,6 +47,8 @@ from proxy.store.base import (
     RecordNotFound,
     Store,
     StoreError,
+    StoreUnavailable,
+    Throttled,
 )
 from proxy.tasks import spawn
 
@@ -193,7 +196,8 @@ class DualWriter:
             await self._settle(intents)
             raise
         except Exception as e:
-            await self._escalate(intents, keys, f"batch_put on {flags.read_from} failed: {e!r}")
+            failure = Failure("batch_put", flags.read_from, e)
+            await self._escalate(intents, keys, failure.reason, late=failure.late)
             raise
         written = [r for r, res in zip(records, results, strict=True) if res.ok]
         if others:
@@ -230,7 +234,8 @@ class DualWriter:
             await self._settle(intents)
             raise
         except Exception as e:  # the primary may or may not have changed: repair decides
-            await self._escalate(intents, [key], f"{operation} on {flags.read_from} failed: {e!r}")
+            failure = Failure(operation, flags.read_from, e)
+            await self._escalate(intents, [key], failure.reason, late=failure.late)
             raise
         intent = intents[0] if intents else None
         await self._mirror(flags, operation, [(key, state_of(result), intent)])
@@ -249,7 +254,7 @@ class DualWriter:
         intents = [i for _, _, i in items if i is not None] or None
         if len(self._pending) >= self.parts.settings.max_pending_secondary_writes:
             self._failed(self._others(flags), operation, len(items))
-            reason = f"{operation}: too many secondary writes in flight"
+            reason = f"{operation}: too many secondary writes in flight"  # none sent
             await self._escalate(intents, [k for k, _, _ in items], reason)
             return
         task = spawn(self._copy(flags, operation, items), name=f"{self.name}-mirror")
@@ -266,7 +271,7 @@ class DualWriter:
         items: Sequence[tuple[Any, Record | None, str | None]],
     ) -> None:
         primary = self.parts.stores[flags.read_from]
-        failed: dict[int, str] = {}
+        failed: dict[int, Failure] = {}
         for name in self._others(flags):
             secondary = _Secondary(self, name, operation)
             if len(items) > 1:
@@ -276,12 +281,13 @@ class DualWriter:
             try:
                 await copy_until_stable(primary, secondary, key, state)
             except COPY_ERRORS as e:
-                failed[0] = _reason(operation, name, e)
+                failed[0] = Failure(operation, name, e)
         settled = [i for n, (_, _, i) in enumerate(items) if n not in failed and i is not None]
         await self._settle(settled)
-        for n, reason in failed.items():
+        for n, failure in failed.items():
             key, _, intent = items[n]
-            await self._escalate(None if intent is None else [intent], [key], reason)
+            ids = None if intent is None else [intent]
+            await self._escalate(ids, [key], failure.reason, late=failure.late)
         if failed:
             self._failed(self._others(flags), operation, len(failed))
         self._maybe_verify([k for n, (k, _, _) in enumerate(items) if n not in failed])
@@ -291,7 +297,7 @@ class DualWriter:
         primary: Store,
         secondary: _Secondary,
         items: Sequence[tuple[Any, Record | None, str | None]],
-        failed: dict[int, str],
+        failed: dict[int, Failure],
     ) -> None:
         """A batch: one batch write of the primary's records, one batch read back; a key that
         moved meanwhile (or whose item was not written) goes through ``copy_until_stable``."""
@@ -301,7 +307,7 @@ class DualWriter:
             again = await primary.batch_get([k for k, _, _ in items])
         except COPY_ERRORS as e:
             for n in range(len(items)):
-                failed.setdefault(n, _reason("batch_put", secondary.name, e))
+                failed.setdefault(n, Failure("batch_put", secondary.name, e))
             return
         not_written = {self.parts.key_text(r.key) for r in results if not r.ok}
         now = {self.parts.key_text(r[self.schema.key]): r for r in again}
@@ -313,7 +319,7 @@ class DualWriter:
             try:
                 await copy_until_stable(primary, secondary, key, current)
             except COPY_ERRORS as e:
-                failed.setdefault(n, _reason("batch_put", secondary.name, e))
+                failed.setdefault(n, Failure("batch_put", secondary.name, e))
 
     # --- the repair log ---------------------------------------------------------------------
 
@@ -353,13 +359,18 @@ class DualWriter:
                 )  # fmt: skip
 
     async def _escalate(
-        self, intents: Sequence[str] | None, keys: Sequence[Any], reason: str
+        self,
+        intents: Sequence[str] | None,
+        keys: Sequence[Any],
+        reason: str,
+        *,
+        late: bool = False,
     ) -> None:
         reason = reason[:300]
         if self._repair_log is not None:
             try:
                 if intents:
-                    await self._repair_log.escalate(intents, reason)
+                    await self._repair_log.escalate(intents, reason, late=late)
                 else:  # the intent never reached the log: append now
                     for key in keys:
                         text = self.parts.key_text(key)
@@ -416,10 +427,29 @@ class DualWriter:
         await self._cache.invalidate(self.name, keys, index_values)
 
 
-def _reason(operation: str, store: str, error: BaseException) -> str:
-    if isinstance(error, RepairRace):
-        return f"{operation} on {store}: {error}"
-    return f"{operation} on {store} failed: {type(error).__name__}: {error}"[:300]
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """A write to one store that did not happen, or may have: why, and whether its outcome
+    is unknown (``late``: timed out or cut mid-request, so the request may still land; its
+    repair waits ``repair.late_write_seconds``, so it lands first)."""
+
+    operation: str
+    store: str
+    error: BaseException
+
+    @property
+    def reason(self) -> str:
+        e = self.error
+        if isinstance(e, RepairRace):
+            return f"{self.operation} on {self.store}: {e}"
+        return f"{self.operation} on {self.store} failed: {type(e).__name__}: {e}"[:300]
+
+    @property
+    def late(self) -> bool:
+        e = self.error
+        if isinstance(e, Throttled | BreakerOpen):  # refused or never sent
+            return False
+        return isinstance(e, TimeoutError | OSError | StoreUnavailable)
 
 
 def _op(reason: str) -> str:

@@ -243,6 +243,7 @@ def fleet(
             "stream": stream,
             "interval_seconds": 0.2,
             "retry_after_seconds": 0.5,
+            "late_write_seconds": 2,
             "intent_grace_seconds": 3,
         },
     }

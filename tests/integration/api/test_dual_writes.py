@@ -26,6 +26,7 @@ def fast_repair(stream: str) -> dict[str, Any]:
         "stream": stream,
         "interval_seconds": 0.1,
         "retry_after_seconds": 0.2,
+        "late_write_seconds": 0.5,
     }
 
 

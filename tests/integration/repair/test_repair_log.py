@@ -345,3 +345,20 @@ async def test_a_stuck_entry_no_longer_holds_its_key(any_log: LogFactory) -> Non
     await log.failed(entry, "still failing")
     assert await log.stuck_count() == 1
     assert (await log.unsettled("users", ["5"])).quiet  # a known difference, not in flight
+
+
+async def test_a_write_of_unknown_outcome_is_repaired_only_after_late_write_seconds(
+    any_log: LogFactory,
+) -> None:
+    """A timed-out request may still land: its repair must come after it, not before."""
+    log = await opened(any_log(intent_grace_seconds=60, retry_after_seconds=0.1,
+                               late_write_seconds=1.0))  # fmt: skip
+    [sure, unsure] = await log.intend("users", ["1", "2"], op="put")
+    await log.escalate([sure], "put on dynamo failed: BreakerOpen")
+    await log.escalate([unsure], "put on dynamo failed: StoreTimeout", late=True)
+    await asyncio.sleep(0.4)
+    [first] = await log.claim(10)
+    assert first.key == "1"
+    await log.done(first)
+    await asyncio.sleep(0.9)
+    assert keys(await log.claim(10)) == ["2"]
