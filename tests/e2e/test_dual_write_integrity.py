@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import aiohttp
 import asyncpg
@@ -35,6 +36,7 @@ from tests.e2e.conftest import ROOT, run_cli, shadowproxy, wait_http
 from tests.integration.api.conftest import USERS, user
 from tests.integration.conftest import PG_DSN, REDIS_URL
 from tests.support.servers import free_port
+from tests.support.tcpproxy import DelayedLink
 
 pytestmark = pytest.mark.e2e
 
@@ -384,7 +386,24 @@ def test_three_instances_on_hot_keys_leave_both_stores_equal_in_both_directions(
 
 def test_sigkill_during_writes_loses_nothing_after_reconcile(fleet: Fleet) -> None:
     """One of two instances is killed mid-load (twice) and restarted; writes between the two
-    stores at that moment are left as intents, which fall due and are repaired."""
+    stores at that moment are left as intents, which fall due and are repaired.
+
+    The proxies reach DynamoDB through a link that delivers each request 30 ms late and drops
+    it if its sender dies meanwhile, so a kill lands between the two writes of several of
+    the killed instance's writes (without intents they are lost: the test fails on a proxy
+    that logs the key only after a failed second write)."""
+    url = urlparse(fleet.moto_url)
+    link = DelayedLink(url.hostname or "127.0.0.1", url.port or 80, delay=0.03).start()
+    try:
+        cfg = yaml.safe_load(fleet.config.read_text())
+        cfg["backends"]["ddb"]["endpoint_url"] = link.url
+        fleet.config.write_text(yaml.safe_dump(cfg))
+        _kill_twice_then_reconcile(fleet)
+    finally:
+        link.stop()
+
+
+def _kill_twice_then_reconcile(fleet: Fleet) -> None:
     fleet.start()
     fleet.start()
     total = Load(fleet.urls(), seconds=0, reads=0.0)
