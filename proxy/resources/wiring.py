@@ -196,7 +196,9 @@ def build_store_side(settings: Settings, shared: Shared, env: Mapping[str, str])
         resources.repair_targets(flags),
         RepairMetrics.create(shared.registry),
     )
-    return StoreSide(resources, cache, RepairLoop(repair_log, repairer))
+    # No resources (the HTTP drop-in alone): nothing to repair, no repair loop.
+    loop = RepairLoop(repair_log, repairer) if settings.resources else None
+    return StoreSide(resources, cache, loop)
 
 
 def new_stores_of(settings: Settings) -> dict[str, str | None]:
