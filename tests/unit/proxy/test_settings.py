@@ -129,3 +129,40 @@ def test_shadow_methods_star_means_every_method_for_routing_and_readiness() -> N
     assert "*" not in settings.routes[0].shadow_methods
     # Readiness looks at the shadowed methods the route takes (HEAD is a GET).
     assert targets_from(settings, {})["users"].operations == ("GET", "POST")
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "expected"),
+    [
+        (
+            "resources.users.secondary_write_budget_seconds",
+            -1,
+            "secondary_write_budget_seconds = -1",
+        ),
+        ("resources.users.secondary_write_budget_seconds", "soon", "= 'soon'"),
+        ("resources.users.max_pending_secondary_writes", 0, "max_pending_secondary_writes = 0"),
+        ("resources.users.write_verify", 1.5, "resources.users.write_verify = 1.5"),
+        ("resources.users.shadow_sample", "sticky", "shadow_sample = 'sticky'"),
+        ("repair.intent_grace_seconds", 0, "repair.intent_grace_seconds = 0"),
+        ("repair.late_write_seconds", -5, "repair.late_write_seconds = -5"),
+        ("repair.kind", "kafka", "repair.kind = 'kafka'"),
+    ],
+)
+def test_bad_dual_write_settings_name_the_key_and_value(
+    path: str, value: Any, expected: str
+) -> None:
+    import copy
+    from pathlib import Path
+
+    import yaml
+
+    raw = yaml.safe_load(Path("config/users.yaml").read_text())
+    node: Any = copy.deepcopy(raw)
+    root = node
+    *parents, last = path.split(".")
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[last] = value
+    with pytest.raises(ConfigError) as err:
+        settings_from_mapping(root)
+    assert expected in str(err.value)
