@@ -11,7 +11,7 @@ ShadowProxyError
 ├── InvalidField           proxy.store.fieldtypes: one value that breaks its field type
 ├── StoreError             proxy.store.base: a store could not do what was asked
 │   ├── RecordNotFound, KeyConflict, LimitExceeded, InvalidCursor, InvalidRecord
-│   └── StoreUnavailable   (StoreTimeout, Throttled)
+│   └── StoreUnavailable   (StoreTimeout, Throttled, RequestCut)
 ├── DynamoError            proxy.store.dynamo_errors: an error answer of the DynamoDB API,
 │                          translated into a StoreError by the store (DynamoTransportError)
 ├── BackendError           proxy.h1: an HTTP backend failed (ConnectFailed, Disconnected,

@@ -45,6 +45,9 @@ class Unsettled(NamedTuple):
 
 
 class RepairLog(Protocol):
+    intent_grace_seconds: float
+    """How long an intent waits for its writer before a repairer takes it."""
+
     async def init(self) -> None:
         """Create what is missing (stream group, table), idempotently."""
 
@@ -71,8 +74,10 @@ class RepairLog(Protocol):
 
     async def done(self, entry: RepairEntry) -> None: ...
 
-    async def failed(self, entry: RepairEntry, error: str) -> None:
-        """Attempts + 1; the entry stays pending (stuck after ``max_attempts``)."""
+    async def failed(self, entry: RepairEntry, error: str, *, late: bool = False) -> None:
+        """Attempts + 1; the entry stays pending (stuck after ``max_attempts``), tried again
+        after ``retry_after_seconds``, or ``late_write_seconds`` when ``late`` (the repair's
+        own write may still land)."""
 
     async def depth(self) -> int:
         """Entries not yet repaired, stuck ones included."""

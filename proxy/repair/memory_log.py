@@ -39,7 +39,7 @@ class MemoryRepairLog:
     ) -> None:
         self.max_attempts = max_attempts
         self._retry = retry_after_seconds
-        self._grace = intent_grace_seconds
+        self._grace = self.intent_grace_seconds = intent_grace_seconds
         self._late = late_write_seconds
         self._clock = clock
         self._ids = itertools.count(1)
@@ -123,12 +123,12 @@ class MemoryRepairLog:
         if row is not None:
             self._release(row.entry)
 
-    async def failed(self, entry: RepairEntry, error: str) -> None:
+    async def failed(self, entry: RepairEntry, error: str, *, late: bool = False) -> None:
         row = self._rows.get(entry.id)
         if row is None:
             return
         row.entry = replace(row.entry, attempts=row.entry.attempts + 1, last_error=error)
-        row.due = self._clock() + self._retry
+        row.due = self._clock() + (self._late if late else self._retry)
         if row.entry.attempts >= self.max_attempts:
             self._release(row.entry)
             report_stuck(row.entry, row.entry.attempts, error)

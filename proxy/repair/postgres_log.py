@@ -38,7 +38,7 @@ class PostgresRepairLog:
         self.table = table
         self.max_attempts = max_attempts
         self._retry = retry_after_seconds
-        self._grace = intent_grace_seconds
+        self._grace = self.intent_grace_seconds = intent_grace_seconds
         self._late = late_write_seconds
         self._timeout = timeout_seconds
         self._pool: Pool | None = None
@@ -159,9 +159,10 @@ class PostgresRepairLog:
         pool = await self._open()
         await pool.execute(self._done, int(entry.id))
 
-    async def failed(self, entry: RepairEntry, error: str) -> None:
+    async def failed(self, entry: RepairEntry, error: str, *, late: bool = False) -> None:
         pool = await self._open()
-        attempts = await pool.fetchval(self._failed, int(entry.id), error, self._retry)
+        delay = self._late if late else self._retry
+        attempts = await pool.fetchval(self._failed, int(entry.id), error, delay)
         if attempts is not None and attempts >= self.max_attempts:
             report_stuck(entry, attempts, error)
 

@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
@@ -95,7 +96,7 @@ return 0
 )
 
 # Due intents and escalations become stream entries (their writer died, stalled or failed).
-# KEYS: intents, intent, stream, escalated; ARGV: limit
+# KEYS: intents, intent, stream, escalated, attempts, errors; ARGV: limit
 _PROMOTE = (
     _NOW
     + """
@@ -108,8 +109,12 @@ for _, zset in ipairs({KEYS[4], KEYS[1]}) do
             local f = cjson.decode(raw)
             local reason = f.reason
             if reason == '' then reason = f.op .. ': write not confirmed in time' end
-            redis.call('XADD', KEYS[3], '*', 'resource', f.resource, 'key', f.key,
-                'reason', reason, 'op', f.op, 'hold', id)
+            local entry = redis.call('XADD', KEYS[3], '*', 'resource', f.resource,
+                'key', f.key, 'reason', reason, 'op', f.op, 'hold', f.hold or id)
+            if f.attempts then  -- a repair deferred by failed(late): its count goes on
+                redis.call('HSET', KEYS[5], entry, f.attempts)
+                redis.call('HSET', KEYS[6], entry, f.last_error or '')
+            end
             redis.call('HDEL', KEYS[2], id)
         end
         redis.call('ZREM', zset, id)
@@ -168,6 +173,7 @@ class RedisRepairLog:
         self._intent = f"{stream}:intent"
         self._seq = f"{stream}:seq"
         self._escalated = f"{stream}:escalated"
+        self.intent_grace_seconds = intent_grace_seconds
         self._grace_ms = max(1, round(intent_grace_seconds * 1000))
         self._late_ms = max(1, round(late_write_seconds * 1000))
         self._recent_ms = round(RECENT_SECONDS * 1000)
@@ -229,8 +235,12 @@ class RedisRepairLog:
 
     async def claim(self, limit: int) -> list[RepairEntry]:
         await self._promote(
-            keys=[self._intents, self._intent, self.stream, self._escalated], args=[limit]
-        )
+            keys=[
+                self._intents, self._intent, self.stream, self._escalated,
+                self._attempts, self._errors,
+            ],
+            args=[limit],
+        )  # fmt: skip
         try:
             raw = await self._claim(limit)
         except ResponseError as e:
@@ -301,12 +311,14 @@ class RedisRepairLog:
             busy = self._busy(entry.resource, entry.key)
             await self._release(keys=[busy], args=[entry.hold, self._recent_ms])
 
-    async def failed(self, entry: RepairEntry, error: str) -> None:
+    async def failed(self, entry: RepairEntry, error: str, *, late: bool = False) -> None:
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.hincrby(self._attempts, entry.id, 1)
             pipe.hset(self._errors, entry.id, error)
             attempts, _ = await pipe.execute()
         if attempts < self.max_attempts:
+            if late:
+                await self._defer(entry, attempts, error)
             return
         stuck = {
             "resource": entry.resource,
@@ -326,6 +338,27 @@ class RedisRepairLog:
             await pipe.execute()
         await self._unhold(entry)  # a stuck key is a known difference, not a write in flight
         report_stuck(entry, attempts, error)
+
+    async def _defer(self, entry: RepairEntry, attempts: int, error: str) -> None:
+        """Take the entry off the stream until ``late_write_seconds`` from now (a stream entry
+        comes back after ``retry_after_seconds``, too soon for a write that may still land),
+        keeping its attempts and hold."""
+        fields = {
+            "resource": entry.resource, "key": entry.key, "op": entry.op,
+            "reason": entry.reason, "hold": entry.hold,
+            "attempts": attempts, "last_error": error,
+        }  # fmt: skip
+        now_s, now_us = await self._redis.time()
+        due = now_s * 1000 + now_us // 1000 + self._late_ms
+        deferred = f"d{entry.id}"
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hset(self._intent, deferred, orjson.dumps(fields).decode())
+            pipe.zadd(self._escalated, {deferred: due})
+            pipe.xack(self.stream, self.group, entry.id)
+            pipe.xdel(self.stream, entry.id)
+            pipe.hdel(self._attempts, entry.id)
+            pipe.hdel(self._errors, entry.id)
+            await pipe.execute()
 
     async def depth(self) -> int:
         """Stream, escalated and stuck entries; intents still within their grace are writes

@@ -15,7 +15,12 @@ from comparators.errors import ShadowProxyError
 from proxy.logs import Throttle
 from proxy.repair.config import RepairConfig
 from proxy.repair.log import RepairEntry, RepairLog
-from proxy.store.base import Record, RecordNotFound
+from proxy.store.base import (
+    Record,
+    RecordNotFound,
+    no_retry_of_unknown_writes,
+    outcome_unknown,
+)
 from proxy.tasks import spawn
 
 log = logging.getLogger("shadowproxy.repair")
@@ -194,11 +199,14 @@ class Repairer:
                 target = self._targets.get(entry.resource)
                 if target is None:
                     raise LookupError(f"resource {entry.resource!r} is not configured")
-                await repair_key(target.primary, target.secondary, target.decode_key(entry.key))
+                with no_retry_of_unknown_writes():
+                    key = target.decode_key(entry.key)
+                    await repair_key(target.primary, target.secondary, key)
             except Exception as e:
                 self._metrics.repairs.labels(entry.resource, "failed").inc()
                 log.debug("repair of %s failed: %r", entry.resource, e)
-                await self._log.failed(entry, f"{type(e).__name__}: {e}"[:1000])
+                error = f"{type(e).__name__}: {e}"[:1000]
+                await self._log.failed(entry, error, late=outcome_unknown(e))
                 return False
             await self._log.done(entry)
             self._metrics.repairs.labels(entry.resource, "repaired").inc()

@@ -47,8 +47,8 @@ from proxy.store.base import (
     RecordNotFound,
     Store,
     StoreError,
-    StoreUnavailable,
-    Throttled,
+    no_retry_of_unknown_writes,
+    outcome_unknown,
 )
 from proxy.tasks import spawn
 
@@ -95,9 +95,10 @@ class _Secondary:
             raise BreakerOpen(f"{self.name}: circuit breaker open")
         timeout = self._writer.parts.settings.secondary_write_timeout_seconds
         try:
-            result, _ = await self._writer.timed(
-                "secondary", self.name, self._operation, asyncio.wait_for(call, timeout)
-            )
+            with no_retry_of_unknown_writes():  # the task wait_for makes takes this context
+                result, _ = await self._writer.timed(
+                    "secondary", self.name, self._operation, asyncio.wait_for(call, timeout)
+                )
         except RecordNotFound:
             breaker.success()
             raise
@@ -129,6 +130,8 @@ class DualWriter:
         self._verify = verify
         self._pending: set[asyncio.Task[None]] = set()
         self._log_throttle = Throttle(60.0)
+        grace = repair_log.intent_grace_seconds if repair_log is not None else 60.0
+        self._copy_seconds = grace / 2
         settings = parts.settings
         self.breakers = {
             name: Breaker(
@@ -274,14 +277,18 @@ class DualWriter:
         failed: dict[int, Failure] = {}
         for name in self._others(flags):
             secondary = _Secondary(self, name, operation)
-            if len(items) > 1:
-                await self._copy_batch(primary, secondary, items, failed)
-                continue
-            key, state, _ = items[0]
             try:
-                await copy_until_stable(primary, secondary, key, state)
+                # Done (or escalated) well before the intents fall due: past that a repairer
+                # may take them while this copy is still on its way.
+                async with asyncio.timeout(self._copy_seconds):
+                    if len(items) > 1:
+                        await self._copy_batch(primary, secondary, items, failed)
+                        continue
+                    key, state, _ = items[0]
+                    await copy_until_stable(primary, secondary, key, state)
             except COPY_ERRORS as e:
-                failed[0] = Failure(operation, name, e)
+                for n in range(len(items)):
+                    failed.setdefault(n, Failure(operation, name, e))
         settled = [i for n, (_, _, i) in enumerate(items) if n not in failed and i is not None]
         await self._settle(settled)
         for n, failure in failed.items():
@@ -446,10 +453,7 @@ class Failure:
 
     @property
     def late(self) -> bool:
-        e = self.error
-        if isinstance(e, Throttled | BreakerOpen):  # refused or never sent
-            return False
-        return isinstance(e, TimeoutError | OSError | StoreUnavailable)
+        return outcome_unknown(self.error)  # a breaker-skipped write was never sent
 
 
 def _op(reason: str) -> str:

@@ -9,6 +9,7 @@ Error tree (the HTTP layer maps the leaves to statuses)::
     ├── InvalidCursor           a list cursor that this store did not issue (400)
     ├── InvalidRecord           a record holding a value the store cannot encode (502)
     └── StoreUnavailable        connection refused or lost, table missing (503)
+        ├── RequestCut          the connection broke after the request went out (503)
         ├── StoreTimeout        the store did not answer in time (504)
         └── Throttled           still throttled / unprocessed after the retry budget (503)
 
@@ -17,7 +18,9 @@ Client input errors are not store errors: see ``proxy.store.schema.SchemaError``
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -57,12 +60,46 @@ class StoreUnavailable(StoreError):
     pass
 
 
+class RequestCut(StoreUnavailable):
+    pass
+
+
 class StoreTimeout(StoreUnavailable):
     pass
 
 
 class Throttled(StoreUnavailable):
     pass
+
+
+def outcome_unknown(error: BaseException) -> bool:
+    """Whether a failed write may still have happened, or land later: no answer in time, a
+    connection cut after the request went out. A refusal (throttled, conflict, not found)
+    or a connection that could not be made is not."""
+    return isinstance(
+        error, TimeoutError | StoreTimeout | RequestCut | ConnectionResetError | BrokenPipeError
+    )
+
+
+_RETRY_UNKNOWN_WRITES: ContextVar[bool] = ContextVar("retry_unknown_writes", default=True)
+
+
+def retrying_unknown_writes() -> bool:
+    """Whether a store client may retry a write whose outcome is unknown (see below)."""
+    return _RETRY_UNKNOWN_WRITES.get()
+
+
+@contextmanager
+def no_retry_of_unknown_writes() -> Iterator[None]:
+    """Within this block a store client does not retry a write whose outcome is unknown but
+    raises it. The dual writer and the repairer copy so: a retry that succeeds would hide the
+    first attempt, which may still land later, over a newer copy, with nobody left to
+    notice; a raised failure is repaired after ``repair.late_write_seconds`` instead."""
+    token = _RETRY_UNKNOWN_WRITES.set(False)
+    try:
+        yield
+    finally:
+        _RETRY_UNKNOWN_WRITES.reset(token)
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,14 @@ from typing import Any
 import orjson
 
 from comparators.errors import ShadowProxyError
-from proxy.store.base import LimitExceeded, StoreError, StoreTimeout, StoreUnavailable, Throttled
+from proxy.store.base import (
+    LimitExceeded,
+    RequestCut,
+    StoreError,
+    StoreTimeout,
+    StoreUnavailable,
+    Throttled,
+)
 
 # botocore.retries.standard.ThrottledRetryableChecker._THROTTLED_ERROR_CODES
 THROTTLING_CODES = frozenset(
@@ -56,6 +63,7 @@ TRANSIENT_STATUSES = frozenset({500, 502, 503, 504})
 CONNECTION_CODES = frozenset(
     {"ConnectFailed", "Disconnected", "PayloadError", "CertificateUntrusted"}
 )
+CUT_CODES = frozenset({"Disconnected", "PayloadError"})  # after the request went out
 
 
 class DynamoError(ShadowProxyError):
@@ -117,6 +125,8 @@ def translate(error: Exception) -> StoreError:
     if isinstance(error, TimeoutError):
         return StoreTimeout(f"dynamodb: {error}")
     if isinstance(error, DynamoTransportError):
+        if error.code in CUT_CODES:
+            return RequestCut(f"dynamodb: {error.code}: {error.message}")
         if error.code in CONNECTION_CODES:
             return StoreUnavailable(f"dynamodb: {error.code}: {error.message}")
         return StoreError(f"dynamodb: {error.code}: {error.message}")

@@ -41,6 +41,7 @@ import orjson
 
 from proxy import h1
 from proxy.store.aws import LOCAL_REGION, Endpoint, signing_region, tls_context
+from proxy.store.base import retrying_unknown_writes
 from proxy.store.dynamo_errors import DynamoError, DynamoTransportError, parse_error
 from proxy.store.retry import (
     NO_RETRY_INCREMENT,
@@ -57,6 +58,11 @@ from proxy.store.sigv4 import (
     amz_date,
     freeze,
 )
+
+WRITE_OPERATIONS = frozenset(
+    {"PutItem", "DeleteItem", "UpdateItem", "BatchWriteItem", "TransactWriteItems"}
+)
+
 
 __all__ = [
     "CONTENT_TYPE",
@@ -210,6 +216,7 @@ class DynamoHttpClient:
             raise ValueError(f"not a DynamoDB operation name: {operation!r}")
         target = TARGET_PREFIX + operation
         body = orjson.dumps(request)
+        retry_unknown = operation not in WRITE_OPERATIONS or retrying_unknown_writes()
         attempt = 0
         paid = 0  # what the latest retry cost: refunded when the call succeeds
         stale_retry = True
@@ -228,7 +235,7 @@ class DynamoHttpClient:
                     stale_retry = False
                     attempt -= 1
                     continue
-                if not self._may_retry(attempt, RETRY_COST):
+                if not retry_unknown or not self._may_retry(attempt, RETRY_COST):
                     raise self._transport_failure(operation, "Disconnected", e, attempt) from e
                 paid = RETRY_COST
             except h1.ConnectFailed as e:
@@ -240,7 +247,7 @@ class DynamoHttpClient:
                     raise self._transport_failure(operation, "ConnectFailed", e, attempt) from e
                 paid = cost
             except h1.PayloadError as e:
-                if not self._may_retry(attempt, RETRY_COST):
+                if not retry_unknown or not self._may_retry(attempt, RETRY_COST):
                     raise self._transport_failure(operation, "PayloadError", e, attempt) from e
                 paid = RETRY_COST
             except h1.BackendError as e:  # ProtocolError: what came back is not HTTP
@@ -248,7 +255,7 @@ class DynamoHttpClient:
                     operation, "ProtocolError", e, attempt, retryable=False
                 ) from e
             except TimeoutError as e:
-                if not self._may_retry(attempt, TIMEOUT_RETRY_COST):
+                if not retry_unknown or not self._may_retry(attempt, TIMEOUT_RETRY_COST):
                     raise TimeoutError(
                         f"dynamodb {operation}: no answer within {self._read_timeout}s "
                         f"({self._attempts(attempt)})"

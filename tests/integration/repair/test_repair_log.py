@@ -362,3 +362,24 @@ async def test_a_write_of_unknown_outcome_is_repaired_only_after_late_write_seco
     await log.done(first)
     await asyncio.sleep(0.9)
     assert keys(await log.claim(10)) == ["2"]
+
+
+async def test_a_repair_whose_write_may_still_land_waits_late_write_seconds(
+    any_log: LogFactory,
+) -> None:
+    log = await opened(any_log(intent_grace_seconds=60, retry_after_seconds=0.1,
+                               late_write_seconds=1.0))  # fmt: skip
+    [intent] = await log.intend("users", ["4"], op="put")
+    await log.escalate([intent], "put on dynamo failed: BreakerOpen")
+    await asyncio.sleep(0.2)
+    [entry] = await log.claim(10)
+    await log.failed(entry, "StoreTimeout: dynamodb: no answer within 5s", late=True)
+    assert await log.depth() == 1 and (await log.unsettled("users", ["4"])).held == 1
+    await asyncio.sleep(0.4)
+    assert await log.claim(10) == []  # past retry_after, not yet past late_write_seconds
+    await asyncio.sleep(0.8)
+    [again] = await log.claim(10)
+    assert again.key == "4" and again.attempts == 1
+    assert again.last_error is not None and "StoreTimeout" in again.last_error
+    await log.done(again)
+    assert (await log.unsettled("users", ["4"])).quiet and await log.depth() == 0

@@ -83,7 +83,7 @@ class MemoryLog:
         self._check()
         self.entries.pop(entry.id, None)
 
-    async def failed(self, entry: RepairEntry, error: str) -> None:
+    async def failed(self, entry: RepairEntry, error: str, *, late: bool = False) -> None:
         self._check()
         current = self.entries[entry.id]
         self.entries[entry.id] = replace(current, attempts=current.attempts + 1, last_error=error)

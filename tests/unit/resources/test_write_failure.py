@@ -6,7 +6,13 @@ import pytest
 
 from proxy.repair.repairer import RepairRace
 from proxy.resources.writes import BreakerOpen, Failure
-from proxy.store.base import InvalidRecord, StoreTimeout, StoreUnavailable, Throttled
+from proxy.store.base import (
+    InvalidRecord,
+    RequestCut,
+    StoreTimeout,
+    StoreUnavailable,
+    Throttled,
+)
 
 
 @pytest.mark.parametrize(
@@ -14,8 +20,9 @@ from proxy.store.base import InvalidRecord, StoreTimeout, StoreUnavailable, Thro
     [
         (TimeoutError(), True),  # our deadline: the request may still be on its way
         (StoreTimeout("read timed out"), True),
-        (StoreUnavailable("connection reset"), True),
+        (RequestCut("dynamodb: Disconnected: connection reset"), True),
         (ConnectionResetError(), True),
+        (StoreUnavailable("dynamodb: ConnectFailed: refused"), False),  # nothing was sent
         (Throttled("still throttled"), False),  # refused by the store
         (BreakerOpen("dynamodb: circuit breaker open"), False),  # never sent
         (RepairRace("record changed during 3 repair rounds"), False),
