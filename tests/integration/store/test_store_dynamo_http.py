@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 import pytest
 
-from proxy.store.base import StoreTimeout
+from proxy.store.base import StoreTimeout, no_retry_of_unknown_writes
 from proxy.store.dynamo_errors import DynamoError, DynamoTransportError
 from proxy.store.dynamo_http import DynamoHttpClient
 from proxy.store.dynamodb import DynamoDBStore
@@ -341,3 +341,26 @@ async def test_the_retry_quota_stops_retrying_a_failing_endpoint(fake: FakeFacto
             assert await client.call("GetItem", GET) == {"Item": {"id": {"S": "1"}}}
             assert quota.available == expected
     assert len(server.requests) == 7
+
+
+PUT = {"TableName": "t", "Item": {"id": {"S": "1"}}}
+
+
+async def test_a_write_of_unknown_outcome_is_not_retried_inside_a_copy(
+    fake: FakeFactory,
+) -> None:
+    """Retried, a PutItem that got no answer could still land after the retry (and after
+    newer writes); inside ``no_retry_of_unknown_writes`` it is raised instead. Reads and
+    writes outside the block are retried as before. (A kept-alive connection found closed
+    is still tried again once: the server closed it idle, before the request.)"""
+    first = "silent"
+    server = await fake([first, OK, first, OK, first])
+    async with make_client(server.url, read_timeout=0.2, max_attempts=3) as client:
+        await client.call("PutItem", PUT)  # retried: the first attempt had no answer
+        assert len(server.requests) == 2
+        with no_retry_of_unknown_writes():
+            await client.call("GetItem", GET)  # a read is safe to retry
+            assert len(server.requests) == 4
+            with pytest.raises((TimeoutError, DynamoTransportError)):
+                await client.call("PutItem", PUT)
+        assert len(server.requests) == 5  # one attempt, not three
