@@ -529,6 +529,11 @@ class Env:
 KEPT_KEYS = ("backends", "resources", "redaction", "shadow", "limits", "requesters")
 
 
+def cpu_cell(us_per_request: float | None) -> str:
+    """A table cell: CPU µs per request, or ``-`` when not measured."""
+    return "-" if us_per_request is None else f"{us_per_request:,.0f}"
+
+
 def users_config() -> dict[str, Any]:
     raw: dict[str, Any] = yaml.safe_load((REPO / "config" / "users.yaml").read_text())
     kept = {k: v for k, v in raw.items() if k in KEPT_KEYS}
@@ -1458,9 +1463,7 @@ def read_markdown(summary: dict[str, Figures], r: dict[str, float | None], s: Se
                 else "0"
             )
             drop = f"{f.shadow_dropped:,}"
-        cpu_per_request = (
-            "-" if f.sut_cpu_us_per_request is None else f"{f.sut_cpu_us_per_request:,.0f}"
-        )
+        cpu_per_request = cpu_cell(f.sut_cpu_us_per_request)
         lines.append(
             f"| {SHORT_LABELS[phase]}{mark} | {f.rps:,.0f} | {f.p50_ms:.2f} | {f.p99_ms:.2f} "
             f"| {ratio} | {comp} | {drop} | {cpu_per_request} |"
@@ -1531,9 +1534,7 @@ def write_markdown(
             )  # fmt: skip
             failed = f"{f.dual_write_failures:,}"
         non_2xx = f"**{f.non_2xx:,}**" if f.non_2xx else "0"
-        cpu_per_request = (
-            "-" if f.sut_cpu_us_per_request is None else f"{f.sut_cpu_us_per_request:,.0f}"
-        )
+        cpu_per_request = cpu_cell(f.sut_cpu_us_per_request)
         lines.append(
             f"| {SHORT_LABELS[phase]}{mark} | {f.rps:,.0f} | {f.p50_ms:.2f} | {f.p99_ms:.2f} "
             f"| {ratio} | {non_2xx} | {per_write} | {failed} | {cpu_per_request} |"
