@@ -82,6 +82,9 @@ class RepairLog(Protocol):
     async def depth(self) -> int:
         """Entries not yet repaired, stuck ones included."""
 
+    async def in_flight(self) -> int:
+        """Intents still within their grace: writes whose writer may still settle them."""
+
     async def stuck_count(self) -> int: ...
 
     async def stuck(self, limit: int = 100) -> list[RepairEntry]: ...

@@ -137,6 +137,10 @@ class MemoryRepairLog:
         now = self._clock()
         return sum(1 for row in self._rows.values() if not row.intent or row.due <= now)
 
+    async def in_flight(self) -> int:
+        now = self._clock()
+        return sum(1 for row in self._rows.values() if row.intent and row.due > now)
+
     async def stuck_count(self) -> int:
         return len(await self.stuck(limit=len(self._rows)))
 

@@ -102,6 +102,10 @@ class PostgresRepairLog:
             f"SELECT count(*) FROM {t} WHERE settled_at IS NULL"
             "  AND (state = 'repair' OR due_at <= now())"
         )
+        self._in_flight = (
+            f"SELECT count(*) FROM {t} WHERE state = 'intent' AND settled_at IS NULL"
+            " AND due_at > now()"
+        )
         stuck = "attempts >= $1 AND settled_at IS NULL"
         self._stuck_count = f"SELECT count(*) FROM {t} WHERE {stuck}"
         self._stuck = f"SELECT {columns} FROM {t} WHERE {stuck} ORDER BY id LIMIT $2"
@@ -169,6 +173,10 @@ class PostgresRepairLog:
     async def depth(self) -> int:
         pool = await self._open()
         return int(await pool.fetchval(self._depth))
+
+    async def in_flight(self) -> int:
+        pool = await self._open()
+        return int(await pool.fetchval(self._in_flight))
 
     async def stuck_count(self) -> int:
         pool = await self._open()

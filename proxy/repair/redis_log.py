@@ -370,6 +370,9 @@ class RedisRepairLog:
             pending, escalated, stuck = await pipe.execute()
         return int(pending) + int(escalated) + int(stuck)
 
+    async def in_flight(self) -> int:
+        return int(await self._redis.zcard(self._intents))
+
     async def stuck_count(self) -> int:
         return int(await self._redis.xlen(self._stuck))
 

@@ -62,7 +62,15 @@ async def reconcile(settings: Settings, env: Mapping[str, str] | None = None) ->
         )
         repaired, failed = await repairer.drain()
         depth = await log.depth()
-    return [
+        in_flight = await log.in_flight()
+    lines = [
         f"repaired {repaired} keys, {failed} attempts failed, {revived} stuck entries retried",
         f"repair log depth now {depth}" + ("" if depth == 0 else " (run reconcile again later)"),
     ]
+    if in_flight:
+        grace = settings.repair.intent_grace_seconds
+        lines.append(
+            f"{in_flight} writes in flight: their writers settle them, or they fall due within "
+            f"{grace:g}s (intent_grace_seconds) and the next reconcile repairs them"
+        )
+    return lines

@@ -10,6 +10,8 @@ from typing import Any
 import aiohttp
 import pytest
 
+from proxy.repair.log import open_repair_log
+from proxy.resources.admin_ops import reconcile
 from tests.integration.api.conftest import StoreProxyFactory, outcomes, stores, user
 from tests.integration.conftest import REDIS_URL
 from tests.support.servers import RunningProxy
@@ -265,3 +267,19 @@ async def test_a_real_difference_counts_when_the_repair_log_cannot_answer(
         assert r.status == 200
     await proxy.wait_for(lambda: sum(outcomes(proxy).values()) >= 1, timeout=20)
     assert outcomes(proxy) == {"mismatch": 1}
+
+
+async def test_reconcile_says_how_many_writes_are_still_in_flight(
+    store_proxy: StoreProxyFactory, prefix: str
+) -> None:
+    proxy = await store_proxy("postgres", repair=fast_repair(prefix))
+    assert proxy.settings.repair is not None
+    log = open_repair_log(proxy.settings.repair)
+    await log.init()
+    try:
+        await log.intend("users", ["00000000-0000-0000-0000-000000000001"], op="put")
+        lines = await reconcile(proxy.settings)
+    finally:
+        await log.close()
+    assert lines[1] == "repair log depth now 0"  # a write in flight is not a backlog
+    assert lines[2].startswith("1 writes in flight") and "30s" in lines[2]

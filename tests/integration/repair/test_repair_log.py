@@ -278,7 +278,9 @@ async def test_a_settled_intent_leaves_nothing_to_repair(any_log: LogFactory) ->
     one = await log.unsettled("users", ["1"])
     assert one.held == 1 and not one.quiet
     assert await log.depth() == 0  # writes in flight are not a backlog
+    assert await log.in_flight() == 2
     await log.settle(ids)
+    assert await log.in_flight() == 0
     settled = await log.unsettled("users", ["1"])
     assert settled.quiet and settled.mark == one.mark  # the last write is still visible
     await asyncio.sleep(0.5)  # past the grace: nothing falls due
@@ -291,6 +293,7 @@ async def test_an_intent_never_settled_is_repaired_after_the_grace(any_log: LogF
     log = await opened(any_log(intent_grace_seconds=0.3))
     [intent] = await log.intend("users", ["7"], op="update")
     assert await log.claim(10) == []  # still within the grace: the writer may be alive
+    assert await log.in_flight() == 1
     deadline = asyncio.get_running_loop().time() + 10
     entries: list[RepairEntry] = []
     while not entries:
@@ -298,6 +301,7 @@ async def test_an_intent_never_settled_is_repaired_after_the_grace(any_log: LogF
         await asyncio.sleep(0.1)
         entries = await log.claim(10)
     [entry] = entries
+    assert await log.in_flight() == 0  # fallen due: a repair, not a write in flight
     assert (entry.resource, entry.key, entry.op) == ("users", "7", "update")
     assert entry.hold and "not confirmed" in entry.reason
     assert await log.depth() == 1
