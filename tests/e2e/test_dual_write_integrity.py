@@ -274,7 +274,7 @@ class Load:
     seconds: float
     clients: int = 24
     reads: float = 0.3
-    pause: float = 0.0  # between a client's requests (0: as fast as the fleet answers)
+    pause: float = 0.08  # between a client's requests: a load these two cores carry
     fresh: bool = False  # each client writes keys of its own, most written once
     statuses: dict[str, int] = field(default_factory=dict)
     writes_acknowledged: int = 0
