@@ -61,10 +61,14 @@ class RepairLog(Protocol):
     async def settle(self, ids: Sequence[str]) -> None:
         """Every store holds the primary's state of these writes' keys: drop the intents."""
 
-    async def escalate(self, ids: Sequence[str], reason: str, *, late: bool = False) -> None:
+    async def escalate(self, ids: Sequence[str], reason: str, *, late: bool = False) -> list[str]:
         """These writes did not reach every store: repair them ``retry_after_seconds`` from
         now, or ``late_write_seconds`` when ``late`` (a write whose outcome is unknown, e.g.
-        timed out: the request may still land, and must land before the repair)."""
+        timed out: the request may still land, and must land before the repair).
+
+        Returns the ids that were no longer intents: a repairer took them (their primary
+        write outlived the grace) or they were settled. The caller logs those keys afresh,
+        since the repair that took them may have copied a state older than this write's."""
 
     async def unsettled(self, resource: str, keys: Sequence[str]) -> Unsettled:
         """Writes of these keys in flight or waiting for repair (stuck ones excluded)."""

@@ -77,13 +77,17 @@ class MemoryRepairLog:
                 del self._rows[entry_id]
                 self._release(row.entry)
 
-    async def escalate(self, ids: Sequence[str], reason: str, *, late: bool = False) -> None:
+    async def escalate(self, ids: Sequence[str], reason: str, *, late: bool = False) -> list[str]:
+        gone = []
         for entry_id in ids:
             row = self._rows.get(entry_id)
-            if row is not None and row.intent:
-                row.entry = replace(row.entry, reason=reason)
-                row.due = self._clock() + (self._late if late else self._retry)
-                row.intent = False
+            if row is None or not row.intent:
+                gone.append(entry_id)
+                continue
+            row.entry = replace(row.entry, reason=reason)
+            row.due = self._clock() + (self._late if late else self._retry)
+            row.intent = False
+        return gone
 
     async def unsettled(self, resource: str, keys: Sequence[str]) -> Unsettled:
         now = self._clock()

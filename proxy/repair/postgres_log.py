@@ -76,6 +76,7 @@ class PostgresRepairLog:
             f"UPDATE {t} SET reason = $2, state = 'repair',"
             " due_at = now() + make_interval(secs => $3)"
             " WHERE id = ANY($1::bigint[]) AND settled_at IS NULL AND state = 'intent'"
+            " RETURNING id"
         )
         recent = f"now() - make_interval(secs => {RECENT_SECONDS})"
         self._unsettled = (
@@ -141,11 +142,14 @@ class PostgresRepairLog:
             pool = await self._open()
             await pool.execute(self._settle, [int(i) for i in ids])
 
-    async def escalate(self, ids: Sequence[str], reason: str, *, late: bool = False) -> None:
-        if ids:
-            pool = await self._open()
-            delay = self._late if late else self._retry
-            await pool.execute(self._escalate, [int(i) for i in ids], reason, delay)
+    async def escalate(self, ids: Sequence[str], reason: str, *, late: bool = False) -> list[str]:
+        if not ids:
+            return []
+        pool = await self._open()
+        delay = self._late if late else self._retry
+        rows = await pool.fetch(self._escalate, [int(i) for i in ids], reason, delay)
+        found = {str(row["id"]) for row in rows}
+        return [i for i in ids if i not in found]
 
     async def unsettled(self, resource: str, keys: Sequence[str]) -> Unsettled:
         pool = await self._open()

@@ -78,10 +78,12 @@ return 0
 
 # An escalated intent moves to ``{stream}:escalated`` (id -> due time): a failed write,
 # counted in the depth, repaired once due.
+# Returns the ids that were no longer intents (taken by a repairer, or settled).
 # KEYS: intents, intent, escalated; ARGV: delay_ms, reason, id...
 _ESCALATE = (
     _NOW
     + """
+local gone = {}
 for i = 3, #ARGV do
     local raw = redis.call('HGET', KEYS[2], ARGV[i])
     if raw and redis.call('ZREM', KEYS[1], ARGV[i]) == 1 then
@@ -89,9 +91,11 @@ for i = 3, #ARGV do
         fields.reason = ARGV[2]
         redis.call('HSET', KEYS[2], ARGV[i], cjson.encode(fields))
         redis.call('ZADD', KEYS[3], now + tonumber(ARGV[1]), ARGV[i])
+    else
+        gone[#gone + 1] = ARGV[i]
     end
 end
-return 0
+return gone
 """
 )
 
@@ -218,12 +222,14 @@ class RedisRepairLog:
         await self._settle(keys=[self._intents, self._intent], args=[self._recent_ms, *ids])
         return [None] * len(ids)
 
-    async def escalate(self, ids: Sequence[str], reason: str, *, late: bool = False) -> None:
-        if ids:
-            await self._escalate(
-                keys=[self._intents, self._intent, self._escalated],
-                args=[self._late_ms if late else self._retry_ms, reason, *ids],
-            )
+    async def escalate(self, ids: Sequence[str], reason: str, *, late: bool = False) -> list[str]:
+        if not ids:
+            return []
+        gone = await self._escalate(
+            keys=[self._intents, self._intent, self._escalated],
+            args=[self._late_ms if late else self._retry_ms, reason, *ids],
+        )
+        return [_text(i) for i in gone]
 
     async def unsettled(self, resource: str, keys: Sequence[str]) -> Unsettled:
         async with self._redis.pipeline(transaction=False) as pipe:

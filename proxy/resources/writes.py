@@ -31,6 +31,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from comparators.errors import ShadowProxyError
 from proxy.flags import ResourceFlagState
 from proxy.logs import Throttle
 from proxy.metrics import Metrics
@@ -47,6 +48,7 @@ from proxy.store.base import (
     RecordNotFound,
     Store,
     StoreError,
+    StoreTimeout,
     no_retry_of_unknown_writes,
     outcome_unknown,
 )
@@ -58,7 +60,12 @@ T = TypeVar("T")
 UNCHANGED = (RecordNotFound, KeyConflict, LimitExceeded, InvalidRecord)
 """Primary errors that mean the primary refused the write and did not change."""
 
-COPY_ERRORS = (StoreError, TimeoutError, OSError, RepairRace)
+
+class CopyTooLate(ShadowProxyError):
+    """The primary write took so long that the copy would race the repairer: not sent."""
+
+
+COPY_ERRORS = (StoreError, TimeoutError, OSError, RepairRace, CopyTooLate)
 
 Verify = Callable[[Sequence[Any]], None]
 """Called with keys whose dual write settled and was sampled for ``write_verify``."""
@@ -131,7 +138,7 @@ class DualWriter:
         self._pending: set[asyncio.Task[None]] = set()
         self._log_throttle = Throttle(60.0)
         grace = repair_log.intent_grace_seconds if repair_log is not None else 60.0
-        self._copy_seconds = grace / 2
+        self._in_time = grace / 2  # a write's primary call and copies, from its intent
         settings = parts.settings
         self.breakers = {
             name: Breaker(
@@ -189,12 +196,16 @@ class DualWriter:
         keys = [r[self.schema.key] for r in records]
         before = await self._before_write(flags, keys)
         others = self._others(flags)
+        logged = asyncio.get_running_loop().time()
         intents = await self._intend("batch_put", keys) if others else None
         store = self.parts.stores[flags.read_from]
         try:
-            results, _ = await self.timed(
-                "primary", flags.read_from, "batch_put", store.batch_put(records)
-            )
+            if others:
+                results = await self._primary(flags, "batch_put", store.batch_put(records), logged)
+            else:
+                results, _ = await self.timed(
+                    "primary", flags.read_from, "batch_put", store.batch_put(records)
+                )
         except UNCHANGED:
             await self._settle(intents)
             raise
@@ -210,7 +221,7 @@ class DualWriter:
             kept = [i for i, res in zip(ids, results, strict=True) if res.ok]
             items = [(r[self.schema.key], r, i) for r, i in zip(written, kept, strict=True)]
             if items:
-                await self._mirror(flags, "batch_put", items)
+                await self._mirror(flags, "batch_put", items, logged)
         await self._invalidate([*written, *before])
         return results
 
@@ -230,9 +241,10 @@ class DualWriter:
         if not others:
             result, _ = await self.timed("primary", flags.read_from, operation, write(store))
             return result
+        logged = asyncio.get_running_loop().time()
         intents = await self._intend(operation, [key])
         try:
-            result, _ = await self.timed("primary", flags.read_from, operation, write(store))
+            result = await self._primary(flags, operation, write(store), logged)
         except UNCHANGED:
             await self._settle(intents)
             raise
@@ -241,7 +253,23 @@ class DualWriter:
             await self._escalate(intents, [key], failure.reason, late=failure.late)
             raise
         intent = intents[0] if intents else None
-        await self._mirror(flags, operation, [(key, state_of(result), intent)])
+        await self._mirror(flags, operation, [(key, state_of(result), intent)], logged)
+        return result
+
+    async def _primary(
+        self, flags: ResourceFlagState, operation: str, call: Awaitable[T], logged: float
+    ) -> T:
+        """Step 2 of a dual write, ended with a 504 once it outlives half the intent grace
+        from when its intent was logged: past that a repairer may take the intent and copy
+        the state from before this write, while this write still commits."""
+        try:
+            async with asyncio.timeout_at(logged + self._in_time):
+                result, _ = await self.timed("primary", flags.read_from, operation, call)
+        except TimeoutError as e:
+            raise StoreTimeout(
+                f"{flags.read_from}: {operation} took over {self._in_time:g} s "
+                "(half the repair log's intent grace)"
+            ) from e
         return result
 
     def _others(self, flags: ResourceFlagState) -> list[str]:
@@ -252,15 +280,17 @@ class DualWriter:
         flags: ResourceFlagState,
         operation: str,
         items: Sequence[tuple[Any, Record | None, str | None]],
+        logged: float,
     ) -> None:
-        """Start step 3 in the background; wait for it at most the budget."""
+        """Start step 3 in the background; wait for it at most the budget. ``logged`` is the
+        loop time the intents were logged at."""
         intents = [i for _, _, i in items if i is not None] or None
         if len(self._pending) >= self.parts.settings.max_pending_secondary_writes:
             self._failed(self._others(flags), operation, len(items))
             reason = f"{operation}: too many secondary writes in flight"  # none sent
             await self._escalate(intents, [k for k, _, _ in items], reason)
             return
-        task = spawn(self._copy(flags, operation, items), name=f"{self.name}-mirror")
+        task = spawn(self._copy(flags, operation, items, logged), name=f"{self.name}-mirror")
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
         budget = self.parts.settings.secondary_write_budget_seconds
@@ -272,15 +302,22 @@ class DualWriter:
         flags: ResourceFlagState,
         operation: str,
         items: Sequence[tuple[Any, Record | None, str | None]],
+        logged: float,
     ) -> None:
         primary = self.parts.stores[flags.read_from]
         failed: dict[int, Failure] = {}
+        # Done (or escalated) well before the intents fall due, counted from when they were
+        # logged: past that a repairer may take them while this copy is still on its way.
+        deadline = logged + self._in_time
         for name in self._others(flags):
             secondary = _Secondary(self, name, operation)
             try:
-                # Done (or escalated) well before the intents fall due: past that a repairer
-                # may take them while this copy is still on its way.
-                async with asyncio.timeout(self._copy_seconds):
+                if asyncio.get_running_loop().time() >= deadline:
+                    raise CopyTooLate(
+                        f"not sent: the write took over {self._in_time:g} s "
+                        "(half the repair log's intent grace)"
+                    )
+                async with asyncio.timeout_at(deadline):
                     if len(items) > 1:
                         await self._copy_batch(primary, secondary, items, failed)
                         continue
@@ -374,14 +411,26 @@ class DualWriter:
         late: bool = False,
     ) -> None:
         reason = reason[:300]
-        if self._repair_log is not None:
+        repair_log = self._repair_log
+        if repair_log is not None:
             try:
-                if intents:
-                    await self._repair_log.escalate(intents, reason, late=late)
-                else:  # the intent never reached the log: append now
+                if not intents:  # the intent never reached the log: append now
                     for key in keys:
                         text = self.parts.key_text(key)
-                        await self._repair_log.append(self.name, text, reason, op=_op(reason))
+                        await repair_log.append(self.name, text, reason, op=_op(reason))
+                    return
+                gone = set(await repair_log.escalate(intents, reason, late=late))
+                if gone:
+                    # A repairer took these intents while the primary write was still on its
+                    # way (it outlived the grace), and may have copied the state before it:
+                    # log the keys again, as writes of their own, due like this one.
+                    texts = [
+                        self.parts.key_text(k)
+                        for k, i in zip(keys, intents, strict=True)
+                        if i in gone
+                    ]
+                    again = await repair_log.intend(self.name, texts, op=_op(reason))
+                    await repair_log.escalate(again, reason, late=late)
                 return
             except Exception:
                 self._metrics.repair_log_errors.labels(self.name).inc()
@@ -447,7 +496,7 @@ class Failure:
     @property
     def reason(self) -> str:
         e = self.error
-        if isinstance(e, RepairRace):
+        if isinstance(e, (RepairRace, CopyTooLate)):
             return f"{self.operation} on {self.store}: {e}"
         return f"{self.operation} on {self.store} failed: {type(e).__name__}: {e}"[:300]
 

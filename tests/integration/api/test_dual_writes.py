@@ -8,12 +8,14 @@ import uuid
 from typing import Any
 
 import aiohttp
+import asyncpg
 import pytest
 
 from proxy.repair.log import open_repair_log
+from proxy.repair.memory_log import MemoryRepairLog
 from proxy.resources.admin_ops import reconcile
-from tests.integration.api.conftest import StoreProxyFactory, outcomes, stores, user
-from tests.integration.conftest import REDIS_URL
+from tests.integration.api.conftest import StoreProxyFactory, mirrored, outcomes, stores, user
+from tests.integration.conftest import PG_DSN, REDIS_URL
 from tests.support.servers import RunningProxy
 from tests.support.tcpproxy import CuttableLink
 
@@ -283,3 +285,61 @@ async def test_reconcile_says_how_many_writes_are_still_in_flight(
         await log.close()
     assert lines[1] == "repair log depth now 0"  # a write in flight is not a backlog
     assert lines[2].startswith("1 writes in flight") and "30s" in lines[2]
+
+
+async def test_a_primary_write_is_cut_at_half_the_intent_grace(
+    store_proxy: StoreProxyFactory, prefix: str, http: aiohttp.ClientSession
+) -> None:
+    """A primary write held by a row lock: past half the intent grace the client gets a 504
+    and the intent is escalated, so no repairer can take it while the write still commits
+    (the repair would copy the state from before it). The stores end equal."""
+    grace = 1.0
+    proxy = await store_proxy(
+        "postgres", shadow_reads=0.0, repair={**fast_repair(prefix), "intent_grace_seconds": grace}
+    )
+    u = user(8)
+    async with http.post(proxy.url + "/users", json=u) as r:
+        assert r.status == 201
+    await mirrored(proxy)
+    pg = stores(proxy)["postgres"]
+    key = uuid.UUID(u["id"])
+    conn = await asyncpg.connect(PG_DSN)
+    try:
+        async with conn.transaction():
+            table = pg.table  # type: ignore[attr-defined]
+            await conn.execute(f'SELECT 1 FROM "{table}" WHERE id = $1 FOR UPDATE', key)
+            body = {"last_name": "Slow"}
+            async with http.patch(f"{proxy.url}/users/{u['id']}", json=body) as r:
+                assert r.status == 504
+                error = (await r.json())["error"]
+            assert error["code"] == "gateway_timeout"  # while the lock is still held
+    finally:
+        await conn.close()
+    await proxy.wait_for(
+        lambda: gauge(proxy, "shadowproxy_repairs_total", resource="users", result="repaired") >= 1,
+        timeout=30,
+    )
+    in_pg, in_ddb = await both_stores(proxy, [u])
+    assert in_pg == in_ddb and len(in_pg) == 1
+
+
+async def test_a_write_whose_intent_a_repairer_took_is_logged_again(
+    store_proxy: StoreProxyFactory,
+) -> None:
+    """A writer stalled past the grace (a paused process): a repairer took its intent and
+    copied the state from before the write. When the writer's copy then fails, escalating
+    finds no intent; the key is logged afresh instead of being lost."""
+    proxy = await store_proxy("postgres")
+    writer = proxy.apps.resources.services["users"].writes
+    log = MemoryRepairLog(intent_grace_seconds=0.2, retry_after_seconds=0.1)
+    writer._repair_log = log  # a log of the test's own: no repair loop claims from it
+    key = uuid.uuid4()
+    intents = await log.intend("users", [str(key)], op="put")
+    await asyncio.sleep(0.4)
+    taken = [e for e in await log.claim(100) if e.key == str(key)]
+    assert len(taken) == 1
+    await log.done(taken[0])  # repaired from the old state
+    await writer._escalate(intents, [key], "put on dynamodb failed: StoreTimeout")
+    assert (await log.unsettled("users", [str(key)])).held == 1
+    await asyncio.sleep(0.4)
+    assert [e.key for e in await log.claim(100)] == [str(key)]

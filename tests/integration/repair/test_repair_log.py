@@ -387,3 +387,21 @@ async def test_a_repair_whose_write_may_still_land_waits_late_write_seconds(
     assert again.last_error is not None and "StoreTimeout" in again.last_error
     await log.done(again)
     assert (await log.unsettled("users", ["4"])).quiet and await log.depth() == 0
+
+
+async def test_escalate_names_the_intents_a_repairer_already_took(any_log: LogFactory) -> None:
+    """A primary write that outlived the grace: its intent was claimed (and maybe repaired
+    from the state before the write). Escalating it says so, and the writer logs again."""
+    log = await opened(any_log(intent_grace_seconds=0.2, retry_after_seconds=60))
+    [taken, live] = await log.intend("users", ["1", "2"], op="put")
+    await asyncio.sleep(0.4)
+    entries = await log.claim(1)  # one of the two, fallen due
+    assert len(entries) == 1
+    claimed = entries[0]
+    other = live if claimed.hold == taken else taken
+    await log.done(claimed)
+    assert await log.escalate([claimed.hold], "put on dynamo failed") == [claimed.hold]
+    [again] = await log.intend("users", [claimed.key], op="put")
+    assert await log.escalate([again], "put on dynamo failed") == []
+    assert await log.depth() >= 1 and (await log.unsettled("users", [claimed.key])).held == 1
+    assert await log.escalate([other, "999999"], "put failed") == ["999999"]
