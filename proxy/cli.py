@@ -435,7 +435,20 @@ def _warnings(settings: Settings) -> list[str]:
             "(no 'repair:' section): not shared between instances and lost in a crash; "
             "use repair.kind redis or postgres with more than one instance"
         ]
-    return []
+    if not dual or settings.repair is None:
+        return []
+    grace = settings.repair.intent_grace_seconds
+    lines = []
+    used = {s.backend for n in dual for s in settings.resources[n].stores.values()}
+    for name in sorted(used):
+        timeout = getattr(settings.backends[name], "timeout_seconds", 0.0)
+        if 2 * timeout > grace:
+            lines.append(
+                f"repair.intent_grace_seconds={grace:g} is under twice backends.{name}."
+                f"timeout_seconds={timeout:g}: a dual write is cut (504) at {grace / 2:g} s, "
+                "before the store's own timeout"
+            )
+    return lines
 
 
 def main(argv: Sequence[str] | None = None) -> int:
