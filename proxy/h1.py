@@ -342,10 +342,18 @@ class Response:
             await conn.wait()
 
     async def read(self) -> bytes:
+        """The whole body. What has arrived is taken as it comes: past ``HIGH_WATER`` bytes
+        buffered the connection stops reading until someone takes them, so waiting for the
+        end without taking would wait forever on a large body."""
         conn = self._conn
+        parts: list[bytes] = []
         while not conn.complete:
+            if conn.chunks:
+                parts.append(conn.take())
             await conn.wait()
-        return conn.take() if conn.chunks else b""
+        if conn.chunks:
+            parts.append(conn.take())
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def release(self) -> None:
         if not self._released:

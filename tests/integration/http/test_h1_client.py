@@ -182,3 +182,25 @@ async def test_stale_kept_alive_connection_is_retried_for_idempotent_only(
         assert len(connections) == 2
     finally:
         await upstream.close()
+
+
+async def test_read_takes_a_body_larger_than_the_high_water_mark(raw_server: RawServer) -> None:
+    """Past HIGH_WATER buffered bytes the connection stops reading until they are taken;
+    ``read()`` must take them as they come (a 1 MB DynamoDB Scan page once waited for its
+    read timeout here)."""
+    body = bytes(range(256)) * (4 * h1.HIGH_WATER // 256)
+
+    async def big(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body))
+        for start in range(0, len(body), 65536):  # in pieces, as a network delivers it
+            writer.write(body[start : start + 65536])
+            await writer.drain()
+
+    port, _ = await raw_server(big)
+    pool = h1.Pool("127.0.0.1", port, limit=1, connect_timeout=1)
+    response, _ = await h1.send(pool, "GET", head(), None)
+    async with asyncio.timeout(20):
+        assert await response.read() == body
+    response.release()
+    pool.close()
