@@ -34,6 +34,7 @@ def build_store(
             max_size=backend.pool_max,
             command_timeout=backend.timeout_seconds,
             connect_timeout=backend.connect_timeout_seconds,
+            scan_page=backend.scan_page,
         )
     if isinstance(backend, DynamoDBBackend):
         from proxy.store.aws import resolve
@@ -70,6 +71,7 @@ def build_store(
             use_fips=target.use_fips,
             ca_bundle=target.ca_bundle,
             profile=target.profile,
+            scan_page=backend.scan_page,
         )
     raise ConfigError(f"backend kind {backend.kind!r} cannot hold a resource")
 

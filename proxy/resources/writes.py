@@ -35,6 +35,7 @@ from comparators.errors import ShadowProxyError
 from proxy.flags import ResourceFlagState
 from proxy.logs import Throttle
 from proxy.metrics import Metrics
+from proxy.repair.copy import copy_batch
 from proxy.repair.log import RepairLog
 from proxy.repair.repairer import RepairRace, copy_until_stable
 from proxy.resources.breaker import Breaker
@@ -345,25 +346,15 @@ class DualWriter:
     ) -> None:
         """A batch: one batch write of the primary's records, one batch read back; a key that
         moved meanwhile (or whose item was not written) goes through ``copy_until_stable``."""
-        records = [state for _, state, _ in items if state is not None]
-        try:
-            results = await secondary.batch_put(records)
-            again = await primary.batch_get([k for k, _, _ in items])
-        except COPY_ERRORS as e:
-            for n in range(len(items)):
-                failed.setdefault(n, Failure("batch_put", secondary.name, e))
-            return
-        not_written = {self.parts.key_text(r.key) for r in results if not r.ok}
-        now = {self.parts.key_text(r[self.schema.key]): r for r in again}
-        for n, (key, state, _) in enumerate(items):
-            text = self.parts.key_text(key)
-            current = now.get(text)
-            if text not in not_written and current == state:
-                continue
-            try:
-                await copy_until_stable(primary, secondary, key, current)
-            except COPY_ERRORS as e:
-                failed.setdefault(n, Failure("batch_put", secondary.name, e))
+        errors = await copy_batch(
+            primary,
+            secondary,
+            [(key, state) for key, state, _ in items],
+            self.parts.key_text,
+            key_field=self.schema.key,
+        )
+        for n, error in errors.items():
+            failed.setdefault(n, Failure("batch_put", secondary.name, error))
 
     # --- the repair log ---------------------------------------------------------------------
 

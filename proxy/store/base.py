@@ -117,6 +117,15 @@ class ItemResult:
 ItemResults = list[ItemResult]
 
 
+@dataclass(frozen=True, slots=True)
+class ScanPage:
+    """One page of a scan segment, and where to resume after it: ``position`` is opaque text
+    for ``scan_pages(after=...)`` (None when the segment has no more pages)."""
+
+    records: Records
+    position: str | None
+
+
 class Store(Protocol):
     """What the proxy needs from a data store. Keys and records are canonical values."""
 
@@ -141,6 +150,13 @@ class Store(Protocol):
     async def batch_get(self, keys: Sequence[Any]) -> Records: ...
 
     def scan(self, segment: int, total_segments: int) -> AsyncIterator[Record]: ...
+
+    def scan_pages(
+        self, segment: int, total_segments: int, *, after: str | None = None
+    ) -> AsyncIterator[ScanPage]:
+        """The segment's records a page at a time, resuming after a page's ``position``.
+        The segments of one ``total_segments`` partition the table."""
+        ...
 
     async def close(self) -> None: ...
 

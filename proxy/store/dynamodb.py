@@ -37,15 +37,19 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Se
 from contextlib import aclosing
 from typing import Any
 
+import orjson
+
 from proxy.store import cursor as cursors
 from proxy.store import dynamo_batch, dynamo_table
 from proxy.store.base import (
+    InvalidCursor,
     ItemResults,
     KeyConflict,
     LimitExceeded,
     Record,
     RecordNotFound,
     Records,
+    ScanPage,
     StoreError,
     StoreUnavailable,
     Throttled,
@@ -199,6 +203,16 @@ class DynamoDBStore:
 
     async def scan(self, segment: int, total_segments: int) -> AsyncIterator[Record]:
         """Every record of one parallel-scan segment."""
+        async for page in self.scan_pages(segment, total_segments):
+            for record in page.records:
+                yield record
+
+    async def scan_pages(
+        self, segment: int, total_segments: int, *, after: str | None = None
+    ) -> AsyncIterator[ScanPage]:
+        """Pages of one parallel-scan segment (DynamoDB's ``Segment``/``TotalSegments``);
+        ``position`` is the page's ``LastEvaluatedKey`` as JSON. Throttled pages are retried
+        under the store's retry policy."""
         if not 0 <= segment < total_segments <= MAX_SEGMENTS:
             raise ValueError(f"segment must be in 0..{total_segments - 1}, got {segment!r}")
         request: dict[str, Any] = {
@@ -209,9 +223,23 @@ class DynamoDBStore:
         }
         if self._scan_page is not None:
             request["Limit"] = self._scan_page
-        async with aclosing(self._pages("Scan", request, None)) as items:
-            async for item in items:
-                yield self._decode(item)
+        if after is not None:
+            try:
+                start = orjson.loads(after)
+            except orjson.JSONDecodeError as e:
+                raise InvalidCursor(f"not a scan position of this table: {after[:80]!r}") from e
+            if not isinstance(start, dict):
+                raise InvalidCursor(f"not a scan position of this table: {after[:80]!r}")
+            request["ExclusiveStartKey"] = start
+        while True:
+            response = await self._call_retrying("Scan", **request)
+            records = [self._decode(item) for item in response.get("Items", [])]
+            start = response.get("LastEvaluatedKey")
+            if not start:
+                yield ScanPage(records, None)
+                return
+            yield ScanPage(records, orjson.dumps(start).decode())
+            request["ExclusiveStartKey"] = start
 
     async def _pages(
         self, operation: str, request: dict[str, Any], limit: int | None

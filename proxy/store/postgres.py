@@ -21,9 +21,11 @@ from contextlib import asynccontextmanager, contextmanager
 from typing import Any, TypeAlias
 
 import asyncpg
+import orjson
 
 from proxy.store import cursor as cursors
 from proxy.store.base import (
+    InvalidCursor,
     InvalidRecord,
     ItemResult,
     ItemResults,
@@ -31,13 +33,14 @@ from proxy.store.base import (
     Record,
     RecordNotFound,
     Records,
+    ScanPage,
     StoreError,
     StoreTimeout,
     StoreUnavailable,
 )
 from proxy.store.codec_postgres import decode_row, decode_value, encode_value, encode_values
 from proxy.store.postgres_sql import Statements
-from proxy.store.schema import Schema
+from proxy.store.schema import Schema, SchemaError
 from proxy.store.sizes import check_record_size
 
 KIND = "postgres"
@@ -173,6 +176,15 @@ class PostgresStore:
 
     async def scan(self, segment: int, total_segments: int) -> AsyncIterator[Record]:
         """Every record of one segment, in key order, one keyset page per round trip."""
+        async for page in self.scan_pages(segment, total_segments):
+            for record in page.records:
+                yield record
+
+    async def scan_pages(
+        self, segment: int, total_segments: int, *, after: str | None = None
+    ) -> AsyncIterator[ScanPage]:
+        """Keyset pages in key order: a uuid key's segment is a range of the uuid space,
+        any other key's a hash bucket. ``position`` is the page's last key as JSON."""
         _check_segment(segment, total_segments)
         by_range = self.schema.key_field.type.base == "uuid"
         if by_range:
@@ -185,16 +197,23 @@ class PostgresStore:
             bounds: list[Any] = [low, high]
         else:
             bounds = [segment, total_segments]
-        last: Any = None
+        last: Any = None if after is None else self._position_key(after)
         while True:
             params = [*bounds, *([] if last is None else [self._key(last)]), self._scan_page]
             async with self._connection() as conn:
                 rows = await conn.fetch(self._sql.scan_page(by_range, last is not None), *params)
-            for record in self._decode(rows):
-                yield record
+            records = self._decode(rows)
             if len(rows) < self._scan_page:
+                yield ScanPage(records, None)
                 return
             last = decode_value(self.schema.key_field, rows[-1][self.schema.key])
+            yield ScanPage(records, orjson.dumps(self.schema.render_key(last)).decode())
+
+    def _position_key(self, position: str) -> Any:
+        try:
+            return self.schema.validate_value(self.schema.key, orjson.loads(position))
+        except (orjson.JSONDecodeError, SchemaError) as e:
+            raise InvalidCursor(f"not a scan position of this table: {position[:80]!r}") from e
 
     # writes -----------------------------------------------------------------------------
 
