@@ -22,4 +22,6 @@ Lifecycle of an entry: ``append`` → ``claim`` (invisible to other claimers for
 after ``retry_after_seconds``). After ``max_attempts`` failures an entry is *stuck*: no
 longer claimed, still counted in ``depth()``, listed by ``stuck()`` and put back in play by
 ``retry_stuck()`` (``shadowproxy reconcile``). Nothing is ever dropped silently.
+``claim(n, take_over=True)`` (reconcile again) also takes what other claimers hold, at once;
+``done`` and ``failed`` of an entry taken over from under its claimer change nothing twice.
 """

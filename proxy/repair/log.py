@@ -73,15 +73,31 @@ class RepairLog(Protocol):
     async def unsettled(self, resource: str, keys: Sequence[str]) -> Unsettled:
         """Writes of these keys in flight or waiting for repair (stuck ones excluded)."""
 
-    async def claim(self, limit: int) -> list[RepairEntry]:
-        """Entries due now, hidden from other claimers for ``retry_after_seconds``."""
+    async def claim(self, limit: int, *, take_over: bool = False) -> list[RepairEntry]:
+        """Entries due now, hidden from other claimers for ``retry_after_seconds``.
 
-    async def done(self, entry: RepairEntry) -> None: ...
+        ``take_over`` (``shadowproxy reconcile``): also the entries another claimer holds,
+        live or dead, whether it is repairing them now or failed them within the last
+        ``retry_after_seconds``. Never an entry waiting out ``late_write_seconds`` (a write
+        of unknown outcome may still land) nor an intent within its grace; this claimer's
+        own failed entries keep their wait. Two repairs of one key at once are harmless
+        (each copies the primary's current state and reads it back); ``done`` and
+        ``failed`` below keep the count and the key's hold right whoever finishes first."""
+
+    async def done(self, entry: RepairEntry) -> None:
+        """The key was repaired: drop the entry and release its hold, whoever claimed it
+        last. A no-op when it is already gone, and the entry stays when a failure of unknown
+        outcome (``failed(late=True)``) of another claimer is still within its wait."""
 
     async def failed(self, entry: RepairEntry, error: str, *, late: bool = False) -> None:
         """Attempts + 1; the entry stays pending (stuck after ``max_attempts``), tried again
         after ``retry_after_seconds``, or ``late_write_seconds`` when ``late`` (the repair's
-        own write may still land)."""
+        own write may still land).
+
+        When another claimer took the entry over meanwhile, a failure counts nothing (that
+        claimer's outcome decides); a ``late`` one still holds the entry back (or logs the
+        key again, if it was repaired meanwhile) until ``late_write_seconds`` from now,
+        since its write may land after the other repair's copy."""
 
     async def depth(self) -> int:
         """Entries not yet repaired, stuck ones included."""

@@ -109,7 +109,9 @@ class MemoryRepairLog:
         if not busy.held:
             busy.expires = self._clock() + RECENT_SECONDS
 
-    async def claim(self, limit: int) -> list[RepairEntry]:
+    async def claim(self, limit: int, *, take_over: bool = False) -> list[RepairEntry]:
+        # One process, one claimer: no entry is held by another, so ``take_over`` adds
+        # nothing; this claimer's own claims and failures keep their wait either way.
         now = self._clock()
         due = [
             row
@@ -129,13 +131,23 @@ class MemoryRepairLog:
 
     async def failed(self, entry: RepairEntry, error: str, *, late: bool = False) -> None:
         row = self._rows.get(entry.id)
-        if row is None:
+        if row is None:  # repaired meanwhile; a write that may still land needs another
+            if late:
+                self._relog(replace(entry, attempts=entry.attempts + 1, last_error=error))
             return
         row.entry = replace(row.entry, attempts=row.entry.attempts + 1, last_error=error)
         row.due = self._clock() + (self._late if late else self._retry)
         if row.entry.attempts >= self.max_attempts:
             self._release(row.entry)
             report_stuck(row.entry, row.entry.attempts, error)
+
+    def _relog(self, entry: RepairEntry) -> None:
+        entry_id = str(next(self._ids))
+        self._rows[entry_id] = _Row(replace(entry, id=entry_id), self._clock() + self._late, False)
+        if entry.hold:
+            busy = self._busy.setdefault((entry.resource, entry.key), _Busy())
+            busy.held.add(entry.hold)
+            busy.expires = float("inf")
 
     async def depth(self) -> int:
         now = self._clock()

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
+import socket
+import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -14,7 +17,10 @@ from proxy.store.postgres import Pool, open_pool
 
 class PostgresRepairLog:
     """One row per entry; ``due_at`` is both the retry time and the claim lease, and claims
-    use ``FOR UPDATE SKIP LOCKED`` so several repairers share the table.
+    use ``FOR UPDATE SKIP LOCKED`` so several repairers share the table. ``claimed_by``
+    names the last claimer (a take-over claims rows of every other claimer whatever their
+    ``due_at``) and ``late_until`` holds back a row whose repair's write of unknown outcome
+    may still land, from every claimer, take-overs included.
 
     An intent is a row with ``hold`` set, due ``intent_grace_seconds`` after it was written
     (``state`` 'intent' until it is escalated or claimed, then 'repair'); settling it stamps
@@ -31,6 +37,7 @@ class PostgresRepairLog:
         intent_grace_seconds: float = 30.0,
         late_write_seconds: float = 30.0,
         timeout_seconds: float = 2.0,
+        consumer: str | None = None,
     ) -> None:
         if not re.fullmatch(TABLE_PATTERN, table):
             raise ConfigError(f"repair.table = {table!r}: not a plain SQL identifier")
@@ -41,6 +48,8 @@ class PostgresRepairLog:
         self._grace = self.intent_grace_seconds = intent_grace_seconds
         self._late = late_write_seconds
         self._timeout = timeout_seconds
+        # Unique per object, like a Redis consumer: it tells this claimer's rows from others'.
+        self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._pool: Pool | None = None
         t = f'"{table}"'
         self._create = (
@@ -56,7 +65,9 @@ class PostgresRepairLog:
             " due_at timestamptz NOT NULL DEFAULT now());"
             f" ALTER TABLE {t} ADD COLUMN IF NOT EXISTS hold boolean NOT NULL DEFAULT false,"
             "  ADD COLUMN IF NOT EXISTS state text NOT NULL DEFAULT 'repair',"
-            "  ADD COLUMN IF NOT EXISTS settled_at timestamptz;"
+            "  ADD COLUMN IF NOT EXISTS settled_at timestamptz,"
+            "  ADD COLUMN IF NOT EXISTS claimed_by text,"
+            "  ADD COLUMN IF NOT EXISTS late_until timestamptz;"
             f' CREATE INDEX IF NOT EXISTS "{table}_due_idx" ON {t} (due_at, id);'
             f' CREATE INDEX IF NOT EXISTS "{table}_key_idx" ON {t} (resource, key);'
         )
@@ -88,16 +99,40 @@ class PostgresRepairLog:
         self._forget = (
             f"DELETE FROM {t} WHERE settled_at < now() - make_interval(secs => {RECENT_SECONDS})"
         )
-        self._claim = (
-            f"UPDATE {t} SET due_at = now() + make_interval(secs => $2), state = 'repair'"
-            f" WHERE id IN (SELECT id FROM {t} WHERE due_at <= now() AND attempts < $3"
-            "  AND settled_at IS NULL ORDER BY due_at, id LIMIT $1 FOR UPDATE SKIP LOCKED)"
+        claimable = (
+            "attempts < $3 AND settled_at IS NULL AND (late_until IS NULL OR late_until <= now())"
+        )
+        claim = (
+            f"UPDATE {t} SET due_at = now() + make_interval(secs => $2), state = 'repair',"
+            f" claimed_by = $4 WHERE id IN (SELECT id FROM {t} WHERE {claimable} AND {{due}}"
+            "  ORDER BY due_at, id LIMIT $1 FOR UPDATE SKIP LOCKED)"
             f" RETURNING {columns}"
         )
-        self._done = f"DELETE FROM {t} WHERE id = $1"
+        self._claim = claim.format(due="due_at <= now()")
+        self._take_over = claim.format(
+            due="(due_at <= now() OR (claimed_by IS NOT NULL AND claimed_by <> $4))"
+        )
+        # Nobody's write may still land (late_until passed): the row goes; else it stays
+        # until then, held, for the late repair.
+        self._done = (
+            f"DELETE FROM {t} WHERE id = $1 AND (late_until IS NULL OR late_until <= now())"
+        )
+        # Counted only by the row's claimer (a row claimed before claimed_by existed has
+        # none); another claimer's failure counts nothing unless late, and then holds the
+        # row back from everyone until late_write_seconds from now.
+        mine = "(claimed_by IS NULL OR claimed_by = $4)"
+        wait = "now() + make_interval(secs => $3)"
         self._failed = (
-            f"UPDATE {t} SET attempts = attempts + 1, last_error = $2,"
-            " due_at = now() + make_interval(secs => $3) WHERE id = $1 RETURNING attempts"
+            f"UPDATE {t} SET attempts = attempts + {mine}::int, last_error = $2,"
+            f" due_at = CASE WHEN {mine} THEN {wait} ELSE greatest(due_at, {wait}) END,"
+            f" late_until = CASE WHEN $5 THEN greatest(late_until, {wait}) ELSE late_until END"
+            f" WHERE id = $1 AND ($5 OR {mine}) RETURNING attempts, {mine} AS mine"
+        )
+        # A late failure of an entry repaired meanwhile: the key is logged again, held.
+        self._relog = (
+            f"INSERT INTO {t} (resource, key, op, reason, attempts, last_error, hold,"
+            " due_at, late_until) VALUES ($1, $2, $3, $4, $5, $6, $7,"
+            " now() + make_interval(secs => $8), now() + make_interval(secs => $8))"
         )
         self._depth = (
             f"SELECT count(*) FROM {t} WHERE settled_at IS NULL"
@@ -157,10 +192,11 @@ class PostgresRepairLog:
         assert row is not None  # an aggregate always returns one row
         return Unsettled(int(row["held"]), str(row["mark"]))
 
-    async def claim(self, limit: int) -> list[RepairEntry]:
+    async def claim(self, limit: int, *, take_over: bool = False) -> list[RepairEntry]:
         pool = await self._open()
         await pool.execute(self._forget)
-        rows = await pool.fetch(self._claim, limit, self._retry, self.max_attempts)
+        query = self._take_over if take_over else self._claim
+        rows = await pool.fetch(query, limit, self._retry, self.max_attempts, self.consumer)
         return [_row_entry(row) for row in sorted(rows, key=lambda r: r["id"])]
 
     async def done(self, entry: RepairEntry) -> None:
@@ -170,9 +206,14 @@ class PostgresRepairLog:
     async def failed(self, entry: RepairEntry, error: str, *, late: bool = False) -> None:
         pool = await self._open()
         delay = self._late if late else self._retry
-        attempts = await pool.fetchval(self._failed, int(entry.id), error, delay)
-        if attempts is not None and attempts >= self.max_attempts:
-            report_stuck(entry, attempts, error)
+        row = await pool.fetchrow(self._failed, int(entry.id), error, delay, self.consumer, late)
+        if row is None and late:
+            await pool.execute(
+                self._relog, entry.resource, entry.key, entry.op, entry.reason,
+                entry.attempts + 1, error, bool(entry.hold), delay,
+            )  # fmt: skip
+        elif row is not None and row["mine"] and row["attempts"] >= self.max_attempts:
+            report_stuck(entry, row["attempts"], error)
 
     async def depth(self) -> int:
         pool = await self._open()

@@ -9,7 +9,6 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
@@ -129,11 +128,96 @@ return moved
 """
 )
 
-# KEYS: busy; ARGV: id, recent_ms
-_RELEASE = _NOW + "release(KEYS[1], ARGV[1], ARGV[2])\nreturn 0\n"
+# Whoever acks an entry first repaired it; a second ``done`` (another claimer's repair of
+# the same entry) finds it gone and releases nothing.
+# KEYS: stream, attempts, errors, busy; ARGV: group, id, hold, recent_ms
+_DONE = (
+    _NOW
+    + """
+if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
+redis.call('XDEL', KEYS[1], ARGV[2])
+redis.call('HDEL', KEYS[2], ARGV[2])
+redis.call('HDEL', KEYS[3], ARGV[2])
+if ARGV[3] ~= '' then release(KEYS[4], ARGV[3], ARGV[4]) end
+return 1
+"""
+)
+
+# A failed repair, by who holds the entry now (its consumer in the group's pending list):
+# this claimer: attempts + 1, stuck at max_attempts, deferred when late; another claimer
+# (it took the entry over): nothing counted, but a late failure still defers the entry,
+# since this claimer's write may land after the other's copy; nobody (repaired, deferred
+# or stuck meanwhile): a late failure logs the key again as a deferral holding the key.
+# A deferral ``d<id>`` waits in ``{stream}:escalated`` until late_ms from now, keeping its
+# attempts and hold; two deferrals of one entry merge (the later due time wins).
+# KEYS: stream, attempts, errors, stuck, intent, escalated, busy
+# ARGV: group, consumer, id, error, max_attempts, late_ms (0: not late), recent_ms,
+#       safety_ms, resource, key, reason, op, hold, attempts claimed with
+# Returns {what, attempts}: what is 'failed', 'stuck', 'deferred' or 'ignored'.
+_FAILED = (
+    _NOW
+    + """
+local stream, group, id, err = KEYS[1], ARGV[1], ARGV[3], ARGV[4]
+local late_ms, hold = tonumber(ARGV[6]), ARGV[13]
+local pending = redis.call('XPENDING', stream, group, id, id, 1)
+local owner = pending[1] and pending[1][2]
+local function drop()
+    redis.call('XACK', stream, group, id)
+    redis.call('XDEL', stream, id)
+    redis.call('HDEL', KEYS[2], id)
+    redis.call('HDEL', KEYS[3], id)
+end
+local function defer(attempts)
+    local deferred, due = 'd' .. id, now + late_ms
+    local current = redis.call('ZSCORE', KEYS[6], deferred)
+    if current then
+        if tonumber(current) < due then redis.call('ZADD', KEYS[6], due, deferred) end
+        return
+    end
+    redis.call('HSET', KEYS[5], deferred, cjson.encode({
+        resource = ARGV[9], key = ARGV[10], reason = ARGV[11], op = ARGV[12], hold = hold,
+        attempts = attempts, last_error = err}))
+    redis.call('ZADD', KEYS[6], due, deferred)
+end
+if owner == ARGV[2] then
+    local attempts = redis.call('HINCRBY', KEYS[2], id, 1)
+    redis.call('HSET', KEYS[3], id, err)
+    if attempts >= tonumber(ARGV[5]) then
+        redis.call('XADD', KEYS[4], '*', 'resource', ARGV[9], 'key', ARGV[10],
+            'reason', ARGV[11], 'op', ARGV[12], 'attempts', tostring(attempts),
+            'last_error', err, 'logged_id', id)
+        drop()
+        -- a stuck key is a known difference, not a write in flight
+        if hold ~= '' then release(KEYS[7], hold, ARGV[7]) end
+        return {'stuck', attempts}
+    end
+    if late_ms == 0 then return {'failed', attempts} end
+    defer(attempts)
+    drop()
+    return {'deferred', attempts}
+end
+if late_ms == 0 then return {'ignored', 0} end
+if owner then
+    local attempts = tonumber(redis.call('HGET', KEYS[2], id) or '0')
+    defer(attempts)
+    drop()
+    return {'deferred', attempts}
+end
+local attempts = tonumber(ARGV[14]) + 1
+if not redis.call('ZSCORE', KEYS[6], 'd' .. id) and hold ~= '' then
+    redis.call('HSET', KEYS[7], hold, '1')
+    redis.call('PEXPIRE', KEYS[7], ARGV[8])
+end
+defer(attempts)
+return {'deferred', attempts}
+"""
+)
 
 HOLD_SAFETY_SECONDS = 7 * 24 * 3600.0
 """A busy hash outlives its last intent by at most this, whatever went wrong."""
+
+TAKE_OVER_PAGE = 500
+"""Pending entries read per XPENDING call when taking entries over."""
 
 
 def _text(value: Any) -> str:
@@ -145,8 +229,11 @@ class RedisRepairLog:
     and ``{stream}:errors`` (hashes by entry id); stuck entries move to ``{stream}:stuck``.
 
     New entries are read with ``XREADGROUP >``; failed entries and those of a consumer that
-    died are taken back with ``XAUTOCLAIM`` once idle for ``retry_after_seconds``. ``done``
-    acks and deletes, so the stream's length is the number of pending entries.
+    died are taken back with ``XAUTOCLAIM`` once idle for ``retry_after_seconds``, and a
+    take-over (reconcile) claims those of every other consumer with ``XCLAIM`` at once.
+    ``done`` acks and deletes, so the stream's length is the number of pending entries;
+    ``done`` and ``failed`` look up who holds the entry now in the same script that changes
+    it, so a repairer whose entry was taken over cannot count or release it twice.
     """
 
     def __init__(
@@ -185,7 +272,8 @@ class RedisRepairLog:
         self._settle = self._redis.register_script(_SETTLE)
         self._escalate = self._redis.register_script(_ESCALATE)
         self._promote = self._redis.register_script(_PROMOTE)
-        self._release = self._redis.register_script(_RELEASE)
+        self._done = self._redis.register_script(_DONE)
+        self._failed = self._redis.register_script(_FAILED)
         self._intend_batch = TickBatch(self._send_intents, name="repair-log-intents")
         self._settle_batch = TickBatch(self._send_settles, name="repair-log-settles")
 
@@ -239,7 +327,7 @@ class RedisRepairLog:
         held = sum(len(h) - (b"last" in h) for h in found)
         return Unsettled(held, "|".join(_text(h.get(b"last", b"")) for h in found))
 
-    async def claim(self, limit: int) -> list[RepairEntry]:
+    async def claim(self, limit: int, *, take_over: bool = False) -> list[RepairEntry]:
         await self._promote(
             keys=[
                 self._intents, self._intent, self.stream, self._escalated,
@@ -248,12 +336,12 @@ class RedisRepairLog:
             args=[limit],
         )  # fmt: skip
         try:
-            raw = await self._claim(limit)
+            raw = await self._claim(limit, take_over=take_over)
         except ResponseError as e:
             if "NOGROUP" not in str(e):
                 raise
             await self.init()  # the stream was deleted under us
-            raw = await self._claim(limit)
+            raw = await self._claim(limit, take_over=take_over)
         if not raw:
             return []
         ids = [entry_id for entry_id, _ in raw]
@@ -266,8 +354,8 @@ class RedisRepairLog:
             for (entry_id, fields), n, err in zip(raw, attempts, errors, strict=True)
         ]
 
-    async def _claim(self, limit: int) -> list[tuple[str, dict[bytes, bytes]]]:
-        out: list[tuple[str, dict[bytes, bytes]]] = []
+    async def _claim(self, limit: int, *, take_over: bool) -> list[tuple[str, dict[bytes, bytes]]]:
+        out = await self._take_over(limit) if take_over else []
         start: Any = "0-0"
         while len(out) < limit:
             reply = await self._redis.xautoclaim(
@@ -287,6 +375,30 @@ class RedisRepairLog:
             streams = read.items() if isinstance(read, dict) else read or []
             for _, entries in streams:
                 out.extend((_text(i), f) for i, f in entries if f)
+        return list(dict(out).items())  # once each, should XAUTOCLAIM meet a taken-over one
+
+    async def _take_over(self, limit: int) -> list[tuple[str, dict[bytes, bytes]]]:
+        """Every entry pending on another consumer, idle or not (XAUTOCLAIM would only take
+        those idle for ``retry_after_seconds``, and a live claimer that keeps failing claims
+        them again before that). Entries deferred for a late write are not on the stream."""
+        out: list[tuple[str, dict[bytes, bytes]]] = []
+        start = "-"
+        while len(out) < limit:
+            rows: Any = await self._redis.xpending_range(
+                self.stream, self.group, min=start, max="+", count=TAKE_OVER_PAGE
+            )
+            theirs = [r["message_id"] for r in rows if _text(r["consumer"]) != self.consumer]
+            if theirs:
+                claimed: Any = await self._redis.xclaim(
+                    self.stream, self.group, self.consumer, 0, theirs[: limit - len(out)]
+                )
+                gone = [i for i, f in claimed if not f]  # deleted while pending (Redis < 7)
+                if gone:
+                    await self._redis.xack(self.stream, self.group, *gone)
+                out.extend((_text(i), f) for i, f in claimed if f)
+            if len(rows) < TAKE_OVER_PAGE:
+                break
+            start = f"({_text(rows[-1]['message_id'])}"
         return out
 
     def _entry(
@@ -304,67 +416,25 @@ class RedisRepairLog:
         )
 
     async def done(self, entry: RepairEntry) -> None:
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.xack(self.stream, self.group, entry.id)
-            pipe.xdel(self.stream, entry.id)
-            pipe.hdel(self._attempts, entry.id)
-            pipe.hdel(self._errors, entry.id)
-            await pipe.execute()
-        await self._unhold(entry)
-
-    async def _unhold(self, entry: RepairEntry) -> None:
-        if entry.hold:
-            busy = self._busy(entry.resource, entry.key)
-            await self._release(keys=[busy], args=[entry.hold, self._recent_ms])
+        await self._done(
+            keys=[self.stream, self._attempts, self._errors, self._busy(entry.resource, entry.key)],
+            args=[self.group, entry.id, entry.hold, self._recent_ms],
+        )
 
     async def failed(self, entry: RepairEntry, error: str, *, late: bool = False) -> None:
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hincrby(self._attempts, entry.id, 1)
-            pipe.hset(self._errors, entry.id, error)
-            attempts, _ = await pipe.execute()
-        if attempts < self.max_attempts:
-            if late:
-                await self._defer(entry, attempts, error)
-            return
-        stuck = {
-            "resource": entry.resource,
-            "key": entry.key,
-            "reason": entry.reason,
-            "op": entry.op,
-            "attempts": str(attempts),
-            "last_error": error,
-            "logged_id": entry.id,
-        }
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.xadd(self._stuck, stuck)  # type: ignore[arg-type]
-            pipe.xack(self.stream, self.group, entry.id)
-            pipe.xdel(self.stream, entry.id)
-            pipe.hdel(self._attempts, entry.id)
-            pipe.hdel(self._errors, entry.id)
-            await pipe.execute()
-        await self._unhold(entry)  # a stuck key is a known difference, not a write in flight
-        report_stuck(entry, attempts, error)
-
-    async def _defer(self, entry: RepairEntry, attempts: int, error: str) -> None:
-        """Take the entry off the stream until ``late_write_seconds`` from now (a stream entry
-        comes back after ``retry_after_seconds``, too soon for a write that may still land),
-        keeping its attempts and hold."""
-        fields = {
-            "resource": entry.resource, "key": entry.key, "op": entry.op,
-            "reason": entry.reason, "hold": entry.hold,
-            "attempts": attempts, "last_error": error,
-        }  # fmt: skip
-        now_s, now_us = await self._redis.time()
-        due = now_s * 1000 + now_us // 1000 + self._late_ms
-        deferred = f"d{entry.id}"
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hset(self._intent, deferred, orjson.dumps(fields).decode())
-            pipe.zadd(self._escalated, {deferred: due})
-            pipe.xack(self.stream, self.group, entry.id)
-            pipe.xdel(self.stream, entry.id)
-            pipe.hdel(self._attempts, entry.id)
-            pipe.hdel(self._errors, entry.id)
-            await pipe.execute()
+        what, attempts = await self._failed(
+            keys=[
+                self.stream, self._attempts, self._errors, self._stuck, self._intent,
+                self._escalated, self._busy(entry.resource, entry.key),
+            ],
+            args=[
+                self.group, self.consumer, entry.id, error, self.max_attempts,
+                self._late_ms if late else 0, self._recent_ms, round(HOLD_SAFETY_SECONDS * 1000),
+                entry.resource, entry.key, entry.reason, entry.op, entry.hold, entry.attempts,
+            ],
+        )  # fmt: skip
+        if _text(what) == "stuck":
+            report_stuck(entry, int(attempts), error)
 
     async def depth(self) -> int:
         """Stream, escalated and stuck entries; intents still within their grace are writes

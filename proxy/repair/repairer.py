@@ -75,6 +75,13 @@ async def copy_until_stable(
     raise RepairRace(f"record changed during {MAX_REPAIR_ROUNDS} repair rounds")
 
 
+class DrainRound(NamedTuple):
+    """What one round of a drain did: for a progress line."""
+
+    repaired: int
+    failed: int
+
+
 class RepairTarget(NamedTuple):
     primary: Source
     secondary: Destination
@@ -155,25 +162,33 @@ class Repairer:
 
     async def run_once(self) -> tuple[int, int]:
         """Repair one claimed batch; returns (repaired, failed). Raises if the log does."""
-        entries = await self._log.claim(self._batch)
-        results = await asyncio.gather(*map(self._repair, entries), return_exceptions=True)
-        for result in results:
-            if isinstance(result, BaseException):
-                self._metrics.log_errors.inc()
-                self._log_error("repair log update failed", result)
-        await self.refresh_gauges()
-        repaired = sum(1 for r in results if r is True)
-        return repaired, len(results) - repaired
+        done = await self._round(await self._log.claim(self._batch))
+        return done.repaired, done.failed
 
-    async def drain(self) -> tuple[int, int]:
-        """Repair until nothing is due (failed entries wait ``retry_after_seconds``)."""
+    async def drain(
+        self,
+        *,
+        take_over: bool = False,
+        on_round: Callable[[DrainRound], None] | None = None,
+    ) -> tuple[int, int]:
+        """Repair until nothing new is due; returns (repaired, failed). Each entry is tried
+        at most once per drain: one that fails waits for the next drain or the background
+        repairers, rather than being retried here until it is stuck. ``take_over`` also
+        claims the entries other repairers hold (``RepairLog.claim``); ``on_round`` is
+        called after every round."""
+        seen: set[str] = set()
         total_repaired = total_failed = 0
         while True:
-            repaired, failed = await self.run_once()
-            total_repaired += repaired
-            total_failed += failed
-            if repaired + failed == 0:
+            claimed = await self._log.claim(self._batch, take_over=take_over)
+            entries = [e for e in claimed if e.id not in seen]
+            if not entries:
                 return total_repaired, total_failed
+            seen.update(e.id for e in entries)
+            done = await self._round(entries)
+            total_repaired += done.repaired
+            total_failed += done.failed
+            if on_round is not None:
+                on_round(done)
 
     async def run_forever(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -192,6 +207,16 @@ class Repairer:
     async def refresh_gauges(self) -> None:
         self._metrics.depth.set(await self._log.depth())
         self._metrics.stuck.set(await self._log.stuck_count())
+
+    async def _round(self, entries: Sequence[RepairEntry]) -> DrainRound:
+        results = await asyncio.gather(*map(self._repair, entries), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                self._metrics.log_errors.inc()
+                self._log_error("repair log update failed", result)
+        await self.refresh_gauges()
+        repaired = sum(1 for r in results if r is True)
+        return DrainRound(repaired, len(results) - repaired)
 
     async def _repair(self, entry: RepairEntry) -> bool:
         async with self._limit:

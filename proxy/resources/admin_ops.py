@@ -1,16 +1,19 @@
-"""Operator commands on the stores of every resource: init-stores (and, later, reconcile)."""
+"""Operator commands on the stores of every resource: init-stores and reconcile."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from contextlib import AsyncExitStack
+from functools import partial
+from typing import TextIO
 
 from prometheus_client import CollectorRegistry
 
 from proxy.errors import ConfigError
 from proxy.flags import make_flag_store
+from proxy.migrate.progress import LOG_SECONDS, Progress, progress
 from proxy.repair.log import open_repair_log
-from proxy.repair.repairer import Repairer, RepairMetrics
+from proxy.repair.repairer import DrainRound, Repairer, RepairMetrics
 from proxy.resources.wiring import build_parts, repair_targets
 from proxy.settings import Settings
 
@@ -32,9 +35,19 @@ async def init_stores(settings: Settings, env: Mapping[str, str] | None = None) 
     return done
 
 
-async def reconcile(settings: Settings, env: Mapping[str, str] | None = None) -> list[str]:
+async def reconcile(
+    settings: Settings,
+    env: Mapping[str, str] | None = None,
+    *,
+    stream: TextIO | None = None,
+    log_seconds: float = LOG_SECONDS,
+) -> list[str]:
     """Repair every logged key now: copy the primary's current state of it to the other store
-    (or delete it there). Idempotent; stuck entries are retried too."""
+    (or delete it there). Idempotent; stuck entries are retried too, and entries that running
+    (or dead) instances claimed but have not repaired are taken over, except those waiting
+    for a write of unknown outcome (``late_write_seconds``). Progress goes to ``stream``
+    (stderr): a live bar on a terminal, else a log line every ``log_seconds``; the returned
+    lines are the summary."""
     if settings.repair is None or settings.repair.kind == "memory":
         raise ConfigError(
             "repair: not configured (or kind 'memory', which lives inside each proxy); "
@@ -60,7 +73,16 @@ async def reconcile(settings: Settings, env: Mapping[str, str] | None = None) ->
             repair_targets(parts, lambda name: snapshot.resources[name]),
             RepairMetrics.create(CollectorRegistry()),
         )
-        repaired, failed = await repairer.drain()
+        shown = stack.enter_context(
+            progress(
+                "reconcile",
+                ",".join(settings.resources),
+                total=await log.depth(),
+                stream=stream,
+                log_seconds=log_seconds,
+            )
+        )
+        repaired, failed = await repairer.drain(take_over=True, on_round=partial(_advance, shown))
         depth = await log.depth()
         in_flight = await log.in_flight()
     lines = [
@@ -74,3 +96,7 @@ async def reconcile(settings: Settings, env: Mapping[str, str] | None = None) ->
             f"{grace:g}s (intent_grace_seconds) and the next reconcile repairs them"
         )
     return lines
+
+
+def _advance(shown: Progress, done: DrainRound) -> None:
+    shown.advance(done.repaired + done.failed, repaired=done.repaired, failed=done.failed)

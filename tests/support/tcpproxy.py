@@ -44,6 +44,21 @@ class CuttableLink:
         self.up = True
         self.hanging = False
 
+    async def refuse(self) -> None:
+        """Stop listening: a connection is refused at once, before any request goes out (a
+        store whose address nothing answers), and the open ones break. ``listen()`` takes
+        the same port again."""
+        self.cut()
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+
+    async def listen(self) -> None:
+        if self._server is None:
+            self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port)
+        self.restore()
+
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if not self.up:
             writer.transport.abort()

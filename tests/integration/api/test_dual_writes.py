@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import io
+import logging
 import random
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -285,6 +288,74 @@ async def test_reconcile_says_how_many_writes_are_still_in_flight(
         await log.close()
     assert lines[1] == "repair log depth now 0"  # a write in flight is not a backlog
     assert lines[2].startswith("1 writes in flight") and "30s" in lines[2]
+
+
+@pytest.fixture(params=["redis", "postgres"])
+async def shared_repair(
+    request: pytest.FixtureRequest, prefix: str
+) -> AsyncIterator[dict[str, Any]]:
+    """A fast repair log of either shared kind, of the test's own."""
+    if request.param == "redis":
+        yield fast_repair(prefix)
+        return
+    table = f"test_repair_{uuid.uuid4().hex[:12]}"
+    redis_only = {"url", "stream"}
+    config = {k: v for k, v in fast_repair(prefix).items() if k not in redis_only}
+    yield {**config, "kind": "postgres", "dsn": PG_DSN, "table": table}
+    conn = await asyncpg.connect(PG_DSN)
+    try:
+        await conn.execute(f'DROP TABLE IF EXISTS "{table}"')
+    finally:
+        await conn.close()
+
+
+async def test_reconcile_takes_over_what_a_live_instance_keeps_failing(
+    dynamo_link: CuttableLink,
+    shared_repair: dict[str, Any],
+    store_proxy: StoreProxyFactory,
+    http: aiohttp.ClientSession,
+    moto_endpoint: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A live instance that cannot reach DynamoDB claims its failed entries again whenever
+    they fall due; reconcile, which can reach it, still repairs every one in one run."""
+    link = dynamo_link
+    proxy = await store_proxy(
+        "postgres",
+        dynamo_url=link.url,
+        dynamo={"sdk_max_attempts": 1, "max_attempts": 1, "connect_timeout_seconds": 0.5},
+        shadow_reads=0.0,
+        repair=shared_repair,
+    )
+    await link.refuse()  # every write fails at once, certainly: no late-write wait
+    try:
+        users = [user(i) for i in range(10)]
+        for u in users:
+            async with http.post(proxy.url + "/users", json=u) as r:
+                assert r.status == 201
+        await proxy.wait_for(  # each entry claimed and failed again and again
+            lambda: (
+                gauge(proxy, "shadowproxy_repairs_total", resource="users", result="failed") >= 30
+            ),
+            timeout=30,
+        )
+        ddb = proxy.settings.backends["ddb"].model_copy(update={"endpoint_url": moto_endpoint})
+        direct = proxy.settings.model_copy(
+            update={"backends": {**proxy.settings.backends, "ddb": ddb}}
+        )
+        caplog.set_level(logging.INFO, logger="shadowproxy.jobs")
+        lines = await reconcile(direct, stream=io.StringIO(), log_seconds=0)
+        assert lines[:2] == [
+            "repaired 10 keys, 0 attempts failed, 0 stuck entries retried",
+            "repair log depth now 0",
+        ]
+        shown = [r.getMessage() for r in caplog.records if r.name == "shadowproxy.jobs"]
+        assert shown and shown[-1].startswith("reconcile users: 10 records in ")
+        assert shown[-1].endswith(", 10 repaired")  # off a terminal: plain progress lines
+    finally:
+        await link.listen()
+    in_pg, in_ddb = await both_stores(proxy, users)
+    assert len(in_pg) == 10 and in_ddb == in_pg
 
 
 async def test_a_primary_write_is_cut_at_half_the_intent_grace(

@@ -405,3 +405,144 @@ async def test_escalate_names_the_intents_a_repairer_already_took(any_log: LogFa
     assert await log.escalate([again], "put on dynamo failed") == []
     assert await log.depth() >= 1 and (await log.unsettled("users", [claimed.key])).held == 1
     assert await log.escalate([other, "999999"], "put failed") == ["999999"]
+
+
+# --- take-over: reconcile beside live and dead claimers -------------------------------------
+
+
+async def test_a_take_over_claims_what_a_dead_claimer_held(make_log: LogFactory) -> None:
+    dead, reconcile = await opened(make_log()), await opened(make_log())
+    for key in ("1", "2", "3"):
+        await dead.append("users", key, "x")
+    assert len(await dead.claim(10)) == 3  # then the process dies mid-repair
+    assert await reconcile.claim(10) == []  # their lease has not run out
+    taken = await reconcile.claim(10, take_over=True)
+    assert sorted(keys(taken)) == ["1", "2", "3"]
+    for entry in taken:
+        await reconcile.done(entry)
+    assert await reconcile.depth() == 0
+
+
+async def test_a_take_over_claims_what_a_live_claimer_keeps_failing(make_log: LogFactory) -> None:
+    """The reported case: a repairer that cannot reach the other store claims its entries
+    again whenever they fall due, so a claim by idle time never gets them."""
+    live, reconcile = (
+        await opened(make_log(max_attempts=10)),
+        await opened(make_log(max_attempts=10)),
+    )
+    for key in ("1", "2"):
+        await live.append("users", key, "x")
+    for _ in range(3):
+        await asyncio.sleep(RETRY * 1.5)
+        for entry in await live.claim(10):
+            await live.failed(entry, "StoreUnavailable: refused")
+        assert await reconcile.claim(10) == []  # hidden: failed a moment ago
+    taken = await reconcile.claim(10, take_over=True)
+    assert sorted((e.key, e.attempts) for e in taken) == [("1", 3), ("2", 3)]
+    await reconcile.failed(taken[0], "StoreUnavailable: refused")
+    # Its own failure keeps its wait: a drain does not retry it in a loop.
+    assert await reconcile.claim(10, take_over=True) == []
+    await reconcile.done(taken[1])
+    await asyncio.sleep(RETRY * 1.5)
+    [again] = await live.claim(10)
+    assert (again.key, again.attempts) == (taken[0].key, 4)
+
+
+async def test_a_failure_or_done_of_an_entry_taken_over_corrupts_nothing(
+    make_log: LogFactory,
+) -> None:
+    """The repairer that lost an entry to a take-over finishes late: its failure counts
+    nothing, and its done, after the other's, releases no newer write of the key."""
+    live = await opened(make_log(intent_grace_seconds=60, retry_after_seconds=RETRY))
+    reconcile = await opened(make_log(intent_grace_seconds=60))
+    [intent] = await live.intend("users", ["5"], op="put")
+    await live.escalate([intent], "put on dynamo failed: BreakerOpen")
+    await asyncio.sleep(RETRY * 1.5)
+    [entry] = await live.claim(10)
+    [taken] = await reconcile.claim(10, take_over=True)
+    assert taken.id == entry.id and taken.hold == entry.hold != ""
+    await live.failed(entry, "StoreUnavailable: refused")  # it no longer holds the entry
+    await reconcile.failed(taken, "StoreUnavailable: still refused")
+    await asyncio.sleep(RETRY * 1.5)
+    [again] = await reconcile.claim(10, take_over=True)
+    assert (again.attempts, again.last_error) == (1, "StoreUnavailable: still refused")
+    assert (await live.unsettled("users", ["5"])).held == 1
+    await reconcile.done(again)
+    assert (await live.unsettled("users", ["5"])).quiet and await live.depth() == 0
+
+    [newer] = await live.intend("users", ["5"], op="put")  # a new write of the key
+    await live.done(entry)  # the stale repairer's done, after the other's
+    await live.failed(entry, "StoreUnavailable: refused")
+    assert (await live.unsettled("users", ["5"])).held == 1
+    assert await live.depth() == 0
+    await live.settle([newer])
+    assert (await live.unsettled("users", ["5"])).quiet
+
+
+async def test_a_late_failure_is_not_taken_over_before_late_write_seconds(
+    make_log: LogFactory,
+) -> None:
+    settings = {"retry_after_seconds": 0.1, "late_write_seconds": 1.0}
+    live, reconcile = await opened(make_log(**settings)), await opened(make_log(**settings))
+    await live.append("users", "4", "x")
+    [entry] = await live.claim(10)
+    await live.failed(entry, "StoreTimeout: dynamodb: no answer within 5s", late=True)
+    assert await reconcile.claim(10, take_over=True) == []
+    await asyncio.sleep(0.3)
+    assert await reconcile.claim(10, take_over=True) == []  # past retry_after only
+    assert await reconcile.depth() == 1
+    await asyncio.sleep(1.0)
+    [again] = await reconcile.claim(10, take_over=True)
+    assert (again.key, again.attempts) == ("4", 1)
+
+
+async def test_a_late_failure_of_an_entry_taken_over_outlives_the_others_repair(
+    make_log: LogFactory,
+) -> None:
+    """The repairer that lost the entry to a take-over had a write of unknown outcome: it
+    may land after the other repair's copy, so the key is repaired again after
+    late_write_seconds, whichever of the two finishes first."""
+    settings = {"intent_grace_seconds": 60, "retry_after_seconds": 0.1, "late_write_seconds": 1.0}
+    live, reconcile = await opened(make_log(**settings)), await opened(make_log(**settings))
+    for key in ("1", "2"):
+        [intent] = await live.intend("users", [key], op="put")
+        await live.escalate([intent], "put on dynamo failed: BreakerOpen")
+    await asyncio.sleep(0.2)
+    entries = {e.key: e for e in await live.claim(10)}
+    taken = {e.key: e for e in await reconcile.claim(10, take_over=True)}
+    assert sorted(taken) == ["1", "2"]
+    await reconcile.done(taken["1"])  # the take-over repairs "1" first ...
+    await live.failed(entries["1"], "StoreTimeout", late=True)  # ... then the old write
+    await live.failed(entries["2"], "StoreTimeout", late=True)  # "2": the old write first,
+    await reconcile.done(taken["2"])  # then the take-over's repair
+    assert await live.depth() == 2
+    assert (await live.unsettled("users", ["1", "2"])).held == 2
+    assert await reconcile.claim(10, take_over=True) == []
+    await asyncio.sleep(1.2)
+    again = await reconcile.claim(10, take_over=True)
+    assert sorted((e.key, e.attempts) for e in again) == [("1", 1), ("2", 0)]
+    for entry in again:
+        await reconcile.done(entry)
+    assert (await live.unsettled("users", ["1", "2"])).quiet and await live.depth() == 0
+
+
+async def test_done_or_failed_twice_changes_nothing_more(any_log: LogFactory) -> None:
+    log = await opened(any_log(intent_grace_seconds=60, retry_after_seconds=0.1,
+                               late_write_seconds=0.5))  # fmt: skip
+    [intent] = await log.intend("users", ["3"], op="put")
+    await log.escalate([intent], "put on dynamo failed: BreakerOpen")
+    await asyncio.sleep(0.2)
+    [entry] = await log.claim(10, take_over=True)
+    await log.done(entry)
+    await log.done(entry)
+    await log.failed(entry, "StoreUnavailable: refused")
+    assert await log.depth() == 0 and (await log.unsettled("users", ["3"])).quiet
+    # A write of unknown outcome that was still on its way: the key is due again, held.
+    await log.failed(entry, "StoreTimeout", late=True)
+    assert await log.depth() == 1 and (await log.unsettled("users", ["3"])).held == 1
+    assert await log.claim(10, take_over=True) == []
+    await asyncio.sleep(0.7)
+    [again] = await log.claim(10, take_over=True)
+    assert (again.key, again.attempts, again.last_error) == ("3", 1, "StoreTimeout")
+    await log.done(again)
+    assert await log.depth() == 0 and (await log.unsettled("users", ["3"])).quiet

@@ -15,7 +15,14 @@ from prometheus_client import CollectorRegistry
 from proxy.errors import ConfigError
 from proxy.repair.config import RepairConfig
 from proxy.repair.log import RepairEntry, open_repair_log
-from proxy.repair.repairer import Repairer, RepairMetrics, RepairRace, RepairTarget, repair_key
+from proxy.repair.repairer import (
+    DrainRound,
+    Repairer,
+    RepairMetrics,
+    RepairRace,
+    RepairTarget,
+    repair_key,
+)
 from proxy.store.base import Record, RecordNotFound, StoreUnavailable
 from proxy.tasks import spawn
 
@@ -61,6 +68,7 @@ class MemoryLog:
         self.max_attempts = max_attempts
         self._ids = itertools.count(1)
         self.broken = False
+        self.take_overs: list[bool] = []
 
     def _check(self) -> None:
         if self.broken:
@@ -74,8 +82,9 @@ class MemoryLog:
         entry_id = str(next(self._ids))
         self.entries[entry_id] = RepairEntry(entry_id, resource, key, reason, op=op)
 
-    async def claim(self, limit: int) -> list[RepairEntry]:
+    async def claim(self, limit: int, *, take_over: bool = False) -> list[RepairEntry]:
         self._check()
+        self.take_overs.append(take_over)
         due = [e for e in self.entries.values() if e.attempts < self.max_attempts]
         return due[:limit]
 
@@ -251,6 +260,32 @@ async def test_failing_secondary_keeps_entries_until_it_recovers(
     assert await repairer.drain() == (10, 0)
     assert secondary.data == primary.data
     assert sample(registry, "shadowproxy_repair_log_depth") == 0
+
+
+async def test_a_drain_tries_each_entry_once(registry: CollectorRegistry) -> None:
+    """This log hands a failed entry out again at once; the drain still ends, leaving it to
+    the next drain or the background repairers rather than failing it until it is stuck."""
+    primary, secondary = FakeStore([user(k, f"{k}@x") for k in range(10)]), FakeStore()
+    log = MemoryLog()
+    for key in range(10):
+        await log.append("users", str(key), "secondary down")
+    secondary.down = True
+    repairer = make_repairer(log, primary, secondary, registry, batch=20)
+    assert await repairer.drain(take_over=True) == (0, 10)
+    assert {e.attempts for e in log.entries.values()} == {1}
+    assert log.take_overs == [True, True]
+
+
+async def test_a_drain_reports_every_round(registry: CollectorRegistry) -> None:
+    primary, secondary = FakeStore([user(k, f"{k}@x") for k in range(10)]), FakeStore()
+    log = MemoryLog()
+    for key in range(10):
+        await log.append("users", str(key), "secondary down")
+    rounds: list[DrainRound] = []
+    repairer = make_repairer(log, primary, secondary, registry, batch=4)
+    assert await repairer.drain(on_round=rounds.append) == (10, 0)
+    assert rounds == [(4, 0), (4, 0), (2, 0)]
+    assert log.take_overs == [False] * 4
 
 
 async def test_unknown_resource_and_bad_key_stay_in_the_log(registry: CollectorRegistry) -> None:
