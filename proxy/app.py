@@ -26,7 +26,12 @@ from proxy.flags.store import FlagStore
 from proxy.http.build import build_http_side
 from proxy.metrics import Metrics
 from proxy.request import problems
-from proxy.resources.wiring import Resources, build_store_side, new_stores_of
+from proxy.resources.wiring import (
+    Resources,
+    build_store_side,
+    new_stores_of,
+    open_settings_repair_log,
+)
 from proxy.settings import Settings
 from proxy.shared import Shared, flag_store_for, shared_parts
 from proxy.types import RawHandler
@@ -50,12 +55,15 @@ def build(
 ) -> Apps:
     env = os.environ if env is None else env
     flag_store = flag_store_for(settings, env)
-    control = build_control(settings, flag_store, new_stores_of(settings), registry)
+    repair_log = open_settings_repair_log(settings)
+    control = build_control(
+        settings, flag_store, new_stores_of(settings), registry, repair_depth=repair_log.depth
+    )
     observers = (control.decisions.record, control.guardrail.observe)
     shared = shared_parts(
         settings, registry=registry, env=env, flag_store=flag_store, observers=observers
     )
-    store = build_store_side(settings, shared, env)
+    store = build_store_side(settings, shared, env, repair_log)
     http = build_http_side(settings, shared) if settings.routes else None
 
     proxy_app = web.Application(middlewares=[client_timeouts.middleware, problems])

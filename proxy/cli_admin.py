@@ -92,10 +92,18 @@ def flags_history(client: AdminClient, target: str | None, limit: int) -> str:
 
 
 def readiness(client: AdminClient, target: str | None, as_json: bool) -> tuple[bool, str]:
+    """The exit status follows the flip-reads verdicts; each resource's stop-old-writes
+    verdict is printed after its flip-reads verdict."""
     data = client.call("GET", "/readiness" + (f"?target={target}" if target else ""))
     if as_json:
         return data["ready"], json.dumps(data, indent=2)
-    return data["ready"], "\n".join(v["text"] for v in data["verdicts"])
+    writes = {w["target"]: w["text"] for w in data.get("stop_old_writes", [])}
+    texts = []
+    for v in data["verdicts"]:
+        texts.append(v["text"])
+        if v["target"] in writes:
+            texts.append(writes[v["target"]])
+    return data["ready"], "\n".join(texts)
 
 
 def _value(value: Any) -> str:

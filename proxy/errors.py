@@ -21,6 +21,8 @@ ShadowProxyError
 ├── FlagStoreError         proxy.flags.store: the flag store failed (FlagStoreUnavailable,
 │                          FlagConflict)
 ├── RepairRace             proxy.repair.repairer: a record kept changing during a repair
+├── VerifyResultsError     proxy.readiness.verify_results: verify results unreadable or
+│                          malformed (the gate reports it as unknown); also a ValueError
 ├── AdminError             proxy.cli_admin: the admin API refused or could not be reached
 └── HTTPProblem            here: an error answered to a client, with status and code
     ├── BadRequest         400  malformed request (bad JSON, wrong types, unknown fields,

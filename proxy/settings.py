@@ -122,6 +122,7 @@ class PostgresBackend(_Model):
     pool_max: int = Field(10, ge=1)
     timeout_seconds: float = Field(5.0, gt=0)
     connect_timeout_seconds: float = Field(5.0, gt=0)
+    scan_page: int = Field(1000, ge=1, le=10_000)  # rows per page of a backfill or verify
 
 
 class DynamoDBBackend(_Model):
@@ -138,6 +139,7 @@ class DynamoDBBackend(_Model):
     connect_timeout_seconds: float = Field(2.0, gt=0)
     max_attempts: int = Field(8, ge=1, le=20)
     sdk_max_attempts: int = Field(3, ge=1, le=10)
+    scan_page: int | None = Field(None, ge=1, le=10_000)  # items per Scan page; None: 1 MB
     access_key_id_env: str = "AWS_ACCESS_KEY_ID"
     secret_access_key_env: str = "AWS_SECRET_ACCESS_KEY"
     session_token_env: str = "AWS_SESSION_TOKEN"  # temporary keys (STS) come with one
@@ -257,9 +259,10 @@ class ResourceFlags(_Model):
 
 
 class GuardrailSettings(_Model):
-    """After reads flip to the new store: flip back by itself when, within ``watch_seconds``
-    and over at least ``min_comparisons``, the new primary's error rate or the mismatch rate
-    (now measured against the old store as shadow) crosses its threshold."""
+    """While the new store serves reads (reads flipped to it, or a ``new_store_read_fraction``
+    canary): undo that by itself when, within ``watch_seconds`` and over at least
+    ``min_comparisons``, the new store's error rate or the mismatch rate (measured against the
+    old store as shadow) crosses its threshold (``proxy.control.guardrail``)."""
 
     enabled: bool = True
     watch_seconds: float = Field(600.0, gt=0)

@@ -3,7 +3,9 @@
 GET /flags                      every flag, its value, the store's health
 PUT /flags/{target.flag}        {"value": ..., "reason": "...", "force": false}
 GET /flags/history?limit=&target=
-GET /readiness?target=          verdicts with every criterion, measured vs threshold
+GET /readiness?target=          verdicts with every criterion, measured vs threshold:
+                                "verdicts" to flip reads (``ready``: all of them), and per
+                                resource "stop_old_writes" (``ready_to_stop_old_writes``)
 """
 
 from __future__ import annotations
@@ -108,11 +110,21 @@ class FlagsAdmin:
         unknown = [n for n in names if n not in self.decisions.targets]
         if unknown:
             raise NotFound(f"no shadowed resource or route named {unknown[0]!r}")
-        verdicts = []
+        verdicts, writes = [], []
         for name in names:
             result = await self.decisions.verdict(name)
             verdicts.append({**to_dict(result), "text": render_text(result)})
-        return _json({"ready": all(v["ready"] for v in verdicts), "verdicts": verdicts})
+            if self.decisions.targets[name].kind == "resource":
+                stop = await self.decisions.write_verdict(name)
+                writes.append({**to_dict(stop), "text": render_text(stop)})
+        return _json(
+            {
+                "ready": all(v["ready"] for v in verdicts),
+                "ready_to_stop_old_writes": bool(writes) and all(w["ready"] for w in writes),
+                "verdicts": verdicts,
+                "stop_old_writes": writes,
+            }
+        )
 
 
 async def _body(request: web.Request) -> dict[str, Any]:

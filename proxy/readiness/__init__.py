@@ -5,7 +5,8 @@ Every comparison is counted by a ``ReadinessRecorder`` into time buckets of a wi
 is a pure function of the window's ``WindowTotals`` and a ``ReadinessConfig``. Definitions:
 ``proxy.readiness.config`` (which outcome counts as what), ``proxy.readiness.verdict`` (the
 criteria), ``proxy.readiness.window`` (buckets, Redis keys), ``proxy.readiness.histogram``
-(latency buckets, quantiles).
+(latency buckets, quantiles), ``proxy.readiness.verify_results`` (full-table verify results,
+which the stop-old-writes verdict needs).
 """
 
 from proxy.readiness.config import RESOURCE_OPERATIONS, ReadinessConfig
@@ -18,12 +19,20 @@ from proxy.readiness.verdict import (
     STOP_OLD_WRITES,
     Criterion,
     Verdict,
+    WriteFacts,
+    refusal,
     render_text,
     to_dict,
     to_json,
     verdict,
     wilson_upper,
     write_verdict,
+)
+from proxy.readiness.verify_results import (
+    VerifyResult,
+    VerifyResults,
+    VerifyResultsError,
+    open_verify_results,
 )
 from proxy.readiness.window import MemoryWindow, RedisWindow, Window, make_window
 
@@ -41,9 +50,15 @@ __all__ = [
     "ReadinessRecorder",
     "RedisWindow",
     "Verdict",
+    "VerifyResult",
+    "VerifyResults",
+    "VerifyResultsError",
     "Window",
     "WindowTotals",
+    "WriteFacts",
     "make_window",
+    "open_verify_results",
+    "refusal",
     "render_text",
     "to_dict",
     "to_json",

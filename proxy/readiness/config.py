@@ -68,6 +68,11 @@ class ReadinessConfig(BaseModel):
     prefix: str = Field("shadowproxy:readiness", min_length=1)
     flush_interval_seconds: float = Field(1.0, gt=0, le=60)
     timeout_seconds: float = Field(1.0, gt=0)
+    #: stopping writes to the old store needs a clean full-table verify at most this old
+    verify_max_age_seconds: float = Field(86400.0, gt=0)
+    #: where verify results are kept with ``store: memory`` (None: the default file, see
+    #: ``proxy.readiness.verify_results``)
+    verify_results_path: str | None = Field(None, min_length=1)
 
     @field_validator("required_operations")
     @classmethod

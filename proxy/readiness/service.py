@@ -5,9 +5,11 @@
     # Publisher, for every comparison:
     readiness.record(exp.route, exp.operation, exp.comparison.outcome,
                      exp.primary_seconds, exp.shadow_seconds, new_side="shadow")
-    # GET /readiness, `shadowproxy readiness`:
+    # GET /readiness, `shadowproxy readiness`, the flip gate:
     v = await readiness.evaluate("users", required_operations=config.operations_for(
         RESOURCE_OPERATIONS))
+    w = await readiness.evaluate_writes("users", required_operations=...,
+                                        facts=WriteFacts(read_from="dynamodb", ...))
     await readiness.close()
 
 With ``store: memory`` only this process's counts exist: a separate CLI process sees nothing
@@ -23,7 +25,7 @@ from proxy.readiness.config import ReadinessConfig
 from proxy.readiness.metrics import ReadinessMetrics
 from proxy.readiness.recorder import ReadinessRecorder
 from proxy.readiness.totals import WindowTotals
-from proxy.readiness.verdict import Criterion, Verdict, verdict, write_verdict
+from proxy.readiness.verdict import Criterion, Verdict, WriteFacts, verdict, write_verdict
 from proxy.readiness.window import Window, make_window
 
 
@@ -83,18 +85,13 @@ class Readiness:
         return result
 
     async def evaluate_writes(
-        self,
-        target: str,
-        *,
-        required_operations: Iterable[str],
-        verify_clean_at: float | None = None,
-        repair_depth: int | None = None,
+        self, target: str, *, required_operations: Iterable[str], facts: WriteFacts
     ) -> Verdict:
-        """The stop-old-writes verdict (not exported as a metric)."""
+        """The stop-old-writes verdict (not exported as a metric); ``facts`` are gathered by
+        the caller (``proxy.control.decisions``)."""
         return write_verdict(
             await self.totals(target),
             self.config,
             required_operations=required_operations,
-            verify_clean_at=verify_clean_at,
-            repair_depth=repair_depth,
+            facts=facts,
         )

@@ -17,9 +17,23 @@ missing_          required operations without a single comparison            emp
 operations        (a shadow error, drop or skip does not count as exercised)
 ================  =========================================================  ===============
 
-Stopping writes to the old store (``write_verdict``) adds two criteria to those: ``verify`` (a
-clean full-table verify finished inside the window: age < window_seconds; unknown while no
-verify has run) and ``repair_log`` (depth == 0; unknown when not known).
+Stopping writes to the old store (``write_verdict``) judges the same read criteria over the
+same window (after reads flipped, the new store is the primary and the old one the shadow;
+a window that spans the flip counts both directions: a mismatch is a mismatch either way,
+and latencies are filed by store, so ``new_p99_seconds`` stays the new store's) and adds:
+
+==================  =======================================================  ==============
+criterion           measured                                                 passes when
+==================  =======================================================  ==============
+reads_on_new_store  the live ``read_from``                                   == new store
+verify              seconds since the last clean full-table verify STARTED   <= verify_max
+                    (``proxy.readiness.verify_results``); unknown when none  _age_seconds
+                    is complete, failed when the latest found differences
+repair_log          entries waiting in the repair log, stuck ones included   <= 0
+==================  =======================================================  ==============
+
+A fact that could not be read (results file corrupt, Redis down) is unknown, with the reason
+as the criterion's detail.
 """
 
 from __future__ import annotations
@@ -249,39 +263,76 @@ def verdict(
     )
 
 
+@dataclass(frozen=True)
+class WriteFacts:
+    """What the stop-old-writes verdict needs besides the window. ``None`` is unknown; the
+    matching ``*_detail`` says why (or what was found)."""
+
+    read_from: str | None = None
+    new_store: str | None = None
+    verify_clean_at: float | None = None
+    #: the latest verify found differences (``verify_clean_at`` is None): FAIL, not unknown
+    verify_failed: bool = False
+    verify_detail: str = ""
+    repair_depth: int | None = None
+    repair_detail: str = ""
+
+
 def write_criteria(
-    *,
-    verify_clean_at: float | None,
-    repair_depth: int | None,
-    now: float,
-    window_seconds: float,
-) -> tuple[Criterion, Criterion]:
-    if verify_clean_at is None:
-        verify = Criterion(
-            "verify", None, window_seconds, None, "unknown: no verify has run", operator="<"
-        )
-    else:
-        age = now - verify_clean_at
-        verify = Criterion(
-            "verify",
-            age,
-            window_seconds,
-            age < window_seconds,
-            f"seconds since the last clean full-table verify ({_iso(verify_clean_at)}); "
-            "must be newer than the window",
-            operator="<",
-        )
-    if repair_depth is None:
-        repair = Criterion("repair_log", None, 0, None, "unknown: repair log depth not known")
-    else:
-        repair = Criterion(
-            "repair_log",
-            repair_depth,
-            0,
-            repair_depth <= 0,
-            "entries waiting in the repair log, stuck ones included",
-        )
-    return verify, repair
+    facts: WriteFacts, *, now: float, max_verify_age_seconds: float
+) -> tuple[Criterion, Criterion, Criterion]:
+    return (
+        _reads_on_new_store(facts),
+        _verify(facts, now, max_verify_age_seconds),
+        _repair_log(facts),
+    )
+
+
+def _reads_on_new_store(facts: WriteFacts) -> Criterion:
+    name, op = "reads_on_new_store", "=="
+    if facts.new_store is None:
+        detail = "unknown: the resource has no new store (set resources.<name>.new_store)"
+        return Criterion(name, facts.read_from, None, None, detail, operator=op)
+    if facts.read_from is None:
+        detail = "unknown: the live flags could not be read"
+        return Criterion(name, None, facts.new_store, None, detail, operator=op)
+    on_new = facts.read_from == facts.new_store
+    detail = (
+        "reads are served by the new store"
+        if on_new
+        else f"flip read_from to {facts.new_store} first (gated by the read verdict)"
+    )
+    return Criterion(name, facts.read_from, facts.new_store, on_new, detail, operator=op)
+
+
+def _verify(facts: WriteFacts, now: float, max_age: float) -> Criterion:
+    if facts.verify_clean_at is None:
+        if facts.verify_failed:
+            return Criterion("verify", None, max_age, False, facts.verify_detail)
+        detail = facts.verify_detail or "no full-table verify has been saved"
+        return Criterion("verify", None, max_age, None, f"unknown: {detail}")
+    age = now - facts.verify_clean_at
+    return Criterion(
+        "verify",
+        age,
+        max_age,
+        age <= max_age,
+        f"seconds since the last clean full-table verify started ({_iso(facts.verify_clean_at)})",
+    )
+
+
+def _repair_log(facts: WriteFacts) -> Criterion:
+    if facts.repair_depth is None:
+        detail = facts.repair_detail or "repair log depth not known"
+        return Criterion("repair_log", None, 0, None, f"unknown: {detail}")
+    return Criterion(
+        "repair_log",
+        facts.repair_depth,
+        0,
+        facts.repair_depth <= 0,
+        "entries waiting in the repair log, stuck ones included"
+        + ("" if facts.repair_depth <= 0 else ": run shadowproxy reconcile"),
+    )
 
 
 def write_verdict(
@@ -289,20 +340,14 @@ def write_verdict(
     config: ReadinessConfig,
     *,
     required_operations: Iterable[str],
-    verify_clean_at: float | None,
-    repair_depth: int | None,
+    facts: WriteFacts,
     extra_criteria: Iterable[Criterion] = (),
     now: float | None = None,
 ) -> Verdict:
-    """Whether writes to the old store can stop: the read criteria (now measured with the old
-    store as shadow) plus a clean verify newer than the window and an empty repair log."""
+    """Whether writes to the old store can stop: the read criteria plus reads on the new
+    store, a clean verify at most ``verify_max_age_seconds`` old and an empty repair log."""
     at = totals.end if now is None else now
-    extra = write_criteria(
-        verify_clean_at=verify_clean_at,
-        repair_depth=repair_depth,
-        now=at,
-        window_seconds=config.window_seconds,
-    )
+    extra = write_criteria(facts, now=at, max_verify_age_seconds=config.verify_max_age_seconds)
     return verdict(
         totals,
         config,
@@ -310,6 +355,15 @@ def write_verdict(
         extra_criteria=(*extra, *extra_criteria),
         now=at,
         decision=STOP_OLD_WRITES,
+    )
+
+
+def refusal(result: Verdict) -> str:
+    """Every criterion that did not pass, with its measured value, threshold and detail."""
+    return "; ".join(
+        f"{c.name} {_fmt(c.measured)} (needs {c.operator} {_fmt(c.threshold)}"
+        f"{'; ' + c.detail if c.detail else ''})"
+        for c in result.failing
     )
 
 
@@ -326,7 +380,9 @@ def _fmt(value: Measured) -> str:
     if isinstance(value, tuple):
         return ", ".join(value) if value else "none"
     if isinstance(value, float):
-        return "inf" if math.isinf(value) else _g(value)
+        if math.isinf(value):
+            return "inf"
+        return f"{value:.0f}" if abs(value) >= 1e4 else _g(value)  # seconds, not 8.64e+04
     return str(value)
 
 

@@ -15,7 +15,7 @@ from proxy.flags import ResourceFlagState
 from proxy.flags.topology import infer_new_store
 from proxy.http.routes import rule_spec
 from proxy.repair.config import RepairConfig
-from proxy.repair.log import open_repair_log
+from proxy.repair.log import RepairLog, open_repair_log
 from proxy.repair.repairer import Repairer, RepairLoop, RepairMetrics, RepairTarget
 from proxy.resources.api import ResourceAPI
 from proxy.resources.cache import CacheMetrics, RecordCache
@@ -159,16 +159,27 @@ class StoreSide:
             yield
 
 
-def build_store_side(settings: Settings, shared: Shared, env: Mapping[str, str]) -> StoreSide:
+def repair_config_of(settings: Settings) -> RepairConfig:
+    # Without a ``repair:`` section a process keeps its own log in memory: the same ordering
+    # and re-read checks for one instance, not shared and not crash-safe (check-config warns).
+    return settings.repair or RepairConfig(kind="memory")
+
+
+def open_settings_repair_log(settings: Settings) -> RepairLog:
+    """The repair log the store side writes and the stop-old-writes gate reads the depth of
+    (opened here, initialised and closed by the store side's repair lifecycle)."""
+    return open_repair_log(repair_config_of(settings))
+
+
+def build_store_side(
+    settings: Settings, shared: Shared, env: Mapping[str, str], repair_log: RepairLog
+) -> StoreSide:
     cache = (
         RecordCache.from_config(settings.cache, CacheMetrics.create(shared.registry))
         if settings.cache is not None and settings.cache.enabled
         else None
     )
-    # Without a ``repair:`` section a process keeps its own log in memory: the same ordering
-    # and re-read checks for one instance, not shared and not crash-safe (check-config warns).
-    repair_config = settings.repair or RepairConfig(kind="memory")
-    repair_log = open_repair_log(repair_config)
+    repair_config = repair_config_of(settings)
 
     def flags(name: str) -> ResourceFlagState:
         return shared.flag_store.snapshot().resources[name]

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -8,6 +9,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
+
+from tests.integration.conftest import REDIS_URL
+from tests.support.servers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -40,6 +45,26 @@ def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
                 stream.close()
 
 
+@pytest.fixture
+def moto_url(processes: list[subprocess.Popen[bytes]]) -> str:
+    """DynamoDB's endpoint in a process of its own, so the proxies' load does not share the
+    test's interpreter."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    processes.append(proc)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return f"http://127.0.0.1:{port}"
+        except OSError:
+            time.sleep(0.1)
+    raise AssertionError("moto server did not start")
+
+
 def wait_http(url: str, timeout: float = 20.0) -> None:
     import urllib.request
 
@@ -52,3 +77,19 @@ def wait_http(url: str, timeout: float = 20.0) -> None:
         except OSError:
             time.sleep(0.05)
     raise AssertionError(f"{url} did not answer within {timeout}s")
+
+
+@pytest.fixture
+def prefix() -> Iterator[str]:
+    """A Redis key namespace of the test's own; every key under it is deleted afterwards."""
+    import uuid
+
+    name = f"test:e2e:{uuid.uuid4().hex[:12]}"
+    yield name
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        keys = list(client.scan_iter(f"{name}*"))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()

@@ -13,9 +13,7 @@ import copy
 import os
 import random
 import signal
-import socket
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -46,37 +44,6 @@ HOT_KEYS = 20
 GRACE = 10
 """intent_grace_seconds: a dual write's primary call is cut at half of it (a 504), so it sits
 above the stores' own 5 s timeouts and loaded writes are not cut."""
-
-
-@pytest.fixture
-def moto_url(processes: list[subprocess.Popen[bytes]]) -> str:
-    """DynamoDB's endpoint in a process of its own, so the proxies' load does not share the
-    test's interpreter."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    processes.append(proc)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return f"http://127.0.0.1:{port}"
-        except OSError:
-            time.sleep(0.1)
-    raise AssertionError("moto server did not start")
-
-
-@pytest.fixture
-def prefix() -> Iterator[str]:
-    name = f"test:integrity:{uuid.uuid4().hex[:10]}"
-    yield name
-    client = redis.Redis.from_url(REDIS_URL)
-    keys = list(client.scan_iter(f"{name}*"))
-    if keys:
-        client.delete(*keys)
-    client.close()
 
 
 @dataclass

@@ -9,13 +9,11 @@ import subprocess
 import threading
 import time
 import urllib.request
-import uuid
 from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 import yaml
 
 from tests.e2e.conftest import ROOT, run_cli, shadowproxy, wait_http
@@ -40,17 +38,6 @@ def backend() -> Any:
     yield server
     server.shutdown()
     server.server_close()
-
-
-@pytest.fixture
-def prefix() -> Any:
-    name = f"test:fleet:{uuid.uuid4().hex}"
-    yield name
-    client = redis.Redis()
-    keys = list(client.scan_iter(f"{name}*"))
-    if keys:
-        client.delete(*keys)
-    client.close()
 
 
 def test_a_flip_through_one_instance_reaches_the_other(

@@ -17,6 +17,7 @@ from proxy.readiness import (
     ReadinessConfig,
     ReadinessMetrics,
     ReadinessRecorder,
+    WriteFacts,
 )
 from proxy.readiness.histogram import OVERFLOW, bucket_index
 from proxy.readiness.window import Deltas, window_buckets
@@ -225,7 +226,9 @@ async def test_readiness_facade_evaluates_and_exports_the_gauge() -> None:
     v = await readiness.evaluate("users", required_operations=("get", "scan"))
     assert not v.ready
     assert registry.get_sample_value("shadowproxy_readiness_ready", {"target": "users"}) == 0
-    w = await readiness.evaluate_writes("users", required_operations=RESOURCE_OPERATIONS)
+    w = await readiness.evaluate_writes(
+        "users", required_operations=RESOURCE_OPERATIONS, facts=WriteFacts()
+    )
     assert not w.ready and w.decision == "stop_old_writes"
     # a write verdict is not exported
     assert registry.get_sample_value("shadowproxy_readiness_ready", {"target": "users"}) == 0

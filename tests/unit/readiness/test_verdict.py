@@ -15,6 +15,8 @@ from proxy.readiness import (
     ReadinessConfig,
     Verdict,
     WindowTotals,
+    WriteFacts,
+    refusal,
     render_text,
     to_dict,
     to_json,
@@ -284,37 +286,99 @@ def test_extra_criteria_are_appended_and_decide() -> None:
 # --- stop writing the old store -------------------------------------------------------------
 
 
+def on_new(**facts: object) -> WriteFacts:
+    """Reads on the new store, an empty repair log, and ``facts`` on top."""
+    base: dict[str, object] = {"read_from": "dynamodb", "new_store": "dynamodb", "repair_depth": 0}
+    return WriteFacts(**{**base, **facts})  # type: ignore[arg-type]
+
+
+def stop(facts: WriteFacts, totals: WindowTotals | None = None, **overrides: object) -> Verdict:
+    return write_verdict(
+        history() if totals is None else totals,
+        config(**overrides),
+        required_operations=OPS,
+        facts=facts,
+    )
+
+
 def test_write_verdict_is_unknown_until_a_verify_has_run() -> None:
-    v = write_verdict(history(), config(), required_operations=OPS, verify_clean_at=None,
-                      repair_depth=0)  # fmt: skip
+    v = stop(on_new())
     assert v.decision == STOP_OLD_WRITES
     verify = criterion(v, "verify")
-    assert (verify.passed, verify.detail) == (None, "unknown: no verify has run")
+    assert verify.passed is None
+    assert verify.detail == "unknown: no full-table verify has been saved"
+    assert verify.threshold == 86400
     assert criterion(v, "repair_log").passed is True
+    assert criterion(v, "reads_on_new_store").passed is True
     assert not v.ready
+    assert [c.name for c in v.failing] == ["verify"]
 
 
 @pytest.mark.parametrize(
     ("verify_age", "depth", "ready"),
-    [(60.0, 0, True), (3599.0, 0, True), (3600.0, 0, False), (60.0, 3, False), (60.0, None, False)],
+    [
+        (60.0, 0, True),
+        (86400.0, 0, True),  # inclusive: "no older than"
+        (86401.0, 0, False),
+        (60.0, 3, False),
+        (60.0, None, False),
+    ],
 )
 def test_write_verdict(verify_age: float, depth: int | None, ready: bool) -> None:
-    v = write_verdict(
-        history(),
-        config(),
-        required_operations=OPS,
-        verify_clean_at=NOW - verify_age,
-        repair_depth=depth,
-    )
+    v = stop(on_new(verify_clean_at=NOW - verify_age, repair_depth=depth))
     assert v.ready is ready
     assert criterion(v, "verify").measured == verify_age
     assert criterion(v, "repair_log").passed is (None if depth is None else depth == 0)
 
 
-def test_write_verdict_needs_the_read_criteria_too() -> None:
-    v = write_verdict(history(new_seconds=[]), config(), required_operations=OPS,
-                      verify_clean_at=NOW - 1, repair_depth=0)  # fmt: skip
+def test_verify_max_age_seconds_is_the_threshold() -> None:
+    facts = on_new(verify_clean_at=NOW - 600)
+    assert stop(facts, verify_max_age_seconds=900).ready
+    v = stop(facts, verify_max_age_seconds=300)
     assert not v.ready
+    assert (criterion(v, "verify").measured, criterion(v, "verify").threshold) == (600, 300)
+
+
+@pytest.mark.parametrize("bad", [0, -1, "soon"])
+def test_verify_max_age_seconds_must_be_positive(bad: object) -> None:
+    with pytest.raises(ValidationError, match="verify_max_age_seconds"):
+        config(verify_max_age_seconds=bad)
+
+
+def test_reads_must_already_be_on_the_new_store() -> None:
+    v = stop(on_new(read_from="postgres", verify_clean_at=NOW - 1))
+    reads = criterion(v, "reads_on_new_store")
+    assert (reads.measured, reads.operator, reads.threshold) == ("postgres", "==", "dynamodb")
+    assert reads.passed is False and "flip read_from to dynamodb first" in reads.detail
+    assert not v.ready
+    unknown = criterion(stop(on_new(new_store=None)), "reads_on_new_store")
+    assert unknown.passed is None and "no new store" in unknown.detail
+
+
+def test_a_verify_that_found_differences_fails_and_unknowns_say_why() -> None:
+    v = stop(on_new(verify_failed=True, verify_detail="the latest verify found differences"))
+    assert criterion(v, "verify").passed is False
+    assert criterion(v, "verify").detail == "the latest verify found differences"
+    v = stop(on_new(verify_detail="verify results file x is not valid", repair_depth=None,
+                    repair_detail="the repair log could not be read: TimeoutError"))  # fmt: skip
+    assert criterion(v, "verify").detail == "unknown: verify results file x is not valid"
+    repair = criterion(v, "repair_log")
+    assert repair.passed is None and "TimeoutError" in repair.detail
+
+
+def test_write_verdict_needs_the_read_criteria_too() -> None:
+    v = stop(on_new(verify_clean_at=NOW - 1), history(new_seconds=[]))
+    assert not v.ready
+    assert [c.name for c in v.failing] == ["new_p99_seconds"]
+
+
+def test_refusal_lists_every_unmet_criterion_with_value_and_threshold() -> None:
+    v = stop(on_new(read_from="postgres", verify_clean_at=NOW - 90000, repair_depth=4))
+    text = refusal(v)
+    assert "reads_on_new_store postgres (needs == dynamodb" in text
+    assert "verify 90000 (needs <= 86400" in text
+    assert "repair_log 4 (needs <= 0" in text
+    assert "comparisons" not in text  # passing criteria are not listed
 
 
 # --- output ---------------------------------------------------------------------------------
