@@ -24,6 +24,7 @@ EXIT_CODES: tuple[tuple[int, str], ...] = (
     (0, "success; readiness: ready; serve and demo: stopped by SIGTERM or Ctrl-C, drained"),
     (1, "readiness: not ready; a store error; an unexpected error (with a traceback)"),
     (2, "usage error; config error; admin API error or refused change; demo extra missing"),
+    (3, "backfill: finished with rejected records; verify: the stores differ"),
     (130, "interrupted by Ctrl-C where no graceful stop is in place (e.g. init-stores)"),
 )
 WORKERS_EXIT = (
@@ -200,6 +201,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rec.add_argument("-c", "--config", required=True, metavar="FILE", help=CONFIG_HELP)
 
+    from proxy import cli_migrate
+
+    cli_migrate.add_parsers(sub, epilog=_epilog, config_help=CONFIG_HELP)
+
     flags = sub.add_parser(
         "flags",
         help="show, change and audit the live flags",
@@ -302,8 +307,8 @@ def build_parser() -> argparse.ArgumentParser:
     set_.add_argument(
         "--force",
         action="store_true",
-        help="move reads toward the new side even though readiness fails; the audit marks the "
-        "change forced (default: off)",
+        help="move reads toward the new side, or stop writing the old store, even though the "
+        "verdict fails; the audit marks the change forced (default: off)",
     )
     history.add_argument(
         "--target",
@@ -327,7 +332,9 @@ def build_parser() -> argparse.ArgumentParser:
             "instance with readiness.store: redis): comparisons, mismatch rate, shadow\n"
             "error rate, the new side's p99 latency, operations never compared. Prints\n"
             "every criterion with its measured value and threshold; an unknown value is\n"
-            "never ready. The admin token comes from the environment, as for 'flags'."
+            "never ready. Each resource's stop-old-writes verdict follows (reads on the new\n"
+            "store, a recent clean verify, an empty repair log); the exit status is the\n"
+            "flip-reads verdict's. The admin token comes from the environment, as for 'flags'."
         ),
         epilog=_epilog(
             [
@@ -473,9 +480,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             command = (
                 admin_ops.init_stores if args.command == "init-stores" else admin_ops.reconcile
             )
-            for line in asyncio.run(command(load_settings(args.config))):
+            settings = load_settings(args.config)
+            if args.command == "reconcile":  # its progress lines, when not on a terminal
+                configure_logging(settings.logging.format, settings.logging.level)
+            for line in asyncio.run(command(settings)):
                 print(line)
             return 0
+        if args.command in ("backfill", "verify"):
+            from proxy import cli_migrate
+
+            return cli_migrate.run(args)
         if args.command in ("flags", "readiness"):
             return _admin_command(args)
         if args.command == "serve":

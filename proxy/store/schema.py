@@ -249,6 +249,30 @@ class Schema:
             raise SchemaError(errors)
         return record
 
+    def stored_errors(self, record: Mapping[str, Any]) -> list[FieldError]:
+        """What ``validate`` would refuse in a record read from a store (already canonical,
+        every field present): a value that did not decode to its type (``Malformed``), a
+        null where the field or the key does not allow one, a key or indexed value DynamoDB
+        cannot hold. The same verdict as ``validate(to_json(record), partial=False)``, at a
+        fraction of the cost (no rendering, no re-parsing): a backfill screens every row."""
+        errors: list[FieldError] = []
+        for name, spec in self.fields.items():
+            value = record.get(name)
+            if isinstance(value, Malformed):
+                try:
+                    self._field_value(spec, value.raw)
+                except InvalidField as e:
+                    errors.append(_error(name + e.path, e.message, e.value, spec.sensitive))
+            elif value is None:
+                if spec.empty is None and (spec.is_key or not spec.nullable):  # a set: []
+                    errors.append(_error(name, "must not be null", None, spec.sensitive))
+            elif spec.is_key or spec.indexed:
+                try:
+                    _check_key_value(value)
+                except InvalidField as e:
+                    errors.append(_error(name + e.path, e.message, e.value, spec.sensitive))
+        return errors
+
     def validate_value(self, field: str, value: Any) -> Any:
         """Canonical value of one field (e.g. an index lookup value from a JSON body)."""
         spec = self._spec(field)
