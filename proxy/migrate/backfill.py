@@ -308,6 +308,7 @@ class Backfill:
             deadline = loop.time() + job.repair_log.intent_grace_seconds / 2
             intents = await job.repair_log.intend(job.name, texts, op="backfill")
         retried = throttled = 0
+        seen = _throttles(job.target_store)
         todo = list(range(len(items)))
         attempt = 0
         while True:
@@ -323,12 +324,16 @@ class Backfill:
             except TimeoutError as e:
                 failed = dict.fromkeys(range(len(batch)), e)
             failures: dict[int, BaseException] = {todo[n]: e for n, e in failed.items()}
-            if not failures:
-                self._pacer.calm()
-                break
-            if any(isinstance(e, Throttled) for e in failures.values()):
-                throttled += 1
+            now = _throttles(job.target_store)
+            if now > seen or any(isinstance(e, Throttled) for e in failures.values()):
+                # The target said slow down, even if its retries got the batch through.
+                throttled += max(1, now - seen)
                 self._pacer.throttled()
+            elif not failures:
+                self._pacer.calm()
+            seen = now
+            if not failures:
+                break
             unknown = any(outcome_unknown(e) for e in failures.values())
             # A write of unknown outcome may still land: a retry must come after it.
             delay = self._late if unknown else self._retry.delay(attempt)
@@ -357,6 +362,11 @@ class Backfill:
             if gone:  # cannot happen while this process lives; logged again to be sure
                 await job.repair_log.append(job.name, texts[n], reason, op="backfill")  # type: ignore[union-attr]
         return len(items) - len(failures), retried, throttled, len(failures)
+
+
+def _throttles(store: Any) -> int:
+    """Throttling answers a store saw so far (DynamoDB counts them; others never throttle)."""
+    return int(getattr(store, "throttles", 0))
 
 
 def open_rejects(path: Path, *, append: bool) -> IO[bytes]:

@@ -65,6 +65,7 @@ async def _get_chunk(store: DynamoDBStore, keys: Sequence[Any]) -> Items:
         unprocessed = response.get("UnprocessedKeys", {}).get(table, {}).get("Keys")
         if not unprocessed:
             return items
+        store.unprocessed_rounds += 1
         if attempt >= retry.max_attempts:
             raise Throttled(
                 f"dynamodb: {len(unprocessed)} keys unprocessed after {attempt} attempts"
@@ -133,6 +134,7 @@ async def _write_chunk(
         unprocessed = response.get("UnprocessedItems", {}).get(table, [])
         if not unprocessed:
             return {}
+        store.unprocessed_rounds += 1
         pending = {
             decode_key(store.schema, request["PutRequest"]["Item"]): request
             for request in unprocessed

@@ -42,7 +42,12 @@ import orjson
 from proxy import h1
 from proxy.store.aws import LOCAL_REGION, Endpoint, signing_region, tls_context
 from proxy.store.base import retrying_unknown_writes
-from proxy.store.dynamo_errors import DynamoError, DynamoTransportError, parse_error
+from proxy.store.dynamo_errors import (
+    THROTTLING_CODES,
+    DynamoError,
+    DynamoTransportError,
+    parse_error,
+)
 from proxy.store.retry import (
     NO_RETRY_INCREMENT,
     RETRY_COST,
@@ -134,6 +139,8 @@ class DynamoHttpClient:
         self._emulator = endpoint_url is not None or region == LOCAL_REGION
         self._connect_timeout = connect_timeout
         self._read_timeout = read_timeout
+        self.throttles = 0
+        """Throttling answers seen so far (retried or not): how a job knows to slow down."""
         self._pool_limit = pool_limit
         self._signer = SigV4Signer(signing_region(region))
         self._credentials: Credentials | None = None
@@ -225,6 +232,8 @@ class DynamoHttpClient:
             try:
                 answer = await self._attempt(target, body)
             except DynamoError as e:
+                if e.code in THROTTLING_CODES:
+                    self.throttles += 1
                 if not e.retryable or not self._may_retry(attempt, RETRY_COST):
                     raise
                 paid = RETRY_COST

@@ -104,6 +104,7 @@ class DynamoDBStore:
         self._wrap = client_wrapper
         self.consistent_reads = consistent_reads
         self._scan_page = scan_page
+        self.unprocessed_rounds = 0  # batch answers that left items for another round
         self._http = DynamoHttpClient(
             endpoint_url,
             region,
@@ -118,6 +119,12 @@ class DynamoDBStore:
             profile=profile,
         )
         self._client: Any = None  # the client (or the test wrapper around it) while open
+
+    @property
+    def throttles(self) -> int:
+        """Throttling answers and batch rounds left unprocessed so far: a backfill slows
+        down when this grows."""
+        return self._http.throttles + self.unprocessed_rounds
 
     async def open(self) -> None:
         if self._client is not None:
