@@ -149,8 +149,6 @@ class Store(Protocol):
 
     async def batch_get(self, keys: Sequence[Any]) -> Records: ...
 
-    def scan(self, segment: int, total_segments: int) -> AsyncIterator[Record]: ...
-
     def scan_pages(
         self, segment: int, total_segments: int, *, after: str | None = None
     ) -> AsyncIterator[ScanPage]:

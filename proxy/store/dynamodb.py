@@ -208,12 +208,6 @@ class DynamoDBStore:
         """Records of the keys that exist, in the order asked; chunks of 100 keys."""
         return await dynamo_batch.batch_get(self, keys)
 
-    async def scan(self, segment: int, total_segments: int) -> AsyncIterator[Record]:
-        """Every record of one parallel-scan segment."""
-        async for page in self.scan_pages(segment, total_segments):
-            for record in page.records:
-                yield record
-
     async def scan_pages(
         self, segment: int, total_segments: int, *, after: str | None = None
     ) -> AsyncIterator[ScanPage]:

@@ -174,12 +174,6 @@ class PostgresStore:
                     found[record[self.schema.key]] = record
         return [found[k] for k in wanted if k in found]
 
-    async def scan(self, segment: int, total_segments: int) -> AsyncIterator[Record]:
-        """Every record of one segment, in key order, one keyset page per round trip."""
-        async for page in self.scan_pages(segment, total_segments):
-            for record in page.records:
-                yield record
-
     async def scan_pages(
         self, segment: int, total_segments: int, *, after: str | None = None
     ) -> AsyncIterator[ScanPage]:

@@ -4,18 +4,14 @@ proxy while the backfill copies are never undone by it."""
 from __future__ import annotations
 
 import asyncio
-import io
 import random
 from typing import Any
 
 import aiohttp
 import pytest
 
-from proxy.migrate.backfill import Backfill
-from proxy.migrate.checkpoint import FileCheckpoints
-from proxy.migrate.job import Segment
 from tests.integration.migrate.conftest import ENV, Tables, fill
-from tests.integration.migrate.test_backfill_verify import REDACTOR, quiet_progress, verify
+from tests.integration.migrate.test_backfill_verify import runner, verify
 from tests.support.servers import start_proxy
 
 pytestmark = pytest.mark.integration
@@ -46,13 +42,9 @@ async def test_live_writes_during_the_backfill_keep_the_newer_state(tables: Tabl
                         async with http.delete(f"{proxy.url}/users/{gone}") as r:
                             statuses.append(r.status)
 
-            backfill = Backfill(
+            backfill = runner(
                 job,
-                segment=Segment(),
-                checkpoints=FileCheckpoints(tables.tmp / "cp"),
-                rejects=io.BytesIO(),
-                redactor=REDACTOR,
-                progress=quiet_progress(),
+                tables.tmp,
                 rate=2_000,  # about two seconds: the writes land while pages are copied
                 concurrency=2,
             )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import io
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -11,12 +10,10 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from proxy.migrate.backfill import Backfill
-from proxy.migrate.checkpoint import FileCheckpoints
-from proxy.migrate.job import Segment, open_job
+from proxy.migrate.job import open_job
 from proxy.settings import settings_from_mapping
 from tests.integration.migrate.conftest import ENV, Tables, fill
-from tests.integration.migrate.test_backfill_verify import REDACTOR, quiet_progress, verify
+from tests.integration.migrate.test_backfill_verify import runner, verify
 
 pytestmark = pytest.mark.integration
 
@@ -81,13 +78,9 @@ async def test_a_throttling_target_slows_the_backfill_and_loses_nothing(
     settings = settings_from_mapping(raw, env=ENV)
     async with open_job(settings, "users", source=None, target=None, env=ENV) as job:
         await fill(job, 1_500)
-        backfill = Backfill(
+        backfill = runner(
             job,
-            segment=Segment(),
-            checkpoints=FileCheckpoints(tables.tmp / "cp"),
-            rejects=io.BytesIO(),
-            redactor=REDACTOR,
-            progress=quiet_progress(),
+            tables.tmp,
             rate=5_000,
         )
         result = await backfill.run(resume=False, restart=True)

@@ -29,20 +29,27 @@ def quiet_progress(job: str = "backfill") -> Progress:
     return Progress(job, "users", stream=io.StringIO(), metrics=JobMetrics())
 
 
+def runner(
+    job: Job, tmp: Path, segment: Segment = WHOLE, rejects: Any = None, **kw: Any
+) -> Backfill:
+    """A backfill of ``job`` with quiet progress and checkpoints under ``tmp``."""
+    return Backfill(
+        job,
+        segment=segment,
+        checkpoints=FileCheckpoints(tmp / "checkpoints"),
+        rejects=io.BytesIO() if rejects is None else rejects,
+        redactor=REDACTOR,
+        progress=quiet_progress(),
+        **kw,
+    )
+
+
 async def backfill(
     job: Job, tmp: Path, segment: Segment = WHOLE, **kw: Any
 ) -> tuple[Any, list[dict[str, Any]]]:
     rejects = io.BytesIO()
     resume = kw.pop("resume", False)
-    result = await Backfill(
-        job,
-        segment=segment,
-        checkpoints=FileCheckpoints(tmp / "checkpoints"),
-        rejects=rejects,
-        redactor=REDACTOR,
-        progress=quiet_progress(),
-        **kw,
-    ).run(resume=resume, restart=not resume)
+    result = await runner(job, tmp, segment, rejects, **kw).run(resume=resume, restart=not resume)
     lines = [orjson.loads(line) for line in rejects.getvalue().splitlines()]
     return result, lines
 

@@ -192,14 +192,19 @@ async def test_scan_segments_cover_every_record_once(
 ) -> None:
     users = [make_user() for _ in range(30)]
     await store.batch_put(users)
-    seen = [record for segment in range(total) async for record in store.scan(segment, total)]
+    seen = [
+        r
+        for segment in range(total)
+        async for p in store.scan_pages(segment, total)
+        for r in p.records
+    ]
     assert sorted(r["id"] for r in seen) == sorted(u["id"] for u in users)
     assert {r["id"]: r for r in seen} == {u["id"]: u for u in users}
 
 
 async def test_scan_refuses_a_bad_segment(store: Store) -> None:
     with pytest.raises(ValueError):
-        [r async for r in store.scan(3, 3)]
+        [p async for p in store.scan_pages(3, 3)]
 
 
 async def test_init_is_idempotent(store: Store, make_user: MakeUser) -> None:

@@ -202,7 +202,9 @@ async def test_other_key_types_scan_in_hash_segments(
     ):
         for store in (pg, ddb):
             assert all(r.ok for r in await store.batch_put(records))
-            segments = [[r async for r in store.scan(i, 4)] for i in range(4)]
+            segments = [
+                [r async for p in store.scan_pages(i, 4) for r in p.records] for i in range(4)
+            ]
             assert sorted((r for s in segments for r in s), key=lambda r: r["k"]) == records
             assert sum(1 for s in segments if s) > 1
             page, cursor = await store.list({}, limit=5)
@@ -227,5 +229,5 @@ async def test_scan_pages_through_a_segment(
     for store in (paged_pg, paged_ddb):
         async with store:
             await store.batch_put(users)
-            seen = [r for i in range(2) async for r in store.scan(i, 2)]
+            seen = [r for i in range(2) async for p in store.scan_pages(i, 2) for r in p.records]
             assert sorted(seen, key=lambda r: r["id"]) == sorted(users, key=lambda r: r["id"])

@@ -222,7 +222,7 @@ async def test_every_request_the_store_sends_is_botocores(wire: Wire, schema: Sc
         page, cursor = await store.list({"is_active": True, "first_name": None}, 1)
         assert cursor is not None and len(page) == 1
         await store.list({}, 5, cursor)
-        assert [r["id"] async for r in store.scan(1, 4)] == [two["id"]]
+        assert [r["id"] async for p in store.scan_pages(1, 4) for r in p.records] == [two["id"]]
         await store.create(one)
         await store.put(two)
         await store.update(one["id"], {"first_name": "Grace", "birthday": None})
