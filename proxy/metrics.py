@@ -1,16 +1,38 @@
-"""Every metric shadowproxy exports, created against an injected registry."""
+"""Every metric shadowproxy exports, created against an injected registry, and the registry
+``/metrics`` serves (``exposition_registry``)."""
 
 from __future__ import annotations
 
 import os
+import platform
 from dataclasses import dataclass, field
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    disable_created_metrics,
+)
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from proxy import __version__
+from proxy.process_metrics import WorkerProcessCollector
+
+# No ``*_created`` series: one more series per counter and histogram child that no
+# dashboard or rule reads. A process-wide switch in prometheus-client, read when metrics are
+# exposed; thrown here because every process that exposes any (``serve``, each worker, the
+# CLI's jobs) imports this module.
+disable_created_metrics()  # type: ignore[no-untyped-call]
+
+# From 100 µs: the proxy's own p50 at 1,000 rps is 0.3-0.5 ms, and a store read on the same
+# host is a few hundred µs, so the sub-millisecond buckets carry the quantiles that matter.
 LATENCY_BUCKETS = (
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    0.0001, 0.0002, 0.0003, 0.0005, 0.00075, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+    0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 )  # fmt: skip
 MAX_FIELDS_PER_ROUTE = 200
 OTHER = "other"
@@ -47,6 +69,7 @@ class Metrics:
     dual_write_failures: Counter
     repair_log_errors: Counter
     client_timeouts: Counter
+    build_info: Gauge
     # One memo of labelled children for every hot path that shares these metrics.
     children: Children = field(default_factory=Children)
 
@@ -55,7 +78,16 @@ class Metrics:
         def counter(name: str, doc: str, labels: tuple[str, ...]) -> Counter:
             return Counter(f"shadowproxy_{name}", doc, labels, registry=registry)
 
+        build_info = Gauge(
+            "shadowproxy_build_info",
+            "Always 1; the labels say which shadowproxy and which Python this process runs.",
+            ("version", "python"),
+            registry=registry,
+            multiprocess_mode="max",
+        )
+        build_info.labels(__version__, platform.python_version()).set(1)
         return cls(
+            build_info=build_info,
             requests=counter(
                 "requests",
                 "Client requests answered, by route, method, status and requester.",
@@ -146,10 +178,16 @@ class FieldLabels:
 
 
 def exposition_registry(registry: CollectorRegistry) -> CollectorRegistry:
-    """The registry /metrics serves: the process's own, or the sum over all workers."""
+    """The registry /metrics serves: the process's own metrics, or with ``serve --workers N``
+    their sum over every worker; process metrics (CPU, memory, file descriptors: this
+    process's, or the workers' summed); and ``python_info``."""
+    served = CollectorRegistry()
     directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-    if not directory:
-        return registry
-    merged = CollectorRegistry()
-    MultiProcessCollector(merged, path=directory)  # type: ignore[no-untyped-call]
-    return merged
+    if directory:
+        MultiProcessCollector(served, path=directory)  # type: ignore[no-untyped-call]
+        WorkerProcessCollector(directory, registry=served)
+    else:
+        served.register(registry)  # a registry is a collector of its metrics
+        ProcessCollector(registry=served)
+    PlatformCollector(registry=served)
+    return served

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Make sure what the tests talk to is installed and running: PostgreSQL and Redis on
 # 127.0.0.1 (the machine usually starts them; we start them when they are down), plus the
-# Debian tools the tests use (promtool for the dashboards' rules). The DynamoDB endpoint
-# (moto server) is started by the tests themselves on a free loopback port.
+# Debian tools the tests use (promtool and prometheus for dashboards/, chromium for the HTML
+# report). The DynamoDB endpoint (moto server) is started by the tests themselves on a free
+# loopback port.
 set -euo pipefail
 
 need_apt=()
@@ -10,7 +11,8 @@ command -v pg_ctlcluster >/dev/null || need_apt+=(postgresql)
 command -v redis-server >/dev/null || need_apt+=(redis-server)
 command -v pg_isready >/dev/null || need_apt+=(postgresql-client)
 command -v redis-cli >/dev/null || need_apt+=(redis-tools)
-command -v promtool >/dev/null || need_apt+=(prometheus)  # promtool checks dashboards/
+{ command -v promtool && command -v prometheus; } >/dev/null || need_apt+=(prometheus)  # dashboards/
+command -v chromium >/dev/null || need_apt+=(chromium)  # headless: loads the HTML report
 if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get update -q
   # Install, never start: a packaged Prometheus must not take ports the tests use.

@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry
 from proxy.control.admin import build_admin_app
 from proxy.control.decisions import Decisions, RepairDepth, targets_from
 from proxy.control.flags_api import FlagsAdmin
-from proxy.control.guardrail import Guardrail
+from proxy.control.guardrail import Guardrail, GuardrailMetrics
 from proxy.control.guardrail_tally import fleet_tally
 from proxy.experiment.shadow import ShadowRunner
 from proxy.experiment.sinks import BufferedSink
@@ -86,6 +86,7 @@ def build_control(
         new_stores=new_stores,
         tally=fleet_tally(settings.readiness),
         flush_interval_seconds=settings.readiness.flush_interval_seconds,
+        metrics=GuardrailMetrics.create(registry),
     )
     decisions = Decisions(
         readiness,

@@ -14,6 +14,10 @@ comparisons and the new store's failures. With ``readiness.store: redis`` the co
 summed over every instance (``proxy.control.guardrail_tally``): each instance adds its
 counts every ``flush_interval_seconds`` and judges the fleet's totals; while Redis cannot
 be reached it judges its own. Otherwise each process judges its own counts at every read.
+
+Each rollback this process made is counted in ``shadowproxy_guardrail_rollbacks_total{target}``
+(``GuardrailMetrics``), whose series exist at 0 from the start for every guarded target, so
+``increase()`` sees the first rollback too.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter
 
 from comparators.model import Outcome
 from proxy.control.guardrail_tally import FleetTally, Tally
@@ -83,6 +89,22 @@ class Watch:
         return None
 
 
+@dataclass(frozen=True)
+class GuardrailMetrics:
+    rollbacks: Counter
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry) -> GuardrailMetrics:
+        return cls(
+            rollbacks=Counter(
+                "shadowproxy_guardrail_rollbacks",
+                "Changes the guardrail rolled back (a read flip or a canary), by target.",
+                ("target",),
+                registry=registry,
+            )
+        )
+
+
 def _signature(state: ResourceFlagState, new_store: str | None) -> tuple[str, str] | None:
     """``(kind, signature)`` when ``state`` has the new store serve reads, else None."""
     if new_store is None:
@@ -112,9 +134,14 @@ class Guardrail:
         tally: FleetTally | None = None,
         flush_interval_seconds: float = 1.0,
         clock: Callable[[], float] = time.time,
+        metrics: GuardrailMetrics | None = None,
     ) -> None:
         self._flags = flag_store
         self._settings = {k: v for k, v in settings.items() if v.enabled}
+        self._rollbacks = None if metrics is None else metrics.rollbacks
+        if metrics is not None:
+            for target in self._settings:
+                metrics.rollbacks.labels(target)  # exported at 0 before the first rollback
         self._new_stores = new_stores
         self._tally = tally
         self._interval = flush_interval_seconds
@@ -281,11 +308,16 @@ class Guardrail:
                    "to": value, "why": reason},
         )  # fmt: skip
         try:
-            await self._flags.set(target, flag, value, actor="guardrail", reason=reason, force=True)
+            entry = await self._flags.set(
+                target, flag, value, actor="guardrail", reason=reason, force=True
+            )
         except Exception:
             watch.fired = False  # let the next observation (or flush) try again
             log.exception("GUARDRAIL could not roll back", extra={"resource": target})
             return
+        # Not when another instance had already rolled the change back: nothing changed here.
+        if self._rollbacks is not None and entry.old != entry.new:
+            self._rollbacks.labels(target).inc()
         if self.watches.get(target) is watch:
             self._disarm(target)
         if self._tally is not None and watch.joined:

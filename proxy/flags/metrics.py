@@ -15,7 +15,10 @@ time, and ``changes(...)`` of it marks flips on a dashboard.
 ``shadowproxy_flag_changes_total{target,flag,actor_kind}`` counts changes where they were
 made (the instance whose ``set()`` committed them, or that seeded them), so the sum over the
 fleet is the number of changes; ``actor_kind`` is ``config``, ``guardrail``, ``restore``,
-``cli``, ``admin`` or ``other``.
+``cli``, ``admin`` or ``other``. The series of the kinds that change flags at run time
+(``cli``, ``admin``, ``guardrail``) exist at 0 for every flag from the start, so
+``increase()`` over them sees the first change too (Prometheus cannot tell the first
+sample of a new series from a counter that was already there).
 
 ``shadowproxy_flag_store_up`` is 1 while the flag store is reachable (always 1 in memory).
 
@@ -39,6 +42,7 @@ from proxy.flags.store import FlagChange, FlagStore
 
 FRACTION_VALUE = "fraction"
 NONE_VALUE = "none"
+RUN_TIME_ACTORS = ("cli", "admin", "guardrail")
 
 
 @dataclass(frozen=True)
@@ -105,6 +109,9 @@ class FlagMetrics:
         """Keep these metrics in step with ``store``; returns a detach function."""
         self.observe(store.snapshot())
         self.set_up(store.healthy)
+        for target, flag, _ in iter_flags(store.snapshot()):
+            for kind in RUN_TIME_ACTORS:
+                self.changes.labels(target, flag, kind)  # exported at 0 before a change
 
         def changed(change: FlagChange) -> None:
             self.observe(change.new)

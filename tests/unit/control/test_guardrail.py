@@ -7,10 +7,13 @@ import asyncio
 import random
 from typing import Any
 
+from prometheus_client import CollectorRegistry
+
 from comparators.model import Comparison, Outcome
-from proxy.control.guardrail import Guardrail
+from proxy.control.guardrail import Guardrail, GuardrailMetrics
 from proxy.experiment.publish import Experiment
 from proxy.flags import FlagSnapshot, ResourceFlagState
+from proxy.flags.audit import AuditEntry
 from proxy.flags.store import FlagChange
 from proxy.settings import GuardrailSettings
 
@@ -208,3 +211,44 @@ def test_no_canary_watch_without_the_new_store_in_write_to() -> None:
     new = FlagSnapshot(2, {"users": ResourceFlagState("postgres", ("postgres",), 1.0, 0.5)}, {})
     guard, _ = armed(clock, FlagChange(old, new))
     assert guard.watches == {}
+
+
+class RecordingFlags(FakeFlags):
+    """Answers like a flag store: the audit entry, old == new when nothing changed."""
+
+    def __init__(self, current: str) -> None:
+        super().__init__()
+        self.current = current
+
+    async def set(self, target: str, flag: str, value: Any, **kw: Any) -> AuditEntry:
+        await super().set(target, flag, value, **kw)
+        old, self.current = self.current, value
+        return AuditEntry(0.0, kw["actor"], target, flag, old, value, kw["reason"], kw["force"])
+
+
+async def test_rollbacks_are_counted_from_zero_and_only_when_they_changed_a_flag() -> None:
+    registry = CollectorRegistry()
+    flags = RecordingFlags("dynamodb")
+    config = GuardrailSettings.model_validate({"min_comparisons": 2, "max_mismatch_rate": 0.1})
+    guard = Guardrail(
+        flag_store=flags,  # type: ignore[arg-type]
+        settings={"users": config},
+        new_stores={"users": "dynamodb"},
+        metrics=GuardrailMetrics.create(registry),
+    )
+
+    def rollbacks() -> float | None:
+        return registry.get_sample_value(
+            "shadowproxy_guardrail_rollbacks_total", {"target": "users"}
+        )
+
+    assert rollbacks() == 0.0  # exported before the first rollback, so increase() sees it
+    for already_rolled_back in (False, True):
+        flags.current = "postgres" if already_rolled_back else "dynamodb"
+        guard.on_change(FlagChange(snapshot("postgres"), snapshot("dynamodb")))
+        for _ in range(2):
+            guard.observe(experiment(Outcome.MISMATCH))
+        for _ in range(3):
+            await asyncio.sleep(0)
+    assert len(flags.calls) == 2
+    assert rollbacks() == 1.0  # the second found the flag rolled back by another instance

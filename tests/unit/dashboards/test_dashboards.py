@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-import json
 import re
 import shutil
 import subprocess
@@ -24,22 +23,35 @@ import yaml
 from prometheus_client import CollectorRegistry
 
 from proxy.metrics import Metrics
+from tests.support.dashboards import (
+    ALERTS,
+    ALERTS_TEST,
+    DASHBOARDS,
+    METRIC,
+    PROMETHEUS,
+    README,
+    RECORDED,
+    ROOT,
+    all_exprs,
+    all_rules,
+    annotation_exprs,
+    annotations,
+    dashboard,
+    dashboard_exprs,
+    panels,
+    recording_rules,
+    referenced,
+    render,
+    rule_exprs,
+    rules,
+    strip_strings,
+    variable_queries,
+)
 
-ROOT = Path(__file__).resolve().parents[3]
-DASHBOARDS = ROOT / "dashboards"
-DASHBOARD = DASHBOARDS / "shadowproxy.json"
-ALERTS = DASHBOARDS / "alerts.yml"
-PROMETHEUS = DASHBOARDS / "prometheus.yml"
-ALERTS_TEST = DASHBOARDS / "alerts_test.yml"
-README = DASHBOARDS / "README.md"
-
-METRIC = re.compile(r"\bshadowproxy_[A-Za-z0-9_]+")
-RECORDED = re.compile(r"\bshadowproxy:[A-Za-z0-9_:]+")
 SELECTOR = re.compile(r"\b(shadowproxy[_:][A-Za-z0-9_:]+)\s*\{([^}]*)\}")
 MATCHER = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\s*(?:=~|!~|!=|=)")
 GROUPING = re.compile(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\(([^)]*)\)")
 CALL = re.compile(r"\b([A-Za-z_][A-Za-z0-9_]*)\s*\(")
-STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
 LEGEND = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 RECORD_NAME = re.compile(r"^shadowproxy:[a-z0-9_]+:[a-z0-9_]+$")
 DURATION = re.compile(r"^\d+[smhdw]$")
@@ -48,13 +60,6 @@ DURATION = re.compile(r"^\d+[smhdw]$")
 TARGET_LABELS = frozenset({"instance", "job"})
 # Series that are not shadowproxy's own but may be referenced.
 PROMETHEUS_SERIES = {"up": TARGET_LABELS}
-GRAFANA_VARIABLES = {
-    "$__rate_interval": "1m",
-    "$__range": "1h",
-    "$__interval": "1m",
-    "$route": ".*",
-    "$instance": ".*",
-}
 PROMQL_CALLS = frozenset(
     {
         # aggregations and modifiers
@@ -169,69 +174,13 @@ def kind_of() -> dict[str, str]:
     return kinds
 
 
-# ---------------------------------------------------------------- the files
-
-
-@cache
-def dashboard() -> dict[str, Any]:
-    data = json.loads(DASHBOARD.read_text(encoding="utf-8"))
-    assert isinstance(data, dict)
-    return data
-
-
-@cache
-def rules() -> dict[str, Any]:
-    data = yaml.safe_load(ALERTS.read_text(encoding="utf-8"))
-    assert isinstance(data, dict)
-    return data
-
-
-def panels() -> list[dict[str, Any]]:
-    """Every panel, including those nested in collapsed rows; rows themselves excluded."""
-    out: list[dict[str, Any]] = []
-    for panel in dashboard()["panels"]:
-        if panel.get("type") == "row":
-            out.extend(panel.get("panels", []))
-        else:
-            out.append(panel)
-    return out
-
-
-def all_rules() -> list[dict[str, Any]]:
-    return [rule for group in rules()["groups"] for rule in group["rules"]]
-
-
-def recording_rules() -> dict[str, str]:
-    return {rule["record"]: rule["expr"] for rule in all_rules() if "record" in rule}
-
-
-def dashboard_exprs() -> list[str]:
-    return [target["expr"] for panel in panels() for target in panel["targets"]]
-
-
-def rule_exprs() -> list[str]:
-    return [rule["expr"] for rule in all_rules()]
-
-
-def all_exprs() -> list[str]:
-    return dashboard_exprs() + rule_exprs()
-
-
-def referenced(exprs: list[str]) -> set[str]:
-    return {name for expr in exprs for name in METRIC.findall(_strip_strings(expr))}
-
-
 # ---------------------------------------------------------------- PromQL helpers
-
-
-def _strip_strings(expr: str) -> str:
-    return STRING.sub('""', expr)
 
 
 def _balanced(expr: str) -> bool:
     pairs = {")": "(", "]": "[", "}": "{"}
     stack: list[str] = []
-    for char in _strip_strings(expr):
+    for char in strip_strings(expr):
         if char in "([{":
             stack.append(char)
         elif char in pairs and (not stack or stack.pop() != pairs[char]):
@@ -289,7 +238,7 @@ def _series_labels(name: str) -> frozenset[str]:
 def _problems(expr: str) -> list[str]:
     """Everything implausible about one PromQL expression."""
     problems: list[str] = []
-    bare = _strip_strings(expr)
+    bare = strip_strings(expr)
     if not _balanced(expr):
         problems.append("unbalanced brackets")
     for name in METRIC.findall(bare):
@@ -383,13 +332,9 @@ def test_dashboard_parses_and_has_the_variables() -> None:
     variables = {v["name"]: v for v in data["templating"]["list"]}
     assert variables["datasource"]["type"] == "datasource"
     assert variables["datasource"]["query"] == "prometheus"
-    for name in ("route", "instance"):
-        assert variables[name]["type"] == "query"
-        query = variables[name]["query"]
-        query = query["query"] if isinstance(query, dict) else query
-        match = re.fullmatch(r"label_values\((.+),\s*(\w+)\)", query)
-        assert match, query
-        series, label = match.groups()
+    queries = {name: (series, label) for name, series, label in variable_queries()}
+    assert set(queries) == {"route", "instance"}
+    for name, (series, label) in queries.items():
         # A bare counter is fine here: label_values() lists series, it does not graph them.
         assert [p for p in _problems(series) if "outside rate()" not in p] == []
         assert label == name and label in _series_labels(METRIC.findall(series)[0])
@@ -422,16 +367,16 @@ def test_panels_fit_the_grid_without_overlapping() -> None:
             assert not overlap, f"{a!r} overlaps {b!r}"
 
 
-@pytest.mark.parametrize("expr", dashboard_exprs())
+@pytest.mark.parametrize("expr", dashboard_exprs() + annotation_exprs())
 def test_dashboard_expression_is_plausible(expr: str) -> None:
     assert _problems(expr) == []
 
 
 def test_dashboard_selectors_honour_the_instance_variable() -> None:
-    for expr in dashboard_exprs():
+    for expr in dashboard_exprs() + annotation_exprs():
         for name, matchers in SELECTOR.findall(expr):
             assert 'instance=~"$instance"' in matchers, (name, expr)
-        assert len(SELECTOR.findall(expr)) == len(METRIC.findall(_strip_strings(expr))), expr
+        assert len(SELECTOR.findall(expr)) == len(METRIC.findall(strip_strings(expr))), expr
 
 
 def test_legends_name_labels_the_query_keeps() -> None:
@@ -460,11 +405,32 @@ def test_dashboard_covers_the_required_views() -> None:
         "shadowproxy_diff_summarised_total",
         "shadowproxy_sink_records_total",
         "shadowproxy_dual_write_failures_total",
+        "shadowproxy_flag_state",
+        "shadowproxy_flag_changes_total",
+        "shadowproxy_flag_store_up",
+        "shadowproxy_readiness_ready",
+        "shadowproxy_guardrail_rollbacks_total",
+        "shadowproxy_build_info",
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
     ):
         assert needed in exprs, needed
     for optional in ("shadowproxy_repair_log_depth", "shadowproxy_cache_requests_total"):
         if optional in exposed():
             assert optional in exprs, optional
+
+
+def test_flips_and_rollbacks_are_annotations() -> None:
+    by_name = {a["name"]: a for a in annotations()}
+    assert "changes(shadowproxy_flag_state" in by_name["Flag flips"]["expr"]
+    assert "shadowproxy_guardrail_rollbacks_total" in by_name["Guardrail rollbacks"]["expr"]
+    for annotation in by_name.values():
+        assert annotation["datasource"]["uid"] == "${datasource}", annotation["name"]
+        assert annotation["enable"] is True, annotation["name"]
+        grouped = GROUPING.search(annotation["expr"])
+        assert grouped, annotation["name"]
+        for label in LEGEND.findall(annotation["titleFormat"]):
+            assert label in grouped.group(1), annotation["name"]
 
 
 # ---------------------------------------------------------------- rules
@@ -493,7 +459,7 @@ def test_rules_parse_and_are_well_formed() -> None:
 def test_recording_rules_are_defined_before_use() -> None:
     defined: set[str] = set()
     for rule in all_rules():
-        for name in RECORDED.findall(_strip_strings(rule["expr"])):
+        for name in RECORDED.findall(strip_strings(rule["expr"])):
             assert name in defined, f"{name} used before it is recorded"
         if "record" in rule:
             defined.add(rule["record"])
@@ -516,11 +482,18 @@ def test_the_required_alerts_exist() -> None:
         "shadowproxy_repair_append_failures_total": "keys the repair log did not take",
         "shadowproxy_sink_records_total": "sink errors",
         "shadowproxy_internal_errors_total": "internal errors",
+        "shadowproxy_flag_store_up": "the flag store down",
+        "shadowproxy_guardrail_rollbacks_total": "a guardrail rollback",
     }
     exprs = "\n".join(rule_exprs())
     for metric, what in by_metric.items():
         assert metric in exprs, what
-    for name in ("ShadowproxyShadowErrorsHigh", "ShadowproxyPrimary5xxHigh"):
+    for name in (
+        "ShadowproxyShadowErrorsHigh",
+        "ShadowproxyPrimary5xxHigh",
+        "ShadowproxyFlagStoreDown",
+        "ShadowproxyGuardrailRolledBack",
+    ):
         assert name in alerts
     if "shadowproxy_repair_log_depth" in exposed():
         assert alerts["ShadowproxyRepairLogNotEmpty"]["for"] == "15m"
@@ -573,11 +546,10 @@ def test_promtool_accepts_the_rules_config_and_rule_tests() -> None:
 
 @needs_promtool
 def test_promtool_parses_the_dashboard_queries(tmp_path: Path) -> None:
-    rendered = []
-    for i, expr in enumerate(dashboard_exprs()):
-        for variable, value in sorted(GRAFANA_VARIABLES.items(), key=lambda kv: -len(kv[0])):
-            expr = expr.replace(variable, value)
-        rendered.append({"record": f"dashboard:query_{i}:check", "expr": expr})
+    rendered = [
+        {"record": f"dashboard:query_{i}:check", "expr": render(expr)}
+        for i, expr in enumerate(dashboard_exprs() + annotation_exprs())
+    ]
     path = tmp_path / "dashboard_rules.yml"
     path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rendered}]}))
     _promtool("check", "rules", path.name, cwd=tmp_path)

@@ -262,6 +262,8 @@ async def test_metrics_follow_the_store(store: MemoryFlagStore) -> None:
     assert state("users", "shadow_reads", "fraction") == 1.0
     assert state("users-get", "shadow", "candidate") == 1
     assert registry.get_sample_value("shadowproxy_flag_store_up") == 1
+    zero = {"target": "users", "flag": "read_from", "actor_kind": "cli"}
+    assert registry.get_sample_value("shadowproxy_flag_changes_total", zero) == 0
 
     await store.set("users", "read_from", "dynamodb", actor="cli:a", reason="")
     await store.set("users", "new_store_read_fraction", "0.3", actor="admin:ops", reason="")
