@@ -38,7 +38,7 @@ ShadowProxyError
     ├── BadGateway         502  the primary failed or answered garbage
     ├── Unavailable        503
     ├── GatewayTimeout     504  the primary did not answer in time
-    └── Unauthorized 401, Forbidden 403   proxy.control.admin: the admin token
+    └── Unauthorized 401, Forbidden 403   proxy.control.admin_token: the admin token
 
 ``python -m pytest tests/unit/proxy/test_errors.py`` checks that every exception class
 defined in the project descends from ``ShadowProxyError``.

@@ -1,14 +1,14 @@
-"""The admin listener: /metrics, /healthz and the token-guarded endpoints."""
+"""The admin listener: /metrics, /healthz, the token-guarded endpoints and the triage page."""
 
 from __future__ import annotations
-
-import hmac
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 from prometheus_client.aiohttp import make_aiohttp_handler
 
 from proxy import client_timeouts
+from proxy.control import triage
+from proxy.control.admin_token import AdminToken, Forbidden, Unauthorized
 from proxy.control.flags_api import FlagsAdmin
 from proxy.errors import BadRequest, HTTPProblem, problem_response
 from proxy.experiment.shadow import ShadowRunner
@@ -22,31 +22,16 @@ MAX_MISMATCHES = 1000
 MAX_ADMIN_BODY = 64 * 1024
 
 
-class Unauthorized(HTTPProblem):
-    status, code = 401, "unauthorized"
-
-
-class Forbidden(HTTPProblem):
-    status, code = 403, "forbidden"
-
-
 def require_token(token: str | None, handler: Handler) -> Handler:
-    """Bearer token (``Authorization: Bearer …`` or ``X-Admin-Token``), constant-time compare.
-    With no token configured the endpoint is closed, not open."""
-    expected = token.encode() if token else None
+    """Bearer token (``Authorization: Bearer …`` or ``X-Admin-Token``), constant-time compare
+    (``proxy.control.admin_token``). With no token configured the endpoint is closed, not open."""
+    auth = AdminToken(token)
 
     async def guarded(request: web.Request) -> web.StreamResponse:
         rid = request_id(request)
-        if expected is None:
-            return problem_response(
-                Forbidden("admin endpoints are disabled: no admin token is configured"), rid
-            )
-        given = request.headers.get("X-Admin-Token", "")
-        auth = request.headers.get("Authorization", "")
-        if auth.lower().startswith("bearer "):
-            given = auth[7:].strip()
-        if not hmac.compare_digest(given.encode("utf-8", "surrogateescape"), expected):
-            return problem_response(Unauthorized("missing or wrong admin token"), rid)
+        refused = auth.request_problem(request)
+        if refused is not None:
+            return problem_response(refused, rid)
         try:
             return await handler(request)
         except HTTPProblem as problem:
@@ -100,4 +85,8 @@ def build_admin_app(
     app.router.add_get("/flags/history", require_token(token, flags.history))
     app.router.add_put("/flags/{name}", require_token(token, flags.set))
     app.router.add_get("/readiness", require_token(token, flags.readiness))
+    triage.add_routes(app, triage.Triage(registry, runner, sink, flags, AdminToken(token)))
     return app
+
+
+__all__ = ["Forbidden", "Unauthorized", "build_admin_app", "parse_limit", "require_token"]

@@ -96,7 +96,8 @@ async def test_unauthenticated_oversized_body_is_refused_in_the_envelope(
 
 @pytest.mark.parametrize(
     ("method", "path"),
-    [("GET", "/nope"), ("GET", "/flags/a/b"), ("PUT", "/mismatches/x"), ("GET", "/")],
+    # GET / is the triage page (tests/integration/http/test_triage.py)
+    [("GET", "/nope"), ("GET", "/flags/a/b"), ("PUT", "/mismatches/x"), ("GET", "/index.html")],
 )
 async def test_unknown_admin_path_is_404_in_the_envelope(
     method: str, path: str, proxy: RunningProxy, client: aiohttp.ClientSession
