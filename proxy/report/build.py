@@ -1,0 +1,220 @@
+"""One report from its parts: the targets the config declares (or the one asked for), the
+window's mismatch records, the counters and the readiness verdicts."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from comparators import Redactor
+from proxy import __version__
+from proxy.readiness.config import (
+    DROPPED,
+    MATCH,
+    MISMATCH,
+    PRIMARY_ERROR,
+    SHADOW_ERROR,
+    SKIPPED,
+    TIMEOUT,
+    TRANSIENT,
+)
+from proxy.readiness.verdict import wilson_upper
+from proxy.report import sources, views
+from proxy.report.counters import Counters, quantile, samples
+from proxy.report.model import (
+    FieldCount,
+    Latency,
+    Rate,
+    Report,
+    ReportError,
+    Source,
+    TargetKind,
+    TargetReport,
+    TimeBucket,
+)
+from proxy.report.records import SinkScan, open_sink, records
+from proxy.report.tally import Tally
+from proxy.report.window import window
+from proxy.settings import Settings
+
+# In the order ``shadowproxy readiness`` prints them.
+OUTCOMES = (MATCH, MISMATCH, TRANSIENT, SHADOW_ERROR, TIMEOUT, PRIMARY_ERROR, DROPPED, SKIPPED)
+SIDES = ("primary", "shadow", "secondary")
+
+
+@dataclass(frozen=True)
+class Options:
+    config: str
+    since: str = "24h"
+    #: ("resource" | "route", name), or None for every target
+    only: tuple[TargetKind, str] | None = None
+    admin_url: str | None = None
+    prometheus: str | None = None
+    examples: int = 3
+    top_fields: int = 10
+    now: float | None = None
+
+
+def select_targets(
+    settings: Settings, only: tuple[TargetKind, str] | None
+) -> list[tuple[str, TargetKind]]:
+    resources: list[tuple[str, TargetKind]] = [(n, "resource") for n in settings.resources]
+    routes: list[tuple[str, TargetKind]] = [(r.name, "route") for r in settings.routes]
+    if only is None:
+        return resources + routes
+    kind, name = only
+    known = [n for n, _ in (resources if kind == "resource" else routes)]
+    if name not in known:
+        raise ReportError(
+            f"--{kind} {name!r}: no such {kind} in the config (known: {', '.join(known) or 'none'})"
+        )
+    return [(name, kind)]
+
+
+def _redactor(settings: Settings) -> Redactor:
+    """The config's sensitive names, keyed as the proxy's are when the key is set (so a
+    value the guard has to hash matches the sink's tokens), else with a key of this run."""
+    from proxy.shared import redactor
+
+    env = dict(os.environ)
+    if not env.get(settings.redaction.key_env):
+        env[settings.redaction.key_env] = secrets.token_hex(32)
+    return redactor(settings, env)
+
+
+def build(settings: Settings, options: Options) -> Report:
+    targets = select_targets(settings, options.only)
+    win = window(options.since, options.now)
+    scan = open_sink(settings.sink)
+    tally = Tally(win, options.examples)
+    tally.add_all(records(settings.sink, win, scan))
+    only = None if options.only is None else options.only[1]
+    if options.prometheus:
+        counters, counted = sources.prometheus_counters(options.prometheus, win, only)
+    else:
+        counters, counted = sources.instance_counters(settings, options.admin_url)
+    ready, asked = sources.readiness(settings, options.admin_url)
+    redactor = _redactor(settings)
+    shown = [
+        _target(name, kind, tally, counters, counted, ready if asked.available else None,
+                redactor, options)
+        for name, kind in targets
+        if options.only is not None or _has_data(name, kind, settings, tally, counters)
+    ]  # fmt: skip
+    return Report(
+        config=options.config,
+        version=__version__,
+        generated_at=time.time() if options.now is None else options.now,
+        window=win,
+        sink=scan.source,
+        counters=counted,
+        readiness=asked,
+        targets=tuple(shown),
+        malformed_records=scan.malformed,
+        warnings=tuple(_warnings(scan, tally, targets, only)),
+    )
+
+
+def _has_data(
+    name: str, kind: TargetKind, settings: Settings, tally: Tally, counters: Counters
+) -> bool:
+    """Every resource, every route with a shadow, and whatever has records or counts."""
+    if kind == "resource" or name in tally.targets or name in counters.targets():
+        return True
+    return any(r.name == name and r.shadow is not None for r in settings.routes)
+
+
+def _warnings(
+    scan: SinkScan, tally: Tally, targets: list[tuple[str, TargetKind]], only: str | None
+) -> list[str]:
+    out = list(scan.warnings)
+    if scan.malformed:
+        out.append(
+            f"{_records(scan.malformed)} malformed, skipped (the first: {scan.first_malformed})"
+        )
+    if only is None:
+        declared = {name for name, _ in targets}
+        strays = sorted(set(tally.targets) - declared)
+        if strays:
+            out.append(
+                f"records of routes or resources the config does not declare were left out: "
+                f"{', '.join(strays)}"
+            )
+    return out
+
+
+def _records(n: int) -> str:
+    return f"{n:,} mismatch record" + ("" if n == 1 else "s")
+
+
+def _target(
+    name: str,
+    kind: TargetKind,
+    tally: Tally,
+    counters: Counters,
+    counted: Source,
+    ready: Mapping[str, Any] | None,
+    redactor: Redactor,
+    options: Options,
+) -> TargetReport:
+    operations = counters.outcomes_of(name)
+    outcomes = None
+    if counted.available:
+        outcomes = {o: sum(ops.get(o, 0) for ops in operations.values()) for o in OUTCOMES}
+    mine = tally.targets.get(name)
+    return TargetReport(
+        name=name,
+        kind=kind,
+        outcomes=outcomes,
+        operations=operations,
+        rate=None if outcomes is None else rate(outcomes),
+        records=mine.records if mine else 0,
+        fields=_fields(name, tally, counters if counted.available else None, options.top_fields),
+        timeline=tuple(TimeBucket(start, n) for start, n in tally.timeline(name)),
+        bucket_seconds=tally.step,
+        latency=_latency(name, counters),
+        examples=tuple(views.example(r, redactor) for r in (mine.recent if mine else ())),
+        verdicts=None if ready is None else views.verdicts(name, ready),
+    )
+
+
+def rate(outcomes: Mapping[str, int]) -> Rate:
+    """As readiness counts: comparisons are match + mismatch + transient. The interval's lower
+    bound is the complement of the upper bound of the matches' (the Wilson interval is
+    symmetric under swapping successes and failures)."""
+    n = outcomes.get(MATCH, 0) + outcomes.get(MISMATCH, 0) + outcomes.get(TRANSIENT, 0)
+    k = outcomes.get(MISMATCH, 0)
+    lower = 0.0 if n == 0 else max(0.0, 1.0 - wilson_upper(n - k, n))
+    return Rate(k, n, k / n if n else None, lower, wilson_upper(k, n))
+
+
+def _fields(name: str, tally: Tally, counters: Counters | None, top: int) -> tuple[FieldCount, ...]:
+    mine = tally.targets.get(name)
+    seen = dict(mine.fields) if mine else {}
+    counted = counters.fields_of(name) if counters else {}
+    rows = [
+        FieldCount(f, seen.get(f, 0), counted.get(f) if counters else None)
+        for f in set(seen) | set(counted)
+    ]
+    rows.sort(key=lambda r: (-r.records, -(r.counter or 0), r.field))
+    return tuple(rows[:top])
+
+
+def _latency(name: str, counters: Counters) -> tuple[Latency, ...]:
+    out = []
+    for side in sorted(counters.sides_of(name), key=lambda s: (*SIDES, s).index(s)):
+        buckets = counters.latency[(name, side)]
+        out.append(
+            Latency(
+                side=side,
+                backends=tuple(sorted(counters.backends.get((name, side), ()))),
+                samples=samples(buckets),
+                p50_seconds=quantile(buckets, 0.5),
+                p99_seconds=quantile(buckets, 0.99),
+            )
+        )
+    return tuple(out)

@@ -1,0 +1,36 @@
+"""The mismatch rate's 95% interval is readiness' Wilson interval: the upper bound is
+``wilson_upper`` itself, the lower its mirror image."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from proxy.readiness.verdict import Z95, wilson_upper
+from proxy.report.build import rate
+
+
+def wilson_lower(k: int, n: int) -> float:
+    """The textbook lower bound, to check the mirror against."""
+    p, z2 = k / n, Z95 * Z95
+    centre = p + z2 / (2 * n)
+    spread = Z95 * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n))
+    return max(0.0, (centre - spread) / (1 + z2 / n))
+
+
+@pytest.mark.parametrize(("k", "n"), [(0, 10), (1, 10), (6, 24), (10, 10), (3, 3840)])
+def test_interval(k: int, n: int) -> None:
+    r = rate({"match": n - k, "mismatch": k, "shadow_error": 99})
+    assert (r.mismatches, r.comparisons) == (k, n)
+    assert r.rate == pytest.approx(k / n)
+    assert r.upper95 == wilson_upper(k, n)
+    assert r.lower95 == pytest.approx(wilson_lower(k, n), abs=1e-12)
+    assert r.lower95 <= r.rate <= r.upper95
+
+
+def test_transients_are_comparisons_and_none_is_unknown() -> None:
+    r = rate({"match": 8, "transient": 2})
+    assert (r.mismatches, r.comparisons, r.rate) == (0, 10, 0)
+    empty = rate({})
+    assert (empty.rate, empty.lower95, empty.upper95) == (None, 0.0, 1.0)
