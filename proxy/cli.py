@@ -24,7 +24,11 @@ EXIT_CODES: tuple[tuple[int, str], ...] = (
     (0, "success; readiness: ready; serve and demo: stopped by SIGTERM or Ctrl-C, drained"),
     (1, "readiness: not ready; a store error; an unexpected error (with a traceback)"),
     (2, "usage error; config error; admin API error or refused change; demo extra missing"),
-    (3, "backfill: finished with rejected records; verify: the stores differ"),
+    (
+        3,
+        "backfill: finished with rejected records; verify: the stores differ; "
+        "replay: requests still differ or now fail",
+    ),
     (130, "interrupted by Ctrl-C where no graceful stop is in place (e.g. init-stores)"),
 )
 WORKERS_EXIT = (
@@ -204,6 +208,14 @@ def build_parser() -> argparse.ArgumentParser:
     from proxy import cli_migrate
 
     cli_migrate.add_parsers(sub, epilog=_epilog, config_help=CONFIG_HELP)
+
+    from proxy import cli_replay
+
+    cli_replay.add_parsers(sub, epilog=_epilog, config_help=CONFIG_HELP)
+
+    from proxy import cli_report
+
+    cli_report.add_parsers(sub, epilog=_epilog, config_help=CONFIG_HELP)
 
     flags = sub.add_parser(
         "flags",
@@ -490,6 +502,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             from proxy import cli_migrate
 
             return cli_migrate.run(args)
+        if args.command in ("replay", "export-corpus"):
+            from proxy import cli_replay
+
+            return cli_replay.run(args)
+        if args.command == "report":
+            from proxy import cli_report
+
+            return cli_report.run(args)
         if args.command in ("flags", "readiness"):
             return _admin_command(args)
         if args.command == "serve":

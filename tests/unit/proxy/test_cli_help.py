@@ -32,6 +32,9 @@ COMMANDS = {
     "flags set",
     "flags history",
     "readiness",
+    "replay",
+    "export-corpus",
+    "report",
     "demo",
 }
 
