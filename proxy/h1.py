@@ -361,6 +361,19 @@ class Response:
             self._pool.release(self._conn)
 
 
+async def read_capped(response: Response, cap: int) -> bytes | None:
+    """The body, or None past ``cap`` bytes (the rest is not read: the connection closes)."""
+    if response.content_length is not None and response.content_length > cap:
+        return None
+    chunks, size = [], 0
+    async for chunk in response.content.iter_any():
+        size += len(chunk)
+        if size > cap:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 async def send(pool: Pool, method: str, head: bytes, body: bytes | None) -> tuple[Response, bool]:
     """Write one request and wait for the response head. Returns (response, reused)."""
     conn, reused = await pool.acquire(head=method == "HEAD")

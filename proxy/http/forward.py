@@ -285,10 +285,10 @@ async def _shadow_job(
         )
         try:
             if upstream.complete:
-                payload = await _read_capped(upstream, ctx.compare_body_cap)
+                payload = await h1.read_capped(upstream, ctx.compare_body_cap)
             else:
                 async with asyncio.timeout_at(upstream.deadline):
-                    payload = await _read_capped(upstream, ctx.compare_body_cap)
+                    payload = await h1.read_capped(upstream, ctx.compare_body_cap)
         finally:
             upstream.release()
         headers = _lowered(end_to_end_raw(upstream.raw_headers))
@@ -320,15 +320,3 @@ async def _shadow_job(
             new_side=sides.new_side,
         )
     )
-
-
-async def _read_capped(response: h1.Response, cap: int) -> bytes | None:
-    if response.content_length is not None and response.content_length > cap:
-        return None
-    chunks, size = [], 0
-    async for chunk in response.content.iter_any():
-        size += len(chunk)
-        if size > cap:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)

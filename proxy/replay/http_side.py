@@ -135,7 +135,7 @@ class HttpSide:
             response = await upstream.send(request.method, request.path, headers, None)
             try:
                 async with asyncio.timeout_at(response.deadline):
-                    body = await _read_capped(response, self._cap)
+                    body = await h1.read_capped(response, self._cap)
             finally:
                 response.release()
         except (TimeoutError, h1.BackendError) as e:
@@ -167,16 +167,3 @@ def _status(fetched: Fetched) -> Any:
 def _failure(backend: str, error: BaseException) -> str:
     kind = "timeout" if isinstance(error, TimeoutError) else type(error).__name__
     return f"{backend}: {kind}: {error}"[:300]
-
-
-async def _read_capped(response: h1.Response, cap: int) -> bytes | None:
-    """The body, or None past ``cap`` bytes (the rest is not read: the connection closes)."""
-    if response.content_length is not None and response.content_length > cap:
-        return None
-    chunks, size = [], 0
-    async for chunk in response.content.iter_any():
-        size += len(chunk)
-        if size > cap:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
