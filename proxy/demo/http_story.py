@@ -89,6 +89,7 @@ async def run_http_demo(*, duration: float | None, requests: int, token: str) ->
 def _urls(proxy_url: str, admin_url: str, token: str) -> dict[str, str]:
     return {
         "proxy:": proxy_url + "/users/7",
+        "triage:": admin_url + "/  (sign in with the token below to see the diffs)",
         "metrics:": admin_url + "/metrics",
         "mismatches:": f"{admin_url}/mismatches?limit=5  (header: Authorization: "
         f"Bearer $SHADOWPROXY_ADMIN_TOKEN = {token})",

@@ -218,6 +218,7 @@ async def run_store_demo(*, duration: float | None, users: int, token: str) -> i
                         )
                         urls = {
                             "proxy:": f"{proxy_url}/users/{planted[0].key}",
+                            "triage:": f"{admin_url}/  (sign in with the token below: diffs)",
                             "metrics:": admin_url + "/metrics",
                             "mismatches:": f"{admin_url}/mismatches?limit=5  (header: "
                             f"Authorization: Bearer $SHADOWPROXY_ADMIN_TOKEN = {token})",
