@@ -25,7 +25,9 @@ from proxy.experiment.shadow import ShadowRunner
 from proxy.flags.store import FlagStore
 from proxy.http.build import build_http_side
 from proxy.metrics import Metrics
+from proxy.openapi import OPENAPI_PATH, openapi_handler
 from proxy.request import problems
+from proxy.resources.openapi import resource_document
 from proxy.resources.wiring import (
     Resources,
     build_store_side,
@@ -67,6 +69,13 @@ def build(
     http = build_http_side(settings, shared) if settings.routes else None
 
     proxy_app = web.Application(middlewares=[client_timeouts.middleware, problems])
+    if settings.resources:
+        # Before the HTTP routes' catch-all: in store mode the path is the proxy's own.
+        document = resource_document(
+            ((api.schema, api.settings) for api in store.resources.apis),
+            rate_limited=shared.limiter is not None,
+        )
+        proxy_app.router.add_get(OPENAPI_PATH, openapi_handler(document), allow_head=False)
     proxy_app.router.add_routes(store.resources.routes())
     if http is not None:
         http.add_routes(proxy_app)
@@ -110,6 +119,8 @@ def _shared_lifecycle(
         finally:
             await shared.runner.drain(drain_seconds)
             await shared.sink.close()
+            if shared.limiter is not None:
+                await shared.limiter.close()
 
     return lifecycle
 

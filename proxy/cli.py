@@ -447,6 +447,23 @@ def _aws_targets(settings: Settings) -> list[str]:
 
 
 def _warnings(settings: Settings) -> list[str]:
+    return _repair_warnings(settings) + _rate_limit_warnings(settings)
+
+
+def _rate_limit_warnings(settings: Settings) -> list[str]:
+    limits = settings.rate_limits
+    if limits is None or not limits.configured() or limits.store != "memory":
+        return []
+    if settings.workers <= 1:
+        return []
+    return [
+        f"rate_limits.store is memory with workers={settings.workers}: each worker keeps its "
+        f"own buckets, so this instance allows {settings.workers} times every rate; use "
+        "rate_limits.store redis"
+    ]
+
+
+def _repair_warnings(settings: Settings) -> list[str]:
     dual = [n for n, r in settings.resources.items() if len(set(r.flags.write_to)) > 1]
     if dual and (settings.repair is None or settings.repair.kind == "memory"):
         return [

@@ -34,9 +34,10 @@ ShadowProxyError
     ├── UnsupportedMedia   415
     ├── ExpectationFailed  417  an ``Expect`` other than ``100-continue``
     ├── Unprocessable      422
-    ├── TooManyRequests    429
+    ├── TooManyRequests    429  over a requester's rate limit (proxy.ratelimit), with
+    │                           ``Retry-After``
     ├── BadGateway         502  the primary failed or answered garbage
-    ├── Unavailable        503
+    ├── Unavailable        503  (also: the rate-limit store is down under fail_closed)
     ├── GatewayTimeout     504  the primary did not answer in time
     └── Unauthorized 401, Forbidden 403   proxy.control.admin_token: the admin token
 
@@ -46,6 +47,7 @@ defined in the project descends from ``ShadowProxyError``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import orjson
@@ -62,10 +64,13 @@ class HTTPProblem(ShadowProxyError):
     status: ClassVar[int] = 500
     code: ClassVar[str] = "internal"
 
-    def __init__(self, message: str, *, details: Any = None) -> None:
+    def __init__(
+        self, message: str, *, details: Any = None, headers: Mapping[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.details = details
+        self.headers = headers  # sent with the envelope, e.g. a 429's ``Retry-After``
 
 
 class BadRequest(HTTPProblem):
@@ -131,4 +136,7 @@ def envelope(
 
 
 def problem_response(problem: HTTPProblem, request_id: str) -> web.Response:
-    return envelope(problem.status, problem.code, problem.message, request_id, problem.details)
+    response = envelope(problem.status, problem.code, problem.message, request_id, problem.details)
+    if problem.headers:
+        response.headers.update(problem.headers)
+    return response

@@ -38,6 +38,7 @@ from pydantic import (
 
 from proxy.errors import ConfigError
 from proxy.flags.config import FlagStoreConfig
+from proxy.ratelimit.config import RateLimitConfig
 from proxy.readiness.config import ReadinessConfig
 from proxy.repair.config import RepairConfig
 from proxy.resources.cache_config import CacheConfig
@@ -360,6 +361,7 @@ class Settings(_Model):
     redaction: Redaction = Redaction()
     sink: Sink = JsonlSink()
     limits: Limits = Limits()
+    rate_limits: RateLimitConfig | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -409,7 +411,19 @@ class Settings(_Model):
                     raise ValueError(f"routes[{i}].{role} = {ref!r}: routes need an http backend")
             if route.shadow is not None and route.shadow == route.primary:
                 raise ValueError(f"routes[{i}].shadow = {route.shadow!r}: same as primary")
+        self._rate_limit_targets(names)
         return self
+
+    def _rate_limit_targets(self, routes: set[str]) -> None:
+        if self.rate_limits is None:
+            return
+        known = routes | set(self.resources)
+        for target in self.rate_limits.targets:
+            if target not in known:
+                raise ValueError(
+                    f"rate_limits.targets.{target}: no route or resource of that name "
+                    f"(known: {', '.join(sorted(known)) or 'none'})"
+                )
 
 
 def load_settings(path: str | Path | None, env: Mapping[str, str] | None = None) -> Settings:

@@ -22,6 +22,7 @@ from proxy.experiment.sinks import BufferedSink, make_sink
 from proxy.flags import make_flag_store
 from proxy.flags.store import FlagStore
 from proxy.metrics import Metrics
+from proxy.ratelimit.limiter import RateLimiter
 from proxy.request import RequestAccounting
 from proxy.settings import Settings
 
@@ -38,6 +39,8 @@ class Shared:
     publisher: Publisher
     budget: DiffBudget
     flag_store: FlagStore
+    # None when no rate limit is configured: the request path checks only that.
+    limiter: RateLimiter | None = None
 
 
 def flag_store_for(settings: Settings, env: Mapping[str, str]) -> FlagStore:
@@ -78,6 +81,9 @@ def shared_parts(
             per_second=settings.shadow.diff_per_second, burst=settings.shadow.diff_burst
         ),
         flag_store=flag_store,
+        limiter=RateLimiter.from_settings(
+            settings.rate_limits, registry, frozenset(settings.requesters.known)
+        ),
     )
 
 

@@ -43,7 +43,7 @@ def require_token(token: str | None, handler: Handler) -> Handler:
 def parse_limit(raw: str | None, default: int = 50) -> int:
     if raw is None:
         return default
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_MISMATCHES:
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_MISMATCHES:
         raise BadRequest(f"limit must be an integer from 1 to {MAX_MISMATCHES}, got {raw!r}")
     return int(raw)
 

@@ -19,10 +19,12 @@ from proxy.control.decisions import Decisions, RepairDepth, targets_from
 from proxy.control.flags_api import FlagsAdmin
 from proxy.control.guardrail import Guardrail, GuardrailMetrics
 from proxy.control.guardrail_tally import fleet_tally
+from proxy.control.openapi import admin_document
 from proxy.experiment.shadow import ShadowRunner
 from proxy.experiment.sinks import BufferedSink
 from proxy.flags import FlagMetrics
 from proxy.flags.store import FlagStore
+from proxy.openapi import OPENAPI_PATH, openapi_handler
 from proxy.readiness import Readiness, ReadinessMetrics, VerifyResults, open_verify_results
 from proxy.settings import Settings
 
@@ -61,13 +63,15 @@ class Control:
         token: str | None,
         read_only: str | None,
     ) -> web.Application:
-        return build_admin_app(
+        app = build_admin_app(
             registry=registry,
             runner=runner,
             sink=sink,
             token=token,
             flags=FlagsAdmin(self.flag_store, self.decisions, writable=read_only),
         )
+        app.router.add_get(OPENAPI_PATH, openapi_handler(admin_document()))
+        return app
 
 
 def build_control(

@@ -99,7 +99,7 @@ class FlagsAdmin:
 
     async def history(self, request: web.Request) -> web.Response:
         raw = request.query.get("limit", "50")
-        if not raw.isdigit() or not 1 <= int(raw) <= 1000:
+        if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= 1000:
             raise BadRequest(f"limit must be an integer from 1 to 1000, got {raw!r}")
         entries = await self.store.history(int(raw), request.query.get("target"))
         return _json({"history": [dataclasses.asdict(e) for e in entries]})

@@ -87,7 +87,7 @@ def parse_filters(query: MultiMapping[str], routes: Iterable[str]) -> Filters:
     if field_ is not None and (len(field_) > MAX_FIELD_CHARS or not field_.isprintable()):
         raise BadRequest(f"field must be printable and at most {MAX_FIELD_CHARS} characters")
     raw = query.get("limit") or str(DEFAULT_SHOWN)
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_SHOWN:
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_SHOWN:
         raise BadRequest(f"limit must be an integer from 1 to {MAX_SHOWN}, got {raw!r}")
     return Filters(route, field_, int(raw))
 

@@ -66,6 +66,7 @@ def build_http_side(settings: Settings, shared: Shared) -> HttpSide:
         compare_body_cap=settings.shadow.body_max_bytes,
         shadow_timeout=settings.shadow.timeout_seconds,
         requests=shared.requests,
+        limiter=shared.limiter,
         normalize_paths=settings.listen.path_policy == "normalize",
     )
     return HttpSide(upstreams, partial(handle, ctx))

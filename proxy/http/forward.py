@@ -31,6 +31,7 @@ from proxy.http.routing import Router
 from proxy.http.target import Target, parse_target
 from proxy.http.upstream import HttpUpstream, backend_error_kind, end_to_end, end_to_end_raw
 from proxy.metrics import Metrics
+from proxy.ratelimit.limiter import RateLimiter
 from proxy.request import RequestAccounting, read_capped, request_id
 
 errlog = logging.getLogger("shadowproxy.proxy")
@@ -51,6 +52,7 @@ class ForwardContext:
     compare_body_cap: int
     shadow_timeout: float
     requests: RequestAccounting
+    limiter: RateLimiter | None = None
     normalize_paths: bool = False
 
 
@@ -104,6 +106,8 @@ async def handle(ctx: ForwardContext, request: web.Request) -> web.StreamRespons
                 raise MethodNotAllowed(f"{request.method} is not routed for {path}")
             raise NotFound(f"no route for {path}")
         route_name = route.name
+        if ctx.limiter is not None:  # before the body is read or the primary is asked
+            await ctx.limiter.check(route_name, requester)
         body = await read_request_body(request, ctx.max_request_body)
         headers = upstream_headers(request, rid)
         sides = route.sides()

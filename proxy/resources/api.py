@@ -38,6 +38,7 @@ from proxy.errors import (
     UnsupportedMedia,
     problem_response,
 )
+from proxy.ratelimit.limiter import RateLimiter
 from proxy.request import RequestAccounting, read_capped, request_id
 from proxy.resources.service import RequestInfo, ResourceService
 from proxy.store import base as store_errors
@@ -102,7 +103,7 @@ def _store_problem(error: store_errors.StoreError, resource: str) -> HTTPProblem
 def _limit(raw: str | None, maximum: int) -> int:
     if raw is None:
         return min(DEFAULT_LIMIT, maximum)
-    if not raw.isdigit() or not 1 <= int(raw) <= maximum:
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= maximum:
         raise BadRequest(f"limit must be an integer from 1 to {maximum}, got {raw!r}")
     return int(raw)
 
@@ -114,12 +115,14 @@ class ResourceAPI:
         *,
         requests: RequestAccounting,
         max_body: int,
+        limiter: RateLimiter | None = None,
     ) -> None:
         self.service = service
         self.schema = service.schema
         self.settings = service.parts.settings
         self._requests = requests
         self._max_body = max_body
+        self._limiter = limiter
 
     def routes(self) -> list[web.RouteDef]:
         p = self.settings.prefix
@@ -146,6 +149,8 @@ class ResourceAPI:
             info = RequestInfo(rid, requester, request.method, request.raw_path)
             cause: str | None = None
             try:
+                if self._limiter is not None:  # before the body is read or a store asked
+                    await self._limiter.check(self.settings.name, requester)
                 response = await handler(request, info)
             except SchemaError as e:
                 problem: HTTPProblem = _schema_problem(e)

@@ -198,7 +198,12 @@ def build_store_side(
         )
         services[name] = service
         apis.append(
-            ResourceAPI(service, requests=shared.requests, max_body=settings.limits.max_body_bytes)
+            ResourceAPI(
+                service,
+                requests=shared.requests,
+                max_body=settings.limits.max_body_bytes,
+                limiter=shared.limiter,
+            )
         )
     resources = Resources(services, apis)
     repairer = Repairer.from_config(

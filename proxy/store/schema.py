@@ -47,6 +47,7 @@ INDEX_TYPES = frozenset({"string", "int", "decimal", "float", "datetime", "date"
 MAX_KEY_BYTES = 2048  # DynamoDB partition key limit, also for GSI keys
 MAX_ITEM_BYTES = 400 * 1024  # DynamoDB's item limit, the smallest store's: a record's bound
 _ERROR_VALUE_CHARS = 200
+RESERVED_PATH = "/openapi.json"  # proxy.openapi.OPENAPI_PATH: the resource API's document
 
 
 # --- config ------------------------------------------------------------------------------
@@ -87,6 +88,15 @@ class ResourceConfig(_Model):
     indexes: dict[str, IndexConfig] = {}
     stores: dict[str, StoreTableConfig] = {}
     cache_ttl_seconds: float = Field(default=60.0, ge=0)
+
+    @field_validator("prefix")
+    @classmethod
+    def _not_reserved(cls, prefix: str) -> str:
+        if prefix == RESERVED_PATH:
+            raise ValueError(
+                f"{prefix!r} is reserved: the proxy port serves its OpenAPI document there"
+            )
+        return prefix
 
     @field_validator("fields")
     @classmethod

@@ -29,3 +29,14 @@ def test_an_intent_grace_under_twice_a_store_timeout_names_both_values() -> None
         "repair.intent_grace_seconds=6 is under twice backends.rds.timeout_seconds=5: "
         "a dual write is cut (504) at 3 s, before the store's own timeout",
     ]
+
+
+def test_in_process_rate_limits_with_several_workers_are_named() -> None:
+    env = {
+        "SHADOWPROXY__WORKERS": "4",
+        "SHADOWPROXY__RATE_LIMITS__DEFAULT": "{rate: 10, burst: 20}",
+    }
+    [line] = _warnings(load_settings(USERS, env=env))
+    assert "rate_limits.store is memory with workers=4" in line and "4 times" in line
+    env["SHADOWPROXY__RATE_LIMITS__STORE"] = "redis"
+    assert _warnings(load_settings(USERS, env=env)) == []
