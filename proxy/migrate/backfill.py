@@ -41,6 +41,7 @@ from proxy.migrate.checkpoint import Checkpoints
 from proxy.migrate.job import Job, Segment
 from proxy.migrate.progress import Progress
 from proxy.repair.copy import copy_batch
+from proxy.repair.log import escalate_writes
 from proxy.store.base import (
     LimitExceeded,
     Record,
@@ -354,13 +355,13 @@ class Backfill:
                 f"{len(failures)} records of a page could not be copied to {job.target} "
                 f"after {attempt} attempts: {type(error).__name__}: {error}"
             )
+        assert job.repair_log is not None  # intents came from it
         for n, error in failures.items():
             reason = f"backfill to {job.target} failed: {type(error).__name__}: {error}"[:300]
-            gone = await job.repair_log.escalate(  # type: ignore[union-attr]
-                [intents[n]], reason, late=outcome_unknown(error)
-            )
-            if gone:  # cannot happen while this process lives; logged again to be sure
-                await job.repair_log.append(job.name, texts[n], reason, op="backfill")  # type: ignore[union-attr]
+            await escalate_writes(
+                job.repair_log, job.name, [(intents[n], texts[n])], reason,
+                late=outcome_unknown(error), op="backfill",
+            )  # fmt: skip
         return len(items) - len(failures), retried, throttled, len(failures)
 
 

@@ -115,6 +115,24 @@ class RepairLog(Protocol):
     async def close(self) -> None: ...
 
 
+async def escalate_writes(
+    log: RepairLog,
+    resource: str,
+    writes: Sequence[tuple[str, str]],
+    reason: str,
+    *,
+    late: bool,
+    op: str,
+) -> None:
+    """Escalate these writes' intents (intent id, key text). One a repairer already took (its
+    writer outlived the grace) may have been repaired from the state before the write: its
+    key is logged again, as a write of its own, due like this one."""
+    gone = set(await log.escalate([i for i, _ in writes], reason, late=late))
+    if gone:
+        again = await log.intend(resource, [k for i, k in writes if i in gone], op=op)
+        await log.escalate(again, reason, late=late)
+
+
 def open_repair_log(config: RepairConfig, *, default_dsn: str | None = None) -> RepairLog:
     """``default_dsn`` (e.g. the PostgreSQL store's) serves when ``config.dsn`` is unset."""
     # Each backend's client library is loaded only when that backend is configured.

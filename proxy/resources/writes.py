@@ -36,7 +36,7 @@ from proxy.flags import ResourceFlagState
 from proxy.logs import Throttle
 from proxy.metrics import Metrics
 from proxy.repair.copy import copy_batch
-from proxy.repair.log import RepairLog
+from proxy.repair.log import RepairLog, escalate_writes
 from proxy.repair.repairer import RepairRace, copy_until_stable
 from proxy.resources.breaker import Breaker
 from proxy.resources.parts import Cache, FlagSource, ResourceParts, timed
@@ -410,18 +410,11 @@ class DualWriter:
                         text = self.parts.key_text(key)
                         await repair_log.append(self.name, text, reason, op=_op(reason))
                     return
-                gone = set(await repair_log.escalate(intents, reason, late=late))
-                if gone:
-                    # A repairer took these intents while the primary write was still on its
-                    # way (it outlived the grace), and may have copied the state before it:
-                    # log the keys again, as writes of their own, due like this one.
-                    texts = [
-                        self.parts.key_text(k)
-                        for k, i in zip(keys, intents, strict=True)
-                        if i in gone
-                    ]
-                    again = await repair_log.intend(self.name, texts, op=_op(reason))
-                    await repair_log.escalate(again, reason, late=late)
+                texts = [self.parts.key_text(k) for k in keys]
+                writes = list(zip(intents, texts, strict=True))
+                await escalate_writes(
+                    repair_log, self.name, writes, reason, late=late, op=_op(reason)
+                )
                 return
             except Exception:
                 self._metrics.repair_log_errors.labels(self.name).inc()
