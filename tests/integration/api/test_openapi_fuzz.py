@@ -40,10 +40,11 @@ CHECKS = (
 SCHEMATHESIS = Path(sys.executable).with_name("st")
 
 
-# With CI set, hypothesis loads its "ci" profile, and schemathesis 4.32's coverage phase then
-# crashes inside hypothesis while describing one of its own lambdas (an AssertionError from
-# hypothesis.internal.lambda_sources, before any request is sent). Our run is deterministic
-# already (--generation-deterministic), so it is the same run without the variable.
+# schemathesis 4.32's coverage phase crashes inside hypothesis while describing one of its own
+# lambdas (an AssertionError from hypothesis.internal.lambda_sources, before any request is
+# sent): with CI set (hypothesis's ci profile), and always in a freshly made virtualenv. The
+# phase is left out until that is fixed upstream; examples and fuzzing still cover every
+# operation. CI is kept out of its environment too.
 WITHOUT_CI = {k: v for k, v in os.environ.items() if k != "CI"}
 
 
@@ -53,7 +54,7 @@ async def schemathesis(url: str, tmp: Path, *extra: str, config: str = "") -> tu
     process = await asyncio.create_subprocess_exec(
         str(SCHEMATHESIS), "--config-file", str(config_file), "run", url,
         "--checks", ",".join(CHECKS),
-        "--phases", "examples,coverage,fuzzing",
+        "--phases", "examples,fuzzing",  # coverage: see WITHOUT_CI
         "--max-examples", str(MAX_EXAMPLES),
         "--generation-deterministic",
         "--suppress-health-check", "all",
