@@ -37,7 +37,9 @@ ShadowProxyError
     ├── TooManyRequests    429  over a requester's rate limit (proxy.ratelimit), with
     │                           ``Retry-After``
     ├── BadGateway         502  the primary failed or answered garbage
-    ├── Unavailable        503  (also: the rate-limit store is down under fail_closed)
+    ├── Unavailable        503  a backend down, throttling or at its concurrency limit (with
+    │                           ``Retry-After``; also: the rate-limit store is down under
+    │                           fail_closed)
     ├── GatewayTimeout     504  the primary did not answer in time
     └── Unauthorized 401, Forbidden 403   proxy.control.admin_token: the admin token
 
@@ -48,6 +50,7 @@ defined in the project descends from ``ShadowProxyError``.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any, ClassVar
 
 import orjson
@@ -115,6 +118,10 @@ class BadGateway(HTTPProblem):
 
 class Unavailable(HTTPProblem):
     status, code = 503, "unavailable"
+
+
+# Sent with a 503 that a retry may soon cure: a store throttling, a backend at its limit.
+RETRY_SOON: Mapping[str, str] = MappingProxyType({"Retry-After": "1"})
 
 
 class GatewayTimeout(HTTPProblem):

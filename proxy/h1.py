@@ -40,6 +40,13 @@ class ConnectFailed(BackendError):
     kind = "connect"
 
 
+class PoolBusy(BackendError):
+    """Every connection of the pool is in use and ``max_waiting`` callers already wait for
+    one: refused at once rather than queued (a slow backend must not pile up requests)."""
+
+    kind = "busy"
+
+
 class Disconnected(BackendError):
     kind = "disconnected"
     reused = False  # on a kept-alive connection: the backend likely closed it while idle
@@ -230,8 +237,12 @@ class Pool:
         idle_seconds: float = 15.0,
         ssl: ssl_module.SSLContext | None = None,
         server_name: str | None = None,
+        max_waiting: int | None = None,
     ) -> None:
         self.host, self.port = host, port
+        self.limit = limit
+        self.max_waiting = max_waiting  # None: callers wait for a slot without a bound
+        self.waiting = 0
         self._ssl = ssl
         self._server_name = server_name or host
         self._idle: deque[tuple[float, Connection]] = deque()
@@ -242,8 +253,21 @@ class Pool:
         self._idle_seconds = idle_seconds
 
     async def acquire(self, *, head: bool) -> tuple[Connection, bool]:
-        """(connection, reused). The caller's deadline bounds the wait for a slot."""
-        await self._slots.acquire()
+        """(connection, reused). The caller's deadline bounds the wait for a slot; with
+        ``max_waiting`` callers already waiting, ``PoolBusy`` at once."""
+        if self._slots.locked():
+            if self.max_waiting is not None and self.waiting >= self.max_waiting:
+                raise PoolBusy(
+                    f"{self.host}:{self.port}: all {self.limit} connections in use and "
+                    f"{self.waiting} requests waiting"
+                )
+            self.waiting += 1
+            try:
+                await self._slots.acquire()
+            finally:
+                self.waiting -= 1
+        else:
+            await self._slots.acquire()
         try:
             loop = asyncio.get_running_loop()
             oldest = loop.time() - self._idle_seconds

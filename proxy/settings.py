@@ -91,6 +91,10 @@ class HttpBackend(_Model):
     timeout_seconds: float = Field(10.0, gt=0)
     connect_timeout_seconds: float = Field(2.0, gt=0)
     max_connections: int = Field(256, ge=1)
+    # Requests waiting for a connection when all max_connections are busy; one more is
+    # refused at once (503 for the primary, shadow_error for a shadow), so a slow backend
+    # cannot pile up requests and their bodies.
+    max_waiting: int = Field(256, ge=0)
     retries: int = Field(0, ge=0, le=10)
     retry_backoff_seconds: float = Field(0.05, ge=0)
     # https:// only: the CA bundle to verify the backend's certificate with (default: the
@@ -121,6 +125,9 @@ class PostgresBackend(_Model):
     dsn: str = "postgresql://postgres@127.0.0.1:5432/postgres"
     pool_min: int = Field(1, ge=0)
     pool_max: int = Field(10, ge=1)
+    # Calls waiting for a connection when all pool_max are busy; one more is refused at once
+    # (503 with Retry-After) instead of queueing behind a slow database.
+    max_waiting: int = Field(64, ge=0)
     timeout_seconds: float = Field(5.0, gt=0)
     connect_timeout_seconds: float = Field(5.0, gt=0)
     scan_page: int = Field(1000, ge=1, le=10_000)  # rows per page of a backfill or verify
@@ -136,8 +143,14 @@ class DynamoDBBackend(_Model):
     profile: str | None = None  # of ~/.aws/config; also where credentials come from
     use_fips: bool | None = None
     ca_bundle: str | None = None  # PEM file the https endpoint is verified with
-    timeout_seconds: float = Field(5.0, gt=0)
+    timeout_seconds: float = Field(5.0, gt=0)  # one attempt, waiting for a connection included
     connect_timeout_seconds: float = Field(2.0, gt=0)
+    # One call as a whole, every retry and backoff included: a throttled or failed attempt is
+    # tried again only while the next can start before it; then 503 (throttled) or 504.
+    # None: twice timeout_seconds.
+    deadline_seconds: float | None = Field(None, gt=0)
+    max_connections: int = Field(64, ge=1)  # calls in flight at once, per process
+    max_waiting: int = Field(256, ge=0)  # calls waiting for one of them; more: 503 at once
     max_attempts: int = Field(8, ge=1, le=20)
     sdk_max_attempts: int = Field(3, ge=1, le=10)
     scan_page: int | None = Field(None, ge=1, le=10_000)  # items per Scan page; None: 1 MB

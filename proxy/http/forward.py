@@ -15,6 +15,7 @@ from comparators import DiffBudget, compare_http
 from comparators.model import Comparison, HttpSnapshot, Outcome
 from proxy import h1
 from proxy.errors import (
+    RETRY_SOON,
     BadGateway,
     ExpectationFailed,
     GatewayTimeout,
@@ -22,6 +23,7 @@ from proxy.errors import (
     MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
+    Unavailable,
     problem_response,
 )
 from proxy.experiment.publish import Experiment, Publisher
@@ -164,6 +166,12 @@ async def _primary(
     except TimeoutError as e:
         _backend_failed(ctx, route, request.method, backend.name, e, sampled)
         raise GatewayTimeout(f"primary backend {backend.name} did not answer in time") from e
+    except h1.PoolBusy as e:
+        _backend_failed(ctx, route, request.method, backend.name, e, sampled)
+        raise Unavailable(
+            f"primary backend {backend.name} is at its connection limit; try again",
+            headers=RETRY_SOON,
+        ) from e
     except h1.BackendError as e:
         _backend_failed(ctx, route, request.method, backend.name, e, sampled)
         raise BadGateway(f"primary backend {backend.name} failed: {type(e).__name__}") from e

@@ -80,6 +80,7 @@ class HttpUpstream:
             self._host,
             self._port,
             limit=self.config.max_connections,
+            max_waiting=self.config.max_waiting,
             connect_timeout=self.config.connect_timeout_seconds,
             ssl=self._ssl,
             server_name=self.config.tls_server_name,

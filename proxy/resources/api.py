@@ -26,6 +26,7 @@ import orjson
 from aiohttp import web
 
 from proxy.errors import (
+    RETRY_SOON,
     BadGateway,
     BadRequest,
     Conflict,
@@ -95,6 +96,14 @@ def _store_problem(error: store_errors.StoreError, resource: str) -> HTTPProblem
         return BadRequest(f"invalid cursor: {error}")
     if isinstance(error, store_errors.StoreTimeout):
         return GatewayTimeout("the primary store timed out")
+    if isinstance(error, store_errors.StoreBusy):
+        return Unavailable(
+            "the primary store is at its connection limit; try again", headers=RETRY_SOON
+        )
+    if isinstance(error, store_errors.Throttled):
+        return Unavailable(
+            "the primary store is throttling requests; try again", headers=RETRY_SOON
+        )
     if isinstance(error, store_errors.StoreUnavailable):
         return Unavailable("the primary store is unavailable")
     return BadGateway("the primary store failed")

@@ -11,7 +11,9 @@ Error tree (the HTTP layer maps the leaves to statuses)::
     └── StoreUnavailable        connection refused or lost, table missing (503)
         ├── RequestCut          the connection broke after the request went out (503)
         ├── StoreTimeout        the store did not answer in time (504)
-        └── Throttled           still throttled / unprocessed after the retry budget (503)
+        ├── Throttled           still throttled / unprocessed after the retry budget (503)
+        └── StoreBusy           every connection in use and max_waiting calls already
+                                waiting: refused at once, not queued (503)
 
 Client input errors are not store errors: see ``proxy.store.schema.SchemaError``.
 """
@@ -69,6 +71,10 @@ class StoreTimeout(StoreUnavailable):
 
 
 class Throttled(StoreUnavailable):
+    pass
+
+
+class StoreBusy(StoreUnavailable):
     pass
 
 

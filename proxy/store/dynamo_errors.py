@@ -22,6 +22,7 @@ from comparators.errors import ShadowProxyError
 from proxy.store.base import (
     LimitExceeded,
     RequestCut,
+    StoreBusy,
     StoreError,
     StoreTimeout,
     StoreUnavailable,
@@ -87,11 +88,12 @@ class DynamoTransportError(DynamoError):
     """No usable answer: connection refused, closed, broken off, unparseable, a certificate
     that does not verify, or a CRC32 mismatch. ``code`` says which (``ConnectFailed``,
     ``Disconnected``, ``PayloadError``, ``ProtocolError``, ``CertificateUntrusted``,
-    ``CRC32Mismatch``); ``status`` is 0, or the status of a bad answer."""
+    ``CRC32Mismatch``, ``Busy``: every connection in use and too many calls waiting);
+    ``status`` is 0, or the status of a bad answer."""
 
     @property
     def retryable(self) -> bool:
-        return self.code not in ("ProtocolError", "CertificateUntrusted")
+        return self.code not in ("ProtocolError", "CertificateUntrusted", "Busy")
 
 
 def parse_error(status: int, body: bytes, error_type: str | None = None) -> DynamoError:
@@ -125,6 +127,8 @@ def translate(error: Exception) -> StoreError:
     if isinstance(error, TimeoutError):
         return StoreTimeout(f"dynamodb: {error}")
     if isinstance(error, DynamoTransportError):
+        if error.code == "Busy":
+            return StoreBusy(f"dynamodb: {error.message}")
         if error.code in CUT_CODES:
             return RequestCut(f"dynamodb: {error.code}: {error.message}")
         if error.code in CONNECTION_CODES:

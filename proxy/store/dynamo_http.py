@@ -113,6 +113,8 @@ class DynamoHttpClient:
         read_timeout: float,
         max_attempts: int,
         pool_limit: int = 64,
+        max_waiting: int | None = None,
+        deadline: float | None = None,
         retry: RetryPolicy | None = None,
         quota: RetryQuota | None = None,
         use_fips: bool = False,
@@ -142,6 +144,10 @@ class DynamoHttpClient:
         self.throttles = 0
         """Throttling answers seen so far (retried or not): how a job knows to slow down."""
         self._pool_limit = pool_limit
+        self._max_waiting = max_waiting
+        self.deadline = deadline
+        """Seconds one ``call`` may take, every attempt and backoff included (None: only
+        ``max_attempts`` bounds it). A retry starts only if its backoff ends before."""
         self._signer = SigV4Signer(signing_region(region))
         self._credentials: Credentials | None = None
         self._refreshable: Any = None  # botocore credentials that renew themselves
@@ -163,6 +169,7 @@ class DynamoHttpClient:
             self.endpoint.host,
             self.endpoint.port,
             limit=self._pool_limit,
+            max_waiting=self._max_waiting,
             connect_timeout=self._connect_timeout,
             ssl=context,
         )
@@ -224,17 +231,22 @@ class DynamoHttpClient:
         target = TARGET_PREFIX + operation
         body = orjson.dumps(request)
         retry_unknown = operation not in WRITE_OPERATIONS or retrying_unknown_writes()
+        loop = asyncio.get_running_loop()
+        ends = None if self.deadline is None else loop.time() + self.deadline
         attempt = 0
         paid = 0  # what the latest retry cost: refunded when the call succeeds
         stale_retry = True
         while True:
             attempt += 1
+            pause = self.retry.delay(attempt)  # before the next attempt, if one follows
             try:
-                answer = await self._attempt(target, body)
+                answer = await self._attempt(target, body, ends)
+            except h1.PoolBusy as e:  # refused before sending: retrying would only queue
+                raise self._transport_failure(operation, "Busy", e, attempt, retryable=False) from e
             except DynamoError as e:
                 if e.code in THROTTLING_CODES:
                     self.throttles += 1
-                if not e.retryable or not self._may_retry(attempt, RETRY_COST):
+                if not e.retryable or not self._may_retry(attempt, RETRY_COST, pause, ends):
                     raise
                 paid = RETRY_COST
             except h1.Disconnected as e:
@@ -244,43 +256,60 @@ class DynamoHttpClient:
                     stale_retry = False
                     attempt -= 1
                     continue
-                if not retry_unknown or not self._may_retry(attempt, RETRY_COST):
-                    raise self._transport_failure(operation, "Disconnected", e, attempt) from e
+                if not retry_unknown or not self._may_retry(attempt, RETRY_COST, pause, ends):
+                    raise self._transport_failure(
+                        operation, "Disconnected", e, attempt, True, pause, ends
+                    ) from e
                 paid = RETRY_COST
             except h1.ConnectFailed as e:
                 cause = e.__cause__
                 if isinstance(cause, ssl.SSLCertVerificationError):
                     raise self._untrusted(operation, cause) from e
                 cost = TIMEOUT_RETRY_COST if isinstance(cause, TimeoutError) else RETRY_COST
-                if not self._may_retry(attempt, cost):
-                    raise self._transport_failure(operation, "ConnectFailed", e, attempt) from e
+                if not self._may_retry(attempt, cost, pause, ends):
+                    raise self._transport_failure(
+                        operation, "ConnectFailed", e, attempt, True, pause, ends
+                    ) from e
                 paid = cost
             except h1.PayloadError as e:
-                if not retry_unknown or not self._may_retry(attempt, RETRY_COST):
-                    raise self._transport_failure(operation, "PayloadError", e, attempt) from e
+                if not retry_unknown or not self._may_retry(attempt, RETRY_COST, pause, ends):
+                    raise self._transport_failure(
+                        operation, "PayloadError", e, attempt, True, pause, ends
+                    ) from e
                 paid = RETRY_COST
             except h1.BackendError as e:  # ProtocolError: what came back is not HTTP
                 raise self._transport_failure(
                     operation, "ProtocolError", e, attempt, retryable=False
                 ) from e
             except TimeoutError as e:
-                if not retry_unknown or not self._may_retry(attempt, TIMEOUT_RETRY_COST):
+                if not retry_unknown or not self._may_retry(
+                    attempt, TIMEOUT_RETRY_COST, pause, ends
+                ):
                     raise TimeoutError(
                         f"dynamodb {operation}: no answer within {self._read_timeout}s "
-                        f"({self._attempts(attempt)})"
+                        f"({self._attempts(attempt, True, pause, ends)})"
                     ) from e
                 paid = TIMEOUT_RETRY_COST
             else:
                 self.quota.release(paid or NO_RETRY_INCREMENT)
                 return answer
-            await asyncio.sleep(self.retry.delay(attempt))
+            await asyncio.sleep(pause)
 
-    def _may_retry(self, attempt: int, cost: int) -> bool:
-        """Another attempt may follow ``attempt``: one is left and the quota pays ``cost``."""
-        return attempt < self.max_attempts and self.quota.acquire(cost)
+    def _may_retry(self, attempt: int, cost: int, pause: float, ends: float | None) -> bool:
+        """Another attempt may follow ``attempt``: one is left, the backoff ``pause`` ends
+        before the call's deadline ``ends``, and the quota pays ``cost``."""
+        if attempt >= self.max_attempts:
+            return False
+        if ends is not None and asyncio.get_running_loop().time() + pause >= ends:
+            return False
+        return self.quota.acquire(cost)
 
-    def _attempts(self, attempts: int, retryable: bool = True) -> str:
-        if retryable and attempts < self.max_attempts:  # stopped early: the quota said no
+    def _attempts(
+        self, attempts: int, retryable: bool = True, pause: float = 0.0, ends: float | None = None
+    ) -> str:
+        if retryable and attempts < self.max_attempts:  # stopped early: which rule said so
+            if ends is not None and asyncio.get_running_loop().time() + pause >= ends:
+                return f"{attempts} attempts; the call's deadline of {self.deadline}s reached"
             return f"{attempts} attempts; retry quota exhausted"
         return f"{attempts} attempts"
 
@@ -288,9 +317,16 @@ class DynamoHttpClient:
         return f"{self.endpoint.scheme}://{self.endpoint.host_header}"
 
     def _transport_failure(
-        self, operation: str, code: str, error: Exception, attempts: int, retryable: bool = True
+        self,
+        operation: str,
+        code: str,
+        error: Exception,
+        attempts: int,
+        retryable: bool = True,
+        pause: float = 0.0,
+        ends: float | None = None,
     ) -> DynamoTransportError:
-        tried = self._attempts(attempts, retryable)
+        tried = self._attempts(attempts, retryable, pause, ends)
         return DynamoTransportError(
             code, f"dynamodb {operation} at {self._where()}: {error} ({tried})", 0
         )
@@ -307,12 +343,13 @@ class DynamoHttpClient:
             0,
         )
 
-    async def _attempt(self, target: str, body: bytes) -> dict[str, Any]:
+    async def _attempt(self, target: str, body: bytes, ends: float | None) -> dict[str, Any]:
         pool = self._pool
         if pool is None:
             raise RuntimeError("DynamoHttpClient: open() was not awaited (or it is closed)")
         head = self._head(await self._current_credentials(), target, body)
-        async with asyncio.timeout(self._read_timeout):
+        limit = asyncio.get_running_loop().time() + self._read_timeout
+        async with asyncio.timeout_at(limit if ends is None else min(limit, ends)):
             response, _ = await h1.send(pool, "POST", head, body)
             try:
                 data = await response.read()

@@ -34,6 +34,7 @@ from proxy.store.base import (
     RecordNotFound,
     Records,
     ScanPage,
+    StoreBusy,
     StoreError,
     StoreTimeout,
     StoreUnavailable,
@@ -73,6 +74,7 @@ class PostgresStore:
         connect_timeout: float = 5.0,
         batch_rows: int = 1000,
         scan_page: int = 1000,
+        max_waiting: int | None = None,
     ) -> None:
         self.dsn = dsn
         self.table = table
@@ -87,7 +89,8 @@ class PostgresStore:
         }
         self._acquire_timeout = connect_timeout
         self._pool_max = max_size
-        self._in_use = 0  # connections acquired and not yet released
+        self._in_use = 0  # connections acquired and not yet released, and callers waiting
+        self._max_waiting = max_waiting  # None: waits bounded by the acquire timeout only
         self._batch_rows = max(1, min(batch_rows, self._sql.max_rows()))
         self._scan_page = scan_page
         self._pool: asyncpg.Pool | None = None
@@ -298,6 +301,12 @@ class PostgresStore:
         if pool is None:
             raise StoreUnavailable(f"postgres store for {self.table!r} is not open")
         bounded = self._in_use >= self._pool_max
+        if bounded and self._max_waiting is not None:
+            waiting = self._in_use - self._pool_max
+            if waiting >= self._max_waiting:
+                raise StoreBusy(
+                    f"postgres: all {self._pool_max} connections in use and {waiting} calls waiting"
+                )
         self._in_use += 1  # counted before any await: a concurrent caller sees it
         try:
             if not bounded:

@@ -87,6 +87,7 @@ async def store_proxy(moto_endpoint: str, tmp_path: Any) -> AsyncIterator[StoreP
         dynamo_url: str | None = None,
         pg_dsn: str | None = None,
         dynamo: dict[str, Any] | None = None,
+        pg: dict[str, Any] | None = None,
         **extra: Any,
     ) -> RunningProxy:
         table = f"users_{uuid.uuid4().hex[:10]}"
@@ -103,7 +104,7 @@ async def store_proxy(moto_endpoint: str, tmp_path: Any) -> AsyncIterator[StoreP
         resource.update(extra.pop("resource", {}))
         raw: dict[str, Any] = {
             "backends": {
-                "pg": {"kind": "postgres", "dsn": pg_dsn or PG_DSN, "pool_max": 5},
+                "pg": {"kind": "postgres", "dsn": pg_dsn or PG_DSN, "pool_max": 5, **(pg or {})},
                 "ddb": {
                     "kind": "dynamodb",
                     "endpoint_url": dynamo_url or moto_endpoint,

@@ -453,7 +453,7 @@ def scripted(c: DynamoHttpClient, script: list[Any]) -> list[bytes]:
     sent: list[bytes] = []
     steps = iter(script)
 
-    async def attempt(target: str, body: bytes) -> dict[str, Any]:
+    async def attempt(target: str, body: bytes, ends: float | None) -> dict[str, Any]:
         sent.append(body)
         step = next(steps)
         if isinstance(step, BaseException):
@@ -463,3 +463,46 @@ def scripted(c: DynamoHttpClient, script: list[Any]) -> list[bytes]:
 
     c._attempt = attempt  # type: ignore[method-assign]
     return sent
+
+
+class EveryTenth(RetryPolicy):
+    """A backoff of exactly 0.1 s before every retry."""
+
+    def delay(self, retry: int, rand: Callable[[], float] = lambda: 0.0) -> float:
+        return 0.1
+
+
+async def test_retries_stop_before_a_backoff_would_pass_the_deadline() -> None:
+    throttled = DynamoError("ProvisionedThroughputExceededException", "slow down", 400)
+    c = client(max_attempts=10, retry=EveryTenth(max_attempts=10), deadline=0.25)
+    calls = scripted(c, [throttled] * 10)
+    with pytest.raises(DynamoError) as raised:
+        await c.call("GetItem", {})
+    assert raised.value.code == "ProvisionedThroughputExceededException"
+    assert 2 <= len(calls) <= 3  # attempts at ~0 s, 0.1 s, 0.2 s; a fourth would start at 0.3
+    assert c.throttles == len(calls)
+
+
+async def test_without_a_deadline_every_attempt_is_made() -> None:
+    throttled = DynamoError("ThrottlingException", "slow down", 400)
+    c = client(max_attempts=10, retry=RetryPolicy(max_attempts=10, base_delay=0.0))
+    calls = scripted(c, [throttled] * 10)
+    with pytest.raises(DynamoError):
+        await c.call("GetItem", {})
+    assert len(calls) == 10
+
+
+async def test_a_transport_failure_says_the_deadline_stopped_it() -> None:
+    c = client(max_attempts=10, retry=EveryTenth(max_attempts=10), deadline=0.15)
+    scripted(c, [h1.ConnectFailed("refused")] * 10)
+    with pytest.raises(DynamoTransportError) as raised:
+        await c.call("GetItem", {})
+    assert "the call's deadline of 0.15s reached" in raised.value.message
+
+
+async def test_a_busy_pool_is_not_retried() -> None:
+    c = client(max_attempts=5)
+    calls = scripted(c, [h1.PoolBusy("all in use")] * 5)
+    with pytest.raises(DynamoTransportError) as raised:
+        await c.call("GetItem", {})
+    assert raised.value.code == "Busy" and len(calls) == 1

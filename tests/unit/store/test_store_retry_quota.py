@@ -237,7 +237,7 @@ def scripted_client(quota: RetryQuota) -> tuple[DynamoHttpClient, list[list[Any]
     )
     calls: list[list[Any]] = []
 
-    async def attempt(target: str, body: bytes) -> dict[str, Any]:
+    async def attempt(target: str, body: bytes, ends: float | None) -> dict[str, Any]:
         step = calls[0].pop(0)
         if isinstance(step, BaseException):
             raise step

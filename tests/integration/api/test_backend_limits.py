@@ -1,0 +1,153 @@
+"""A primary store that throttles or stalls: throttling is retried within the call's deadline
+and then answered 503 with ``Retry-After``; a stalled store gets at most its connections plus
+``max_waiting`` calls, and the rest are refused at once instead of piling up."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+
+from proxy.errors import ConfigError
+from proxy.settings import settings_from_mapping
+from tests.integration.api.conftest import StoreProxyFactory, user
+from tests.support.dynamohop import DynamoHop, dynamo_hop
+from tests.support.tcpproxy import CuttableLink
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def hop(moto_endpoint: str) -> AsyncIterator[DynamoHop]:
+    async with dynamo_hop(moto_endpoint) as hop:
+        yield hop
+
+
+async def created(http: aiohttp.ClientSession, url: str, i: int) -> str:
+    u = user(i)
+    async with http.post(url + "/users", json=u) as r:
+        assert r.status == 201, await r.text()
+    return str(u["id"])
+
+
+async def test_a_throttled_read_is_retried_then_answered_503_with_retry_after(
+    hop: DynamoHop, store_proxy: StoreProxyFactory, http: aiohttp.ClientSession
+) -> None:
+    proxy = await store_proxy(
+        "dynamodb", write_to=("dynamodb",), shadow_reads=0.0, dynamo_url=hop.url,
+        dynamo={"sdk_max_attempts": 3},
+    )  # fmt: skip
+    key = await created(http, proxy.url, 1)
+    hop.throttle_every["GetItem"] = 2  # every other call: the retry gets through
+    async with http.get(f"{proxy.url}/users/{key}") as r:
+        assert r.status == 200, await r.text()
+    hop.throttle_every.clear()
+    hop.throttle_all.add("GetItem")
+    before = hop.seen["GetItem"]
+    async with http.get(f"{proxy.url}/users/{key}") as r:
+        body = await r.json()
+        assert r.status == 503, body
+        assert r.headers["Retry-After"] == "1"
+    assert body["error"]["code"] == "unavailable"
+    assert "throttling" in body["error"]["message"]
+    assert body["error"]["request_id"]
+    assert hop.seen["GetItem"] - before == 3  # every attempt of sdk_max_attempts was made
+    hop.throttle_all.clear()
+    async with http.get(f"{proxy.url}/users/{key}") as r:
+        assert r.status == 200
+
+
+async def test_throttling_is_retried_only_within_the_deadline(
+    hop: DynamoHop, store_proxy: StoreProxyFactory, http: aiohttp.ClientSession
+) -> None:
+    """Ten attempts would take seconds of backoff (25 ms doubling, full jitter); the call's
+    0.3 s deadline stops the retries long before: the client gets its 503 after a few."""
+    proxy = await store_proxy(
+        "dynamodb", write_to=("dynamodb",), shadow_reads=0.0, dynamo_url=hop.url,
+        dynamo={"sdk_max_attempts": 10, "deadline_seconds": 0.3},
+    )  # fmt: skip
+    key = await created(http, proxy.url, 2)
+    hop.throttle_all.add("GetItem")
+    before = hop.seen["GetItem"]
+    async with http.get(f"{proxy.url}/users/{key}") as r:
+        assert r.status == 503
+        assert r.headers["Retry-After"] == "1"
+    assert 1 <= hop.seen["GetItem"] - before < 10
+
+
+def test_bad_limit_values_are_config_errors_naming_the_key_and_the_value() -> None:
+    for kind, bad in (
+        ("dynamodb", {"deadline_seconds": 0}),
+        ("dynamodb", {"max_waiting": -1}),
+        ("dynamodb", {"max_connections": 0}),
+        ("postgres", {"max_waiting": "lots"}),
+        ("http", {"max_waiting": -5}),
+    ):
+        backend = {"kind": kind, **bad}
+        backend.update(
+            {"dynamodb": {"region": "us-east-1"}, "http": {"url": "http://a"}}.get(kind, {})
+        )
+        with pytest.raises(ConfigError) as raised:
+            settings_from_mapping({"backends": {"b": backend}})
+        ((key, value),) = bad.items()
+        assert f"backends.b.{key} = {value!r}" in str(raised.value)
+
+
+async def burst(
+    http: aiohttp.ClientSession, url: str, n: int
+) -> list[tuple[int, dict[str, str], str]]:
+    async def one() -> tuple[int, dict[str, str], str]:
+        async with http.get(url, timeout=aiohttp.ClientTimeout(total=60)) as r:
+            return r.status, dict(r.headers), await r.text()
+
+    return await asyncio.gather(*(one() for _ in range(n)))
+
+
+async def test_a_stalled_postgres_gets_its_pool_plus_max_waiting_and_no_more(
+    pg_link: CuttableLink, store_proxy: StoreProxyFactory, http: aiohttp.ClientSession
+) -> None:
+    dsn = f"postgresql://postgres@127.0.0.1:{pg_link.port}/postgres"
+    proxy = await store_proxy(
+        "postgres", write_to=("postgres",), shadow_reads=0.0, pg_dsn=dsn,
+        pg={"pool_max": 2, "max_waiting": 1, "timeout_seconds": 2,
+            "connect_timeout_seconds": 2},
+    )  # fmt: skip
+    key = await created(http, proxy.url, 3)
+    pg_link.hang()
+    answers = await burst(http, f"{proxy.url}/users/{key}", 6)
+    pg_link.restore()
+    busy = [a for a in answers if a[0] == 503 and "connection limit" in a[2]]
+    assert len(busy) == 3, answers  # 6 callers - 2 connections - 1 waiting
+    assert all(a[1]["Retry-After"] == "1" for a in busy)
+    assert all(a[0] in (503, 504) for a in answers), answers  # the stalled ones: no 500
+
+    async def served() -> bool:
+        async with http.get(f"{proxy.url}/users/{key}") as r:
+            return r.status == 200
+
+    for _ in range(100):
+        if await served():
+            break
+        await asyncio.sleep(0.1)
+    else:
+        raise AssertionError("PostgreSQL did not serve again after the stall")
+
+
+async def test_a_stalled_dynamodb_gets_its_connections_plus_max_waiting_and_no_more(
+    dynamo_link: CuttableLink, store_proxy: StoreProxyFactory, http: aiohttp.ClientSession
+) -> None:
+    proxy = await store_proxy(
+        "dynamodb", write_to=("dynamodb",), shadow_reads=0.0, dynamo_url=dynamo_link.url,
+        dynamo={"max_connections": 2, "max_waiting": 1, "timeout_seconds": 2,
+                "sdk_max_attempts": 1},
+    )  # fmt: skip
+    key = await created(http, proxy.url, 4)
+    dynamo_link.hang()
+    answers = await burst(http, f"{proxy.url}/users/{key}", 6)
+    dynamo_link.restore()
+    busy = [a for a in answers if a[0] == 503 and "connection limit" in a[2]]
+    assert len(busy) == 3, answers
+    assert all(a[1]["Retry-After"] == "1" for a in busy)
+    assert all(a[0] in (503, 504) for a in answers), answers
