@@ -10,12 +10,13 @@ close.
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Gauge
 
 from proxy import client_timeouts
 from proxy.control.build import build_control
@@ -36,7 +37,10 @@ from proxy.resources.wiring import (
 )
 from proxy.settings import Settings
 from proxy.shared import Shared, flag_store_for, shared_parts
+from proxy.tasks import cancel, spawn
 from proxy.types import RawHandler
+
+LOOP_TASKS_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -114,15 +118,25 @@ def _shared_lifecycle(
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     async def lifecycle(_: web.Application) -> AsyncIterator[None]:
         await shared.runner.start()
+        sampler = spawn(count_loop_tasks(shared.metrics.loop_tasks), name="loop-task-count")
         try:
             yield
         finally:
+            await cancel(sampler)
             await shared.runner.drain(drain_seconds)
             await shared.sink.close()
             if shared.limiter is not None:
                 await shared.limiter.close()
 
     return lifecycle
+
+
+async def count_loop_tasks(gauge: Gauge, every: float = LOOP_TASKS_SECONDS) -> None:
+    """Keep ``shadowproxy_event_loop_tasks`` current: a leak of tasks (a shadow call never
+    finished, a connection handler never closed) shows as a rising line."""
+    while True:
+        gauge.set(len(asyncio.all_tasks()))
+        await asyncio.sleep(every)
 
 
 def _flags_read_only(settings: Settings, env: Mapping[str, str]) -> str | None:

@@ -63,6 +63,7 @@ class Metrics:
     mismatch_fields: Counter
     diff_summarised: Counter
     shadow_queue_depth: Gauge
+    loop_tasks: Gauge
     shadow_dropped: Counter
     sink_records: Counter
     internal_errors: Counter
@@ -129,6 +130,13 @@ class Metrics:
             shadow_queue_depth=Gauge(
                 "shadowproxy_shadow_queue_depth",
                 "Shadow jobs waiting or running.",
+                registry=registry,
+                multiprocess_mode="livesum",
+            ),
+            loop_tasks=Gauge(
+                "shadowproxy_event_loop_tasks",
+                "Tasks alive on the event loop, sampled every few seconds (summed over "
+                "workers): flat under steady load, rising when something leaks.",
                 registry=registry,
                 multiprocess_mode="livesum",
             ),
