@@ -22,6 +22,7 @@ from proxy import client_timeouts
 from proxy.control.build import build_control
 from proxy.control.decisions import Decisions
 from proxy.control.guardrail import Guardrail
+from proxy.control.readyz import watch_resources
 from proxy.experiment.shadow import ShadowRunner
 from proxy.flags.store import FlagStore
 from proxy.http.build import build_http_side
@@ -100,6 +101,7 @@ def build(
         token=env.get(settings.admin.token_env),
         read_only=_flags_read_only(settings, env),
     )
+    watch_resources(admin_app, store.resources)  # /readyz: the stores it reads from
     return Apps(
         proxy=proxy_app,
         admin=admin_app,

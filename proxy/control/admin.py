@@ -1,4 +1,4 @@
-"""The admin listener: /metrics, /healthz, the token-guarded endpoints and the triage page."""
+"""The admin listener: /metrics, /healthz, /readyz, the guarded endpoints, the triage page."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from proxy import client_timeouts
 from proxy.control import triage
 from proxy.control.admin_token import AdminToken, Forbidden, Unauthorized
 from proxy.control.flags_api import FlagsAdmin
+from proxy.control.readyz import READYZ, Readyz
 from proxy.errors import BadRequest, HTTPProblem, problem_response
 from proxy.experiment.shadow import ShadowRunner
 from proxy.experiment.sinks import BufferedSink
@@ -55,10 +56,15 @@ def build_admin_app(
     sink: BufferedSink,
     token: str | None,
     flags: FlagsAdmin,
+    readyz: Readyz | None = None,
 ) -> web.Application:
+    """The admin app. ``/readyz`` checks the flags from the start; the store probes are
+    added once the stores exist (``proxy.control.readyz.watch_resources``)."""
     app = web.Application(
         middlewares=[client_timeouts.middleware, problems], client_max_size=MAX_ADMIN_BODY
     )
+    ready = readyz if readyz is not None else Readyz(flags.store)
+    app[READYZ] = ready
 
     async def healthz(request: web.Request) -> web.Response:
         # Losing the flag store is survivable (last known flags stay in force): say so, 200.
@@ -80,6 +86,7 @@ def build_admin_app(
 
     app.router.add_get("/metrics", make_aiohttp_handler(exposition_registry(registry)))
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", ready.handler)
     app.router.add_get("/mismatches", require_token(token, mismatches))
     app.router.add_get("/flags", require_token(token, flags.show))
     app.router.add_get("/flags/history", require_token(token, flags.history))

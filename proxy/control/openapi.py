@@ -79,6 +79,25 @@ def _html(description: str) -> dict[str, Any]:
 
 
 _VERDICTS = {"type": "array", "items": {"type": "object"}}
+_READY_CHECK: dict[str, Any] = {
+    "type": "object",
+    "required": ["ok", "required", "detail"],
+    "properties": {
+        "ok": {"type": "boolean"},
+        "required": {"type": "boolean"},
+        "detail": {"type": ["string", "null"]},
+    },
+}
+
+
+def _readyz(status: str) -> dict[str, Any]:
+    return _object(
+        ["status", "not_ready", "checks"],
+        status={"const": status},
+        not_ready={"type": "array", "items": {"type": "string"}},
+        checks={"type": "object", "additionalProperties": _READY_CHECK},
+    )
+
 
 PATHS: dict[str, Any] = {
     OPENAPI_PATH: {"get": {**OPENAPI_OPERATION["get"], "operationId": "admin_openapi"}},
@@ -107,6 +126,17 @@ PATHS: dict[str, Any] = {
                 ),
                 set(),
             ),
+        }
+    },
+    "/readyz": {
+        "get": {
+            "operationId": "readyz",
+            "summary": "200 when this instance may take traffic: listening, flags loaded, "
+            "the stores it reads from reachable; 503 naming what is not",
+            "responses": {
+                "200": json_body(_readyz("ready"), "ready"),
+                "503": json_body(_readyz("not_ready"), "not ready: `not_ready` names why"),
+            },
         }
     },
     "/mismatches": {
