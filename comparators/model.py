@@ -10,6 +10,9 @@ from typing import Any
 class Outcome(StrEnum):
     MATCH = "match"
     MISMATCH = "mismatch"
+    # A mismatch only in fields learned as noise (two instances of the primary differ there
+    # too; proxy.experiment.noise): a comparison, not a mismatch.
+    NOISE = "noise"
     TRANSIENT = "transient"
     SHADOW_ERROR = "shadow_error"
     PRIMARY_ERROR = "primary_error"

@@ -100,6 +100,7 @@ def build(
         sink=shared.sink,
         token=env.get(settings.admin.token_env),
         read_only=_flags_read_only(settings, env),
+        noise=shared.noise,
     )
     watch_resources(admin_app, store.resources)  # /readyz: the stores it reads from
     return Apps(

@@ -202,6 +202,17 @@ class CompareConfig(_Model):
     max_diff_bytes: int = Field(256 * 1024, ge=0)
 
 
+class NoiseConfig(_Model):
+    """A second instance of the primary whose differences from the primary are learned as
+    noise per field (``proxy.experiment.noise``, docs/noise.md)."""
+
+    backend: str
+    sample: float = Field(0.1, gt=0, le=1)  # share of shadowed requests also sent to it
+    min_samples: int = Field(20, ge=1)  # noise comparisons before any field can be noisy
+    threshold: float = Field(0.5, gt=0, le=1)  # noisy: noise rate >= threshold * shadow rate
+    max_fields: int = Field(200, ge=1, le=10_000)  # fields tracked per route
+
+
 class Route(_Model):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     path: str
@@ -212,6 +223,7 @@ class Route(_Model):
     sample_key: str | None = None
     shadow_methods: tuple[str, ...] = ("GET", "HEAD")
     compare: CompareConfig = CompareConfig()
+    noise: NoiseConfig | None = None
 
     @field_validator("path")
     @classmethod
@@ -424,8 +436,28 @@ class Settings(_Model):
                     raise ValueError(f"routes[{i}].{role} = {ref!r}: routes need an http backend")
             if route.shadow is not None and route.shadow == route.primary:
                 raise ValueError(f"routes[{i}].shadow = {route.shadow!r}: same as primary")
+            if route.noise is not None:
+                self._noise_backend(i, route, route.noise.backend)
         self._rate_limit_targets(names)
         return self
+
+    def _noise_backend(self, i: int, route: Route, name: str) -> None:
+        where = f"routes[{i}].noise.backend = {name!r}"
+        backend = self.backends.get(name)
+        if backend is None:
+            known = ", ".join(sorted(self.backends)) or "none"
+            raise ValueError(f"{where}: no such backend (known: {known})")
+        if backend.kind != "http":
+            raise ValueError(f"{where}: the noise backend must be of kind http")
+        if name in (route.primary, route.shadow):
+            raise ValueError(
+                f"{where}: must be a second instance of the primary, not the "
+                "primary or the shadow itself"
+            )
+        if route.shadow is None:
+            raise ValueError(
+                f"{where}: the route has no shadow, so there is nothing to tell noise from"
+            )
 
     def _rate_limit_targets(self, routes: set[str]) -> None:
         if self.rate_limits is None:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from prometheus_client import CollectorRegistry
 
 from comparators import DiffBudget, Redactor
+from proxy.experiment.noise import NoiseLearner, noise_learner
 from proxy.experiment.publish import Observer, Publisher
 from proxy.experiment.shadow import ShadowRunner
 from proxy.experiment.sinks import BufferedSink, make_sink
@@ -41,6 +42,8 @@ class Shared:
     flag_store: FlagStore
     # None when no rate limit is configured: the request path checks only that.
     limiter: RateLimiter | None = None
+    # None when no route has a noise backend (docs/noise.md).
+    noise: NoiseLearner | None = None
 
 
 def flag_store_for(settings: Settings, env: Mapping[str, str]) -> FlagStore:
@@ -84,6 +87,7 @@ def shared_parts(
         limiter=RateLimiter.from_settings(
             settings.rate_limits, registry, frozenset(settings.requesters.known)
         ),
+        noise=noise_learner(settings.routes, registry),
     )
 
 

@@ -19,7 +19,9 @@ from proxy.control.decisions import Decisions, RepairDepth, targets_from
 from proxy.control.flags_api import FlagsAdmin
 from proxy.control.guardrail import Guardrail, GuardrailMetrics
 from proxy.control.guardrail_tally import fleet_tally
+from proxy.control.noise_api import add_routes as add_noise_routes
 from proxy.control.openapi import admin_document
+from proxy.experiment.noise import NoiseLearner
 from proxy.experiment.shadow import ShadowRunner
 from proxy.experiment.sinks import BufferedSink
 from proxy.flags import FlagMetrics
@@ -62,6 +64,7 @@ class Control:
         sink: BufferedSink,
         token: str | None,
         read_only: str | None,
+        noise: NoiseLearner | None = None,
     ) -> web.Application:
         app = build_admin_app(
             registry=registry,
@@ -70,6 +73,7 @@ class Control:
             token=token,
             flags=FlagsAdmin(self.flag_store, self.decisions, writable=read_only),
         )
+        add_noise_routes(app, noise, token)
         app.router.add_get(OPENAPI_PATH, openapi_handler(admin_document()))
         return app
 

@@ -44,7 +44,7 @@ from proxy.tasks import spawn
 
 log = logging.getLogger("shadowproxy.guardrail")
 
-COMPARED = frozenset({Outcome.MATCH, Outcome.MISMATCH, Outcome.TRANSIENT})
+COMPARED = frozenset({Outcome.MATCH, Outcome.MISMATCH, Outcome.TRANSIENT, Outcome.NOISE})
 READ_FLIP, CANARY = "read_from", "canary"
 ERROR_LOG_SECONDS = 60.0
 

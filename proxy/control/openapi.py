@@ -243,6 +243,34 @@ PATHS: dict[str, Any] = {
             }
         )
     },
+    "/noise": {
+        "get": _guarded(
+            {
+                "operationId": "noise_show",
+                "summary": "the learned noise per route and field, with rates (this process's)",
+                "parameters": [_query("route", "one route with a noise backend (default: all)")],
+                "responses": _ok(
+                    _object(
+                        ["per_process", "routes"],
+                        per_process={"type": "boolean"},
+                        routes={"type": "object", "additionalProperties": {"type": "object"}},
+                    ),
+                    {404, *_GUARDED},
+                ),
+            }
+        ),
+        "delete": _guarded(
+            {
+                "operationId": "noise_reset",
+                "summary": "forget the learned noise, of one route or all",
+                "parameters": [_query("route", "one route with a noise backend (default: all)")],
+                "responses": _ok(
+                    _object(["reset"], reset={"type": "array", "items": {"type": "string"}}),
+                    {404, *_GUARDED},
+                ),
+            }
+        ),
+    },
     "/": {
         "get": {
             "operationId": "triage",

@@ -35,8 +35,8 @@ TOP_FIELDS = 10
 MAX_VALUE_CHARS = 2000
 MAX_DIFFERENCES = 100
 OUTCOMES = (
-    "match", "mismatch", "transient", "shadow_error", "timeout", "primary_error", "dropped",
-    "skipped",
+    "match", "mismatch", "transient", "noise", "shadow_error", "timeout", "primary_error",
+    "dropped", "skipped",
 )  # fmt: skip
 FILTER_PARAMS = frozenset({"route", "field", "limit"})
 
@@ -158,7 +158,7 @@ class RouteCounts:
 
     @property
     def comparisons(self) -> int:
-        return sum(self.outcomes.get(o, 0) for o in ("match", "mismatch", "transient"))
+        return sum(self.outcomes.get(o, 0) for o in ("match", "mismatch", "transient", "noise"))
 
     @property
     def mismatch_rate(self) -> float | None:

@@ -78,6 +78,11 @@ class Publisher:
         ).inc()
         for observe in self.observers:
             observe(exp)
+        if comparison.outcome is Outcome.NOISE:
+            # Recorded (with its noise_fields) so /mismatches and the report show it, but
+            # not counted as mismatching fields: they are the learned noise.
+            self._sink.submit(self.record(exp))
+            return
         if comparison.outcome is not Outcome.MISMATCH:
             return
         for name in comparison.fields:

@@ -68,6 +68,7 @@ def build_http_side(settings: Settings, shared: Shared) -> HttpSide:
         requests=shared.requests,
         limiter=shared.limiter,
         normalize_paths=settings.listen.path_policy == "normalize",
+        noise=shared.noise,
     )
     return HttpSide(upstreams, partial(handle, ctx))
 

@@ -7,6 +7,7 @@ import logging
 import time
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 from aiohttp import web
 from multidict import CIMultiDict
@@ -26,6 +27,7 @@ from proxy.errors import (
     Unavailable,
     problem_response,
 )
+from proxy.experiment.noise import NoiseLearner
 from proxy.experiment.publish import Experiment, Publisher
 from proxy.experiment.shadow import ShadowRunner
 from proxy.http.routes import HttpRoute, Sides
@@ -56,9 +58,11 @@ class ForwardContext:
     requests: RequestAccounting
     limiter: RateLimiter | None = None
     normalize_paths: bool = False
+    noise: NoiseLearner | None = None
 
 
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+NO_ANSWER = Comparison(Outcome.SHADOW_ERROR)  # _fetch's outcome until an answer or error came
 
 
 async def read_request_body(request: web.Request, limit: int) -> bytes | None:
@@ -288,34 +292,28 @@ async def _shadow_job(
     if shadow is None:  # pragma: no cover - sampled() guarantees a shadow
         return
     method, raw_path = request.method, request.raw_path
-    started = time.perf_counter()
-    snapshot: HttpSnapshot | None = None
-    try:
-        timeout = min(ctx.shadow_timeout, shadow.config.timeout_seconds)
-        upstream = await shadow.send(
-            method, raw_path, request.headers, request.body, timeout=timeout
+    learner = ctx.noise if route.noise is not None else None
+    twin = route.noise_upstream(sides) if learner is not None else None
+    if twin is None:
+        snapshot, seconds, failed = await _fetch(ctx, route, shadow, "shadow", request)
+    else:
+        # The noise twin is asked at the same time, in the same job: the same queue slot,
+        # worker and timeout bound the shadow call has, and nothing a client waits for.
+        (snapshot, seconds, failed), noise = await asyncio.gather(
+            _fetch(ctx, route, shadow, "shadow", request),
+            _fetch_noise(ctx, route, twin, request),
         )
-        try:
-            if upstream.complete:
-                payload = await h1.read_capped(upstream, ctx.compare_body_cap)
-            else:
-                async with asyncio.timeout_at(upstream.deadline):
-                    payload = await h1.read_capped(upstream, ctx.compare_body_cap)
-        finally:
-            upstream.release()
-        headers = _lowered(end_to_end_raw(upstream.raw_headers))
-        snapshot = HttpSnapshot(upstream.status, headers, payload)
-    except (TimeoutError, h1.BackendError) as e:
-        kind = backend_error_kind(e)
-        ctx.metrics.backend_errors.labels(shadow.name, "shadow", kind).inc()
-        outcome = Outcome.TIMEOUT if kind == "timeout" else Outcome.SHADOW_ERROR
-        comparison = Comparison(outcome, detail=f"{type(e).__name__}: {e}"[:300])
-    seconds = time.perf_counter() - started
-    ctx.metrics.children.get(
-        ctx.metrics.backend_latency, shadow.name, "shadow", route.name, method
-    ).observe(seconds)
+        _learn_noise(ctx, route, primary, noise)
+    comparison = failed
     if snapshot is not None:
         comparison = compare_http(primary, snapshot, route.rules, budget=ctx.budget)
+    extra: dict[str, Any] = {}
+    if learner is not None and sides.primary.name == route.primary:
+        cap = route.rules.max_differences
+        learner.learn_shadow(route.name, comparison, cap)
+        comparison, noisy = learner.classify(route.name, comparison, cap)
+        if noisy:
+            extra["noise_fields"] = list(noisy)
     ctx.publisher.publish(
         Experiment(
             route=route.name,
@@ -329,6 +327,65 @@ async def _shadow_job(
             primary_seconds=primary_seconds,
             shadow_seconds=seconds,
             comparison=comparison,
+            extra=extra,
             new_side=sides.new_side,
         )
     )
+
+
+async def _fetch(
+    ctx: ForwardContext, route: HttpRoute, backend: HttpUpstream, role: str, request: Copied
+) -> tuple[HttpSnapshot | None, float, Comparison]:
+    """One background call: (its answer, seconds, the error outcome if it failed)."""
+    method = request.method
+    started = time.perf_counter()
+    snapshot: HttpSnapshot | None = None
+    failed = NO_ANSWER
+    try:
+        timeout = min(ctx.shadow_timeout, backend.config.timeout_seconds)
+        upstream = await backend.send(
+            method, request.raw_path, request.headers, request.body, timeout=timeout
+        )
+        try:
+            if upstream.complete:
+                payload = await h1.read_capped(upstream, ctx.compare_body_cap)
+            else:
+                async with asyncio.timeout_at(upstream.deadline):
+                    payload = await h1.read_capped(upstream, ctx.compare_body_cap)
+        finally:
+            upstream.release()
+        headers = _lowered(end_to_end_raw(upstream.raw_headers))
+        snapshot = HttpSnapshot(upstream.status, headers, payload)
+    except (TimeoutError, h1.BackendError) as e:
+        kind = backend_error_kind(e)
+        ctx.metrics.backend_errors.labels(backend.name, role, kind).inc()
+        outcome = Outcome.TIMEOUT if kind == "timeout" else Outcome.SHADOW_ERROR
+        failed = Comparison(outcome, detail=f"{type(e).__name__}: {e}"[:300])
+    seconds = time.perf_counter() - started
+    ctx.metrics.children.get(
+        ctx.metrics.backend_latency, backend.name, role, route.name, method
+    ).observe(seconds)
+    return snapshot, seconds, failed
+
+
+async def _fetch_noise(
+    ctx: ForwardContext, route: HttpRoute, twin: HttpUpstream, request: Copied
+) -> HttpSnapshot | None:
+    """The noise twin's answer, None when it failed; never raises (a bug here must not
+    cost the shadow comparison it runs beside)."""
+    try:
+        snapshot, _, _ = await _fetch(ctx, route, twin, "noise", request)
+    except Exception:
+        ctx.metrics.internal_errors.labels("noise").inc()
+        errlog.exception("noise call failed", extra={"route": route.name})
+        return None
+    return snapshot
+
+
+def _learn_noise(
+    ctx: ForwardContext, route: HttpRoute, primary: HttpSnapshot, noise: HttpSnapshot | None
+) -> None:
+    if ctx.noise is None:  # pragma: no cover - only called with a learner
+        return
+    found = None if noise is None else compare_http(primary, noise, route.rules, budget=ctx.budget)
+    ctx.noise.learn_noise(route.name, found, route.rules.max_differences)

@@ -13,7 +13,7 @@ from comparators import Rules, RuleSpec, compile_rules
 from proxy.errors import ConfigError
 from proxy.flags import RouteFlagState
 from proxy.http.upstream import HttpUpstream
-from proxy.settings import CompareConfig, Route
+from proxy.settings import CompareConfig, NoiseConfig, Route
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +35,20 @@ class HttpRoute:
     sample_key: str | None
     shadow_methods: frozenset[str]
     rules: Rules
+    # A second instance of ``primary`` (the configured one), learned as noise (docs/noise.md).
+    primary: str = ""
+    noise: NoiseConfig | None = None
+
+    def noise_upstream(self, sides: Sides) -> HttpUpstream | None:
+        """The noise twin to ask along with this shadow call, or None: no noise configured,
+        this request not drawn, or the live primary is not the one the twin copies (reads
+        flipped), so its differences would teach nothing."""
+        noise = self.noise
+        if noise is None or sides.primary.name != self.primary:
+            return None
+        if noise.sample < 1.0 and random.random() >= noise.sample:
+            return None
+        return self.upstreams[noise.backend]
 
     def sides(self) -> Sides:
         state = self.flags(self.name)
@@ -99,4 +113,6 @@ def build_route(
         sample_key=route.sample_key,
         shadow_methods=frozenset(route.shadow_methods),
         rules=rules,
+        primary=route.primary,
+        noise=route.noise,
     )

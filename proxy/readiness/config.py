@@ -6,6 +6,8 @@ Outcomes (``comparators.model.Outcome``) are classified like this:
 ``match``          a **comparison**
 ``mismatch``       a **comparison** and a **mismatch**
 ``transient``      a **comparison**, NOT a mismatch (the difference vanished on a re-read)
+``noise``          a **comparison**, NOT a mismatch (differs only in fields learned as noise,
+                   docs/noise.md)
 ``shadow_error``   a **shadow failure** (counts in the shadow error rate's numerator)
 ``timeout``        a **shadow failure** (counts in the shadow error rate's numerator)
 ``primary_error``  excluded from comparisons and attempts; reported as ``primary_error_rate``
@@ -14,7 +16,7 @@ Outcomes (``comparators.model.Outcome``) are classified like this:
 ``skipped``        excluded everywhere (nothing comparable, e.g. a non-idempotent request)
 =================  ==========================================================================
 
-- ``comparisons = match + mismatch + transient``
+- ``comparisons = match + mismatch + transient + noise``
 - ``mismatch rate = mismatch / comparisons``; the criterion compares the UPPER bound of its 95%
   Wilson score interval (z = 1.96) with ``max_mismatch_rate``; 0 comparisons → bound 1.0.
 - ``attempts = comparisons + shadow_error + timeout``
@@ -33,13 +35,14 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 MATCH = "match"
 MISMATCH = "mismatch"
 TRANSIENT = "transient"
+NOISE = "noise"
 SHADOW_ERROR = "shadow_error"
 TIMEOUT = "timeout"
 PRIMARY_ERROR = "primary_error"
 DROPPED = "dropped"
 SKIPPED = "skipped"
 
-COMPARISON_OUTCOMES = frozenset({MATCH, MISMATCH, TRANSIENT})
+COMPARISON_OUTCOMES = frozenset({MATCH, MISMATCH, TRANSIENT, NOISE})
 SHADOW_FAILURE_OUTCOMES = frozenset({SHADOW_ERROR, TIMEOUT})
 EXCLUDED_OUTCOMES = frozenset({PRIMARY_ERROR, DROPPED, SKIPPED})
 

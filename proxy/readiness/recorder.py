@@ -11,7 +11,7 @@ while the new store is shadowed, ``"primary"`` after reads were flipped to it.
 
 Which latencies are recorded, by outcome:
 
-- ``match`` / ``mismatch`` / ``transient``: both sides' seconds (when not ``None``);
+- ``match`` / ``mismatch`` / ``transient`` / ``noise``: both sides' seconds (when not ``None``);
 - ``shadow_error``: the primary's only (a failed call's duration is not a latency);
 - ``timeout``: the primary's, and the shadow side counts in the overflow bucket (slower than
   any bucket, whatever seconds were measured);

@@ -11,6 +11,7 @@ from proxy.readiness.config import (
     COMPARISON_OUTCOMES,
     MATCH,
     MISMATCH,
+    NOISE,
     PRIMARY_ERROR,
     SHADOW_ERROR,
     TIMEOUT,
@@ -112,8 +113,8 @@ class WindowTotals:
 
     @property
     def comparisons(self) -> int:
-        """``match + mismatch + transient``."""
-        return sum(self.outcome(o) for o in (MATCH, MISMATCH, TRANSIENT))
+        """``match + mismatch + transient + noise``."""
+        return sum(self.outcome(o) for o in (MATCH, MISMATCH, TRANSIENT, NOISE))
 
     @property
     def mismatches(self) -> int:

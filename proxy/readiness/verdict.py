@@ -6,7 +6,7 @@ ready):
 ================  =========================================================  ===============
 criterion         measured                                                   passes when
 ================  =========================================================  ===============
-comparisons       match + mismatch + transient                               >= min
+comparisons       match + mismatch + transient + noise                       >= min
 mismatch_rate     upper bound of the 95% Wilson interval of                  <= max
                   mismatch / comparisons (1.0 with no comparisons)
 shadow_error_     (shadow_error + timeout) / (comparisons + shadow_error +   <= max
@@ -49,6 +49,7 @@ from proxy.readiness.config import (
     DROPPED,
     MATCH,
     MISMATCH,
+    NOISE,
     PRIMARY_ERROR,
     SHADOW_ERROR,
     SKIPPED,
@@ -128,6 +129,7 @@ def stats(totals: WindowTotals) -> dict[str, int | float | None]:
         MATCH: totals.outcome(MATCH),
         MISMATCH: totals.mismatches,
         TRANSIENT: totals.outcome(TRANSIENT),
+        NOISE: totals.outcome(NOISE),
         SHADOW_ERROR: totals.outcome(SHADOW_ERROR),
         TIMEOUT: totals.outcome(TIMEOUT),
         PRIMARY_ERROR: totals.primary_errors,
@@ -149,6 +151,11 @@ def _g(value: float) -> str:
     return f"{value:.4g}"
 
 
+def _noise_note(totals: WindowTotals) -> str:
+    noise = totals.outcome(NOISE)
+    return f", {noise} noise not counted" if noise else ""
+
+
 def read_criteria(
     totals: WindowTotals, config: ReadinessConfig, *, required_operations: Iterable[str]
 ) -> tuple[Criterion, ...]:
@@ -163,7 +170,7 @@ def read_criteria(
         config.max_mismatch_rate,
         upper <= config.max_mismatch_rate,
         f"95% Wilson upper bound; point estimate {point} ({k} mismatches / {n} comparisons"
-        f", {transient} transient not counted)",
+        f", {transient} transient not counted{_noise_note(totals)})",
     )
 
     attempts = totals.attempts
@@ -226,7 +233,7 @@ def read_criteria(
             n,
             config.min_comparisons,
             n >= config.min_comparisons,
-            "match + mismatch + transient",
+            "match + mismatch + transient + noise",
             operator=">=",
         ),
         mismatch,
@@ -386,7 +393,9 @@ def _fmt(value: Measured) -> str:
     return str(value)
 
 
-_OUTCOMES = (MATCH, MISMATCH, TRANSIENT, SHADOW_ERROR, TIMEOUT, PRIMARY_ERROR, DROPPED, SKIPPED)
+_OUTCOMES = (
+    MATCH, MISMATCH, TRANSIENT, NOISE, SHADOW_ERROR, TIMEOUT, PRIMARY_ERROR, DROPPED, SKIPPED,
+)  # fmt: skip
 _TITLES = {FLIP_READS: "flip reads to the new store", STOP_OLD_WRITES: "stop old-store writes"}
 
 

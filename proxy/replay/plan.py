@@ -33,13 +33,16 @@ def parse_duration(text: str) -> float:
 
 
 def keep_filter(settings: Settings, target: str | None, since: float | None) -> Keep:
-    """Records of ``target`` (a route or resource) newer than ``since`` seconds ago."""
+    """Records of ``target`` (a route or resource) newer than ``since`` seconds ago, except
+    those of outcome ``noise`` (docs/noise.md)."""
     if target is not None and target not in _targets(settings):
         known = ", ".join(sorted(_targets(settings))) or "none"
         raise ConfigError(f"--route/--resource {target!r}: not in the config (known: {known})")
     cutoff = None if since is None else time.time() - since
 
     def keep(record: Record) -> bool:
+        if record.get("outcome") == "noise":  # only learned noise differed: nothing to fix
+            return False
         if target is not None and _target(record) != target:
             return False
         return cutoff is None or _epoch(record.get("time")) >= cutoff

@@ -16,6 +16,7 @@ from proxy.readiness.config import (
     DROPPED,
     MATCH,
     MISMATCH,
+    NOISE,
     PRIMARY_ERROR,
     SHADOW_ERROR,
     SKIPPED,
@@ -28,6 +29,8 @@ from proxy.report.counters import Counters, quantile, samples
 from proxy.report.model import (
     FieldCount,
     Latency,
+    LearnedNoise,
+    NoiseField,
     Rate,
     Report,
     ReportError,
@@ -42,7 +45,9 @@ from proxy.report.window import window
 from proxy.settings import Settings
 
 # In the order ``shadowproxy readiness`` prints them.
-OUTCOMES = (MATCH, MISMATCH, TRANSIENT, SHADOW_ERROR, TIMEOUT, PRIMARY_ERROR, DROPPED, SKIPPED)
+OUTCOMES = (
+    MATCH, MISMATCH, TRANSIENT, NOISE, SHADOW_ERROR, TIMEOUT, PRIMARY_ERROR, DROPPED, SKIPPED,
+)  # fmt: skip
 SIDES = ("primary", "shadow", "secondary")
 
 
@@ -98,10 +103,11 @@ def build(settings: Settings, options: Options) -> Report:
     else:
         counters, counted = sources.instance_counters(settings, options.admin_url)
     ready, asked = sources.readiness(settings, options.admin_url)
+    learned = sources.noise(settings, options.admin_url)
     redactor = _redactor(settings)
     shown = [
         _target(name, kind, tally, counters, counted, ready if asked.available else None,
-                redactor, options)
+                redactor, options, learned.get(name))
         for name, kind in targets
         if options.only is not None or _has_data(name, kind, settings, tally, counters)
     ]  # fmt: skip
@@ -160,6 +166,7 @@ def _target(
     ready: Mapping[str, Any] | None,
     redactor: Redactor,
     options: Options,
+    learned: Mapping[str, Any] | None = None,
 ) -> TargetReport:
     operations = counters.outcomes_of(name)
     outcomes = None
@@ -179,14 +186,39 @@ def _target(
         latency=_latency(name, counters),
         examples=tuple(views.example(r, redactor) for r in (mine.recent if mine else ())),
         verdicts=None if ready is None else views.verdicts(name, ready),
+        noise_records=mine.noise_records if mine else 0,
+        noise=_noise(learned),
     )
 
 
+def _noise(learned: Mapping[str, Any] | None) -> LearnedNoise | None:
+    """A route of ``GET /noise``'s answer; None when missing or not in its shape."""
+    if not isinstance(learned, Mapping):
+        return None
+    try:
+        fields = tuple(
+            NoiseField(str(f["field"]), bool(f["noisy"]), float(f["noise_rate"]),
+                       float(f["shadow_rate"]))
+            for f in learned["fields"]
+        )  # fmt: skip
+        return LearnedNoise(
+            backend=str(learned["backend"]),
+            learning=bool(learned["learning"]),
+            noise_comparisons=int(learned["noise_comparisons"]),
+            shadow_comparisons=int(learned["shadow_comparisons"]),
+            fields_dropped=int(learned["fields_dropped"]),
+            fields=fields,
+        )
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
 def rate(outcomes: Mapping[str, int]) -> Rate:
-    """As readiness counts: comparisons are match + mismatch + transient. The interval's lower
+    """As readiness counts: comparisons are match + mismatch + transient + noise (a difference
+    only in learned noise is compared, not a mismatch). The interval's lower
     bound is the complement of the upper bound of the matches' (the Wilson interval is
     symmetric under swapping successes and failures)."""
-    n = outcomes.get(MATCH, 0) + outcomes.get(MISMATCH, 0) + outcomes.get(TRANSIENT, 0)
+    n = sum(outcomes.get(o, 0) for o in (MATCH, MISMATCH, TRANSIENT, NOISE))
     k = outcomes.get(MISMATCH, 0)
     lower = 0.0 if n == 0 else max(0.0, 1.0 - wilson_upper(n - k, n))
     return Rate(k, n, k / n if n else None, lower, wilson_upper(k, n))

@@ -131,6 +131,29 @@ class VerdictView:
 
 
 @dataclass(frozen=True)
+class NoiseField:
+    """A field the noise baseline tracks (``GET /noise``): how often it differed between
+    primary and noise and between primary and shadow, and whether it counts as noise."""
+
+    field: str
+    noisy: bool
+    noise_rate: float
+    shadow_rate: float
+
+
+@dataclass(frozen=True)
+class LearnedNoise:
+    """A route's learned noise as the instance answers ``GET /noise`` (its process's)."""
+
+    backend: str
+    learning: bool
+    noise_comparisons: int
+    shadow_comparisons: int
+    fields_dropped: int
+    fields: tuple[NoiseField, ...]
+
+
+@dataclass(frozen=True)
 class TargetReport:
     name: str
     kind: TargetKind
@@ -147,6 +170,10 @@ class TargetReport:
     examples: tuple[Example, ...]
     #: None when readiness could not be asked; () when the instance has no verdict for it
     verdicts: tuple[VerdictView, ...] | None
+    #: records of outcome ``noise`` in the window (not in ``records``)
+    noise_records: int = 0
+    #: None when not known (no noise backend, or the instance could not be asked)
+    noise: LearnedNoise | None = None
 
 
 @dataclass(frozen=True)

@@ -58,6 +58,12 @@ def _target(t: TargetReport) -> dict[str, Any]:
         "operations": {op: dict(counts) for op, counts in t.operations.items()},
         "mismatch_rate": None if t.rate is None else asdict(t.rate),
         "records": t.records,
+        "noise": {
+            "records": t.noise_records,
+            "learned": None
+            if t.noise is None
+            else {**asdict(t.noise), "fields": [asdict(f) for f in t.noise.fields]},
+        },
         "fields": [asdict(f) for f in t.fields],
         "timeline": {
             "bucket_seconds": t.bucket_seconds,

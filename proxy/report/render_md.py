@@ -91,6 +91,8 @@ def _source_row(name: str, source: Source, report: Report) -> list[str]:
 def _target(t: TargetReport) -> list[str]:
     lines = [f"## {text(t.name)} ({t.kind})", "", f"**Mismatch rate:** {text(fmt.rate(t.rate))}"]
     lines += ["", f"Mismatch records in the window: {t.records:,}."]
+    if t.noise_records or t.noise is not None:
+        lines += ["", "### Learned noise", "", *_noise(t)]
     lines += ["", "### Outcomes", ""]
     if t.outcomes is None:
         lines.append("No counters: the outcomes are not known.")
@@ -134,6 +136,28 @@ def _target(t: TargetReport) -> list[str]:
         lines += ["", "No mismatch record in the window."]
     for e in t.examples:
         lines += ["", *_example(e)]
+    return lines
+
+
+def _noise(t: TargetReport) -> list[str]:
+    lines = [f"Records that differ only in learned noise (not mismatches): {t.noise_records:,}."]
+    learned = t.noise
+    if learned is None:
+        return [*lines, "", "What was learned is not known (the instance could not be asked)."]
+    state = "still learning (below min_samples)" if learned.learning else "in force"
+    lines += [
+        "",
+        f"Backend {code(learned.backend)}, {state}: {learned.noise_comparisons:,} noise and "
+        f"{learned.shadow_comparisons:,} shadow comparisons in the instance's process, "
+        f"{learned.fields_dropped:,} field differences past the field cap.",
+    ]
+    if learned.fields:
+        rows = [
+            [code(f.field), "**noise**" if f.noisy else "no", fmt.pct(f.noise_rate),
+             fmt.pct(f.shadow_rate)]
+            for f in learned.fields
+        ]  # fmt: skip
+        lines += ["", *table(["field", "noisy", "noise rate", "shadow rate"], rows, right=2)]
     return lines
 
 

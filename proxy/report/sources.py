@@ -109,6 +109,20 @@ def _instant(base: str, query: str, at: float) -> list[dict[str, Any]]:
     return list(body["data"]["result"])
 
 
+def noise(settings: Settings, url: str | None) -> dict[str, Any]:
+    """``GET /noise`` of the instance: route -> learned noise; {} when no route has a noise
+    backend or the instance cannot be asked (the report then shows none)."""
+    if not any(r.noise is not None for r in settings.routes):
+        return {}
+    try:
+        client = AdminClient.from_settings(settings, admin_url(settings, url))
+        data = client.call("GET", "/noise")
+    except (AdminError, ValueError):
+        return {}
+    routes = data.get("routes") if isinstance(data, dict) else None
+    return routes if isinstance(routes, dict) else {}
+
+
 def readiness(settings: Settings, url: str | None) -> tuple[dict[str, Any], Source]:
     """``GET /readiness`` of the instance: ``{"verdicts": [...], "stop_old_writes": [...]}``."""
     where = admin_url(settings, url) + "/readiness"

@@ -29,10 +29,16 @@ def target_of(record: dict[str, Any]) -> str:
     return resource if isinstance(resource, str) and resource else str(record["route"])
 
 
+NOISE = "noise"
+
+
 @dataclass
 class TargetTally:
     examples_kept: int
     records: int = 0
+    #: records of outcome ``noise`` (differences only in learned noise): counted apart,
+    #: never in ``records``, the fields, the timeline or the examples
+    noise_records: int = 0
     fields: Counter[str] = field(default_factory=Counter)
     buckets: Counter[int] = field(default_factory=Counter)
     #: the newest ``examples_kept`` records: (time, arrival, record), a min-heap
@@ -40,6 +46,9 @@ class TargetTally:
     _arrivals: itertools.count[int] = field(default_factory=itertools.count)
 
     def add(self, record: dict[str, Any], at: float, bucket: int) -> None:
+        if record.get("outcome") == NOISE:
+            self.noise_records += 1
+            return
         self.records += 1
         self.buckets[bucket] += 1
         differences = record.get("differences")

@@ -396,7 +396,7 @@ def test_dashboard_covers_the_required_views() -> None:
         "histogram_quantile(0.5,",
         "histogram_quantile(0.99,",
         "sum by (outcome)",
-        'outcome=~"match|mismatch|transient"',
+        'outcome=~"match|mismatch|transient|noise"',
         "topk(",
         "shadowproxy_mismatch_fields_total",
         "shadowproxy_shadow_queue_depth",
