@@ -8,6 +8,9 @@ as accepted by ``--phases``):
                          shadow at all
 - ``proxy-shadow``       the same, every request also shadowed to a second upstream port and
                          compared (status, content-type, JSON body: they match)
+- ``proxy-mismatch``     the same, but the shadow's body differs in a few fields on every
+                         request: each comparison is a mismatch (what a broken candidate
+                         costs the primary path; the diff budget is what bounds it)
 - ``nginx-mirror``       the peer anchor: wrk -> nginx ``proxy_pass`` + ``mirror``, ``upstream``
                          blocks with ``keepalive 64``, HTTP/1.1, ``Connection ""``
 - ``nginx-mirror-close`` the same, but the mirror subrequests send ``Connection: close``. On this
@@ -86,12 +89,17 @@ REQUEST_PATH = "/users/42"
 
 P99_TARGET_MS = 1.0
 MIRROR_RATIO_TARGET = 0.8
+MISMATCH_TARGET = 0.9  # a shadow mismatching on every request costs <= 10% of throughput
 
-PHASES = ("direct", "proxy", "proxy-shadow", "nginx-mirror", "nginx-mirror-close")
+PHASES = (
+    "direct", "proxy", "proxy-shadow", "proxy-mismatch", "nginx-mirror", "nginx-mirror-close"
+)  # fmt: skip
+MISMATCH_PATH = "/differs"  # the shadow's base path in proxy-mismatch: another body
 PHASE_LABELS = {
     "direct": "direct: wrk -> nginx upstream",
     "proxy": "shadowproxy, no shadow",
     "proxy-shadow": "shadowproxy, 100% shadow + compare",
+    "proxy-mismatch": "shadowproxy, 100% shadow + compare, every one a mismatch",
     "nginx-mirror": "nginx proxy_pass + mirror, keepalive to both",
     "nginx-mirror-close": "nginx proxy_pass + mirror, shadow Connection: close",
 }
@@ -222,6 +230,15 @@ def user_body() -> str:
     return body
 
 
+def differing_body() -> str:
+    """The user body with three fields changed: a mismatch on every comparison."""
+    record = json.loads(user_body())
+    record["first_name"] = "Augusta"
+    record["balance"] = 1234.57
+    record["orders"][2]["total"] = 0.0
+    return json.dumps(record, separators=(",", ":"))
+
+
 def render(template: str, dest: Path, **values: object) -> Path:
     text = (TEMPLATES / template).read_text()
     for key, value in values.items():
@@ -247,7 +264,7 @@ class Ports:
         return cls(*free_ports(6))
 
 
-def proxy_config(tmp: Path, ports: Ports, *, shadow: bool) -> Path:
+def proxy_config(tmp: Path, ports: Ports, *, shadow: bool, mismatch: bool = False) -> Path:
     """The shadowproxy YAML (written as JSON, which YAML loaders read)."""
     route: dict[str, Any] = {
         "name": "users",
@@ -270,7 +287,7 @@ def proxy_config(tmp: Path, ports: Ports, *, shadow: bool) -> Path:
             },
             "shadow": {
                 "kind": "http",
-                "url": f"http://127.0.0.1:{ports.shadow}",
+                "url": f"http://127.0.0.1:{ports.shadow}{MISMATCH_PATH if mismatch else ''}",
                 "timeout_seconds": 2,
                 "max_connections": 256,
             },
@@ -280,7 +297,7 @@ def proxy_config(tmp: Path, ports: Ports, *, shadow: bool) -> Path:
         "sink": {"kind": "jsonl", "path": str(tmp / "mismatches.jsonl")},
         "flags": {"kind": "memory", "audit_path": str(tmp / "flags-audit.jsonl")},
     }
-    name = "proxy-shadow" if shadow else "proxy"
+    name = ("proxy-mismatch" if mismatch else "proxy-shadow") if shadow else "proxy"
     path = tmp / f"{name}.yaml"
     path.write_text(json.dumps(config, indent=2) + "\n")
     return path
@@ -658,6 +675,8 @@ def ratios(results: dict[str, PhaseResult]) -> dict[str, float | None]:
         "proxy_shadow_over_direct_rps": div(rps("proxy-shadow"), rps("direct")),
         "nginx_mirror_over_direct_rps": div(rps("nginx-mirror"), rps("direct")),
         "proxy_shadow_added_p99_ms": sub(paced_p99("proxy-shadow"), paced_p99("direct")),
+        "proxy_mismatch_over_proxy_shadow_rps": div(rps("proxy-mismatch"), rps("proxy-shadow")),
+        "proxy_mismatch_added_p99_ms": sub(paced_p99("proxy-mismatch"), paced_p99("proxy-shadow")),
         "proxy_added_p99_ms": sub(paced_p99("proxy"), paced_p99("direct")),
         "nginx_mirror_added_p99_ms": sub(paced_p99("nginx-mirror"), paced_p99("direct")),
         "nginx_mirror_close_added_p99_ms": sub(
@@ -708,6 +727,7 @@ def markdown(
     mirror = r["proxy_shadow_over_nginx_mirror_rps"]
     best = r["proxy_shadow_over_best_nginx_mirror_rps"]
     added = r["proxy_shadow_added_p99_ms"]
+    costly = r["proxy_mismatch_over_proxy_shadow_rps"]
     lines += [
         "",
         "| ratio | value | target |",
@@ -717,6 +737,8 @@ def markdown(
         f"| shadowproxy+shadow rps / faster nginx-mirror variant rps | {fmt(best)} "
         f"| >= {MIRROR_RATIO_TARGET}x ({verdict(best, MIRROR_RATIO_TARGET, at_least=True)}) |",
         f"| shadowproxy (no shadow) rps / direct rps | {fmt(r['proxy_over_direct_rps'])} | - |",
+        f"| 100% mismatching rps / 100% matching rps | {fmt(costly)} "
+        f"| >= {MISMATCH_TARGET}x ({verdict(costly, MISMATCH_TARGET, at_least=True)}) |",
         f"| shadowproxy+shadow added p99 over direct @ {s.rate:g} rps "
         f"| {fmt(added, 'ms')} "
         f"| <= {P99_TARGET_MS:g} ms ({verdict(added, P99_TARGET_MS, at_least=False)}) |",
@@ -875,6 +897,7 @@ def start_upstream(args: argparse.Namespace, ports: Ports, tmp: Path, procs: Pro
         shadow_port=ports.shadow,
         status_port=ports.status,
         body=body,
+        differing_body=differing_body(),
     )
     status_url = f"http://127.0.0.1:{ports.status}/nginx_status"
     start_nginx("upstream", conf, procs, args.upstream_cpus, status_url)
@@ -906,7 +929,10 @@ def start_system(
         )
         url = f"http://127.0.0.1:{ports.mirror}{REQUEST_PATH}"
         return url, start_nginx(phase, conf, procs, args.sut_cpus, url)
-    config = proxy_config(tmp, ports, shadow=phase == "proxy-shadow")
+    config = proxy_config(
+        tmp, ports, shadow=phase in ("proxy-shadow", "proxy-mismatch"),
+        mismatch=phase == "proxy-mismatch",
+    )  # fmt: skip
     proc = start_shadowproxy(config, args.workers, ports, procs, args.sut_cpus, phase)
     return f"http://127.0.0.1:{ports.proxy}{REQUEST_PATH}", proc
 
