@@ -243,6 +243,7 @@ class Pool:
         self.limit = limit
         self.max_waiting = max_waiting  # None: callers wait for a slot without a bound
         self.waiting = 0
+        self._busy = 0  # slots held: connections handed out and not yet released
         self._ssl = ssl
         self._server_name = server_name or host
         self._idle: deque[tuple[float, Connection]] = deque()
@@ -255,7 +256,8 @@ class Pool:
     async def acquire(self, *, head: bool) -> tuple[Connection, bool]:
         """(connection, reused). The caller's deadline bounds the wait for a slot; with
         ``max_waiting`` callers already waiting, ``PoolBusy`` at once."""
-        if self._slots.locked():
+        # Every slot taken (or promised to a waiter): only then count and bound the wait.
+        if self._busy + self.waiting >= self.limit:
             if self.max_waiting is not None and self.waiting >= self.max_waiting:
                 raise PoolBusy(
                     f"{self.host}:{self.port}: all {self.limit} connections in use and "
@@ -268,6 +270,7 @@ class Pool:
                 self.waiting -= 1
         else:
             await self._slots.acquire()
+        self._busy += 1
         try:
             loop = asyncio.get_running_loop()
             oldest = loop.time() - self._idle_seconds
@@ -294,6 +297,7 @@ class Pool:
             conn.reset(head=head)
             return conn, False
         except BaseException:
+            self._busy -= 1
             self._slots.release()
             raise
 
@@ -303,6 +307,7 @@ class Pool:
             self._idle.append((asyncio.get_running_loop().time(), conn))
         else:
             conn.close()
+        self._busy -= 1
         self._slots.release()
 
     def close(self) -> None:
