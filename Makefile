@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test lint unit bench services install install-test wheel-check clean
+.PHONY: demo test lint unit faults bench services install install-test wheel-check clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,12 @@ wheel-check: install-test services
 
 unit: install-test
 	$(BIN)/pytest tests/unit
+
+# The fault suite (docs/faults.md): locally with no arguments, or against a deployment, e.g.
+#   make faults FAULTS_ARGS="--proxy-url http://10.0.0.5:8080 --admin-url http://10.0.0.5:9090 ..."
+faults: install-test
+	$(if $(findstring --proxy-url,$(FAULTS_ARGS)),,bash scripts/services.sh)
+	$(BIN)/pytest tests/faults $(FAULTS_ARGS)
 
 # store_proxy.py shadows to dynalite (npm, installed once into the git-ignored .bench-cache/)
 # when node and npm are on PATH, else to moto; BENCH_ARGS="--dynamodb moto" forces moto.
