@@ -94,7 +94,7 @@ class HttpBackend(_Model):
     # Requests waiting for a connection when all max_connections are busy; one more is
     # refused at once (503 for the primary, shadow_error for a shadow), so a slow backend
     # cannot pile up requests and their bodies.
-    max_waiting: int = Field(256, ge=0)
+    max_waiting: int = Field(1024, ge=0)
     retries: int = Field(0, ge=0, le=10)
     retry_backoff_seconds: float = Field(0.05, ge=0)
     # https:// only: the CA bundle to verify the backend's certificate with (default: the
@@ -127,7 +127,7 @@ class PostgresBackend(_Model):
     pool_max: int = Field(10, ge=1)
     # Calls waiting for a connection when all pool_max are busy; one more is refused at once
     # (503 with Retry-After) instead of queueing behind a slow database.
-    max_waiting: int = Field(64, ge=0)
+    max_waiting: int = Field(256, ge=0)
     timeout_seconds: float = Field(5.0, gt=0)
     connect_timeout_seconds: float = Field(5.0, gt=0)
     scan_page: int = Field(1000, ge=1, le=10_000)  # rows per page of a backfill or verify
@@ -150,7 +150,7 @@ class DynamoDBBackend(_Model):
     # None: twice timeout_seconds.
     deadline_seconds: float | None = Field(None, gt=0)
     max_connections: int = Field(64, ge=1)  # calls in flight at once, per process
-    max_waiting: int = Field(256, ge=0)  # calls waiting for one of them; more: 503 at once
+    max_waiting: int = Field(1024, ge=0)  # calls waiting for one of them; more: 503 at once
     max_attempts: int = Field(8, ge=1, le=20)
     sdk_max_attempts: int = Field(3, ge=1, le=10)
     scan_page: int | None = Field(None, ge=1, le=10_000)  # items per Scan page; None: 1 MB

@@ -362,16 +362,26 @@ class ResourceService:
         of these keys in flight or waiting for repair before or after it (``unsettled``
         read twice, equal, nothing held) and the primary unchanged across it. A difference
         on a quiet re-read is a ``mismatch`` at once; one never seen quiet is ``transient``,
-        whatever the write rate and however many instances write."""
+        whatever the write rate and however many instances write. A re-read that fails (a
+        store down or at its connection limit) is skipped; when every one failed, the
+        difference was never confirmed: a ``shadow_error`` (counted against the shadow's
+        error rate, which readiness also judges), not a mismatch."""
         settings = self.parts.settings
         latest = first
         busy_every_time = settings.recheck_attempts > 0
+        failed: Exception | None = None  # the last re-read's error
+        reread = False  # some re-read worked
         for attempt in range(settings.recheck_attempts):
             await asyncio.sleep(settings.recheck_delay_seconds * (2**attempt))
             try:
                 again, quiet = await self._reread(primary, shadow, read, keys)
-            except (StoreError, TimeoutError):
-                return latest
+            except (StoreError, TimeoutError) as e:
+                # A store too busy or down to re-read has not confirmed anything: try the
+                # next re-read; with none at all, the difference is unconfirmed, not a
+                # mismatch (an outage must not count as one).
+                failed = e
+                continue
+            reread = True
             latest = compare(again[0], again[1], rules, budget=self._budget)
             if latest.outcome is Outcome.MATCH:
                 detail = f"agreed on re-read {attempt + 1}"
@@ -379,6 +389,9 @@ class ResourceService:
             if quiet:
                 return latest
             busy_every_time = busy_every_time and quiet is False
+        if failed is not None and not reread:
+            detail = f"a difference no re-read could confirm: {type(failed).__name__}: {failed}"
+            return Comparison(Outcome.SHADOW_ERROR, detail=detail[:300])
         if busy_every_time:
             detail = "writes of the key were in flight on every re-read"
             return Comparison(Outcome.TRANSIENT, first.differences, first.summarised, detail)

@@ -19,12 +19,14 @@ AMZ_JSON = "application/x-amz-json-1.0"
 
 class DynamoHop:
     """``throttle_every[op] = n`` throttles every n-th call of ``op`` (``BatchWriteItem``);
+    ``throttle_from[op] = n`` every call from the n-th on (counted in ``seen``);
     ``throttle_all`` holds operations throttled on every call. ``seen`` counts calls by
     operation, ``throttled`` the answers replaced."""
 
     def __init__(self, target: str) -> None:
         self.target = target
         self.throttle_every: dict[str, int] = {}
+        self.throttle_from: dict[str, int] = {}
         self.throttle_all: set[str] = set()
         self.seen: Counter[str] = Counter()
         self.throttled = 0
@@ -33,8 +35,12 @@ class DynamoHop:
 
     def _throttles(self, operation: str) -> bool:
         every = self.throttle_every.get(operation)
-        return operation in self.throttle_all or (
-            every is not None and self.seen[operation] % every == 0
+        start = self.throttle_from.get(operation)
+        n = self.seen[operation]
+        return (
+            operation in self.throttle_all
+            or (every is not None and n % every == 0)
+            or (start is not None and n >= start)
         )
 
     async def handle(self, request: web.Request) -> web.StreamResponse:

@@ -12,7 +12,7 @@ import pytest
 
 from proxy.errors import ConfigError
 from proxy.settings import settings_from_mapping
-from tests.integration.api.conftest import StoreProxyFactory, user
+from tests.integration.api.conftest import StoreProxyFactory, outcomes, stores, user
 from tests.support.dynamohop import DynamoHop, dynamo_hop
 from tests.support.tcpproxy import CuttableLink
 
@@ -151,3 +151,58 @@ async def test_a_stalled_dynamodb_gets_its_connections_plus_max_waiting_and_no_m
     assert len(busy) == 3, answers
     assert all(a[1]["Retry-After"] == "1" for a in busy)
     assert all(a[0] in (503, 504) for a in answers), answers
+
+
+async def test_a_difference_no_re_read_could_confirm_is_a_shadow_error_not_a_mismatch(
+    hop: DynamoHop, store_proxy: StoreProxyFactory, http: aiohttp.ClientSession
+) -> None:
+    """The shadow read differs; every re-read of the shadow then fails (DynamoDB at its
+    limit, throttling): nothing confirmed the difference, so it must not count as a
+    mismatch, and it is not lost either: a shadow_error, with its reason."""
+    proxy = await store_proxy(
+        "postgres", write_to=("postgres",), shadow_reads=1.0, dynamo_url=hop.url,
+        dynamo={"sdk_max_attempts": 1, "max_attempts": 1},
+    )  # fmt: skip
+    u = user(7)
+    async with http.post(proxy.url + "/users", json=u) as r:
+        assert r.status == 201
+    ddb = stores(proxy)["dynamodb"]
+    await ddb.put(
+        proxy.apps.resources.services["users"].schema.validate(
+            {**u, "last_name": "Else"}, partial=False
+        )
+    )
+    hop.throttle_from["GetItem"] = hop.seen["GetItem"] + 2  # the shadow read passes, re-reads fail
+    async with http.get(f"{proxy.url}/users/{u['id']}") as r:
+        assert r.status == 200 and (await r.json())["last_name"] == "Test"
+    await proxy.wait_for(lambda: sum(outcomes(proxy).values()) >= 1, timeout=30)
+    await proxy.wait_for(lambda: proxy.apps.runner.depth == 0, timeout=30)
+    assert outcomes(proxy) == {"shadow_error": 1}
+    assert hop.throttled >= 1
+
+
+async def test_a_difference_confirmed_by_a_later_re_read_is_still_a_mismatch(
+    hop: DynamoHop, store_proxy: StoreProxyFactory, http: aiohttp.ClientSession
+) -> None:
+    """The first re-read fails, the next one works and still differs: a real mismatch
+    is never missed because one re-read failed."""
+    proxy = await store_proxy(
+        "postgres", write_to=("postgres",), shadow_reads=1.0, dynamo_url=hop.url,
+        dynamo={"sdk_max_attempts": 1, "max_attempts": 1},
+    )  # fmt: skip
+    u = user(8)
+    async with http.post(proxy.url + "/users", json=u) as r:
+        assert r.status == 201
+    ddb = stores(proxy)["dynamodb"]
+    await ddb.put(
+        proxy.apps.resources.services["users"].schema.validate(
+            {**u, "last_name": "Else"}, partial=False
+        )
+    )
+    first_reread = hop.seen["GetItem"] + 2
+    hop.throttle_every["GetItem"] = first_reread  # only the first re-read's call fails
+    async with http.get(f"{proxy.url}/users/{u['id']}") as r:
+        assert r.status == 200
+    await proxy.wait_for(lambda: sum(outcomes(proxy).values()) >= 1, timeout=30)
+    assert outcomes(proxy) == {"mismatch": 1}
+    assert hop.throttled == 1
