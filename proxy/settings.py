@@ -260,6 +260,12 @@ class ShadowConfig(_Model):
     drain_seconds: float = Field(5.0, ge=0)
     diff_per_second: float = Field(200.0, ge=0)
     diff_burst: int = Field(50, ge=1)
+    # Mismatch records (sink, /mismatches, the log line) per second and at once, per process:
+    # every mismatch is counted in the metrics; past this its record is skipped (counted as
+    # shadowproxy_sink_records_total{result="skipped"}), so a candidate that mismatches on
+    # every request costs the primary little and cannot flood the sink.
+    records_per_second: float = Field(100.0, ge=0)
+    records_burst: int = Field(200, ge=0)
 
 
 class ResourceFlags(_Model):

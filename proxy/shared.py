@@ -78,7 +78,13 @@ def shared_parts(
         ),
         sink=sink,
         publisher=Publisher(
-            metrics=metrics, sink=sink, redactor=redactor(settings, env), observers=observers
+            metrics=metrics,
+            sink=sink,
+            redactor=redactor(settings, env),
+            observers=observers,
+            records=DiffBudget(  # the same token bucket, counting records instead of diffs
+                per_second=settings.shadow.records_per_second, burst=settings.shadow.records_burst
+            ),
         ),
         budget=DiffBudget(
             per_second=settings.shadow.diff_per_second, burst=settings.shadow.diff_burst

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
-from comparators import Redactor
+from comparators import DiffBudget, Redactor
 from comparators.model import Comparison, Outcome
 from proxy.experiment.sinks import BufferedSink
 from proxy.metrics import FieldLabels, Metrics
@@ -56,10 +56,14 @@ class Publisher:
         sink: BufferedSink,
         redactor: Redactor,
         observers: Sequence[Observer] = (),
+        records: DiffBudget | None = None,
     ) -> None:
+        """``records``: how many records per second are built and written (None: all); the
+        counts, observers and field metrics see every comparison either way."""
         self._metrics = metrics
         self._sink = sink
         self._redactor = redactor
+        self._records = records
         self._fields = FieldLabels()
         self.observers = list(observers)
 
@@ -81,15 +85,19 @@ class Publisher:
         if comparison.outcome is Outcome.NOISE:
             # Recorded (with its noise_fields) so /mismatches and the report show it, but
             # not counted as mismatching fields: they are the learned noise.
-            self._sink.submit(self.record(exp))
+            if self._may_record():
+                self._sink.submit(self.record(exp))
             return
         if comparison.outcome is not Outcome.MISMATCH:
             return
+        children = self._metrics.children  # field labels are capped per route: memo bounded
         for name in comparison.fields:
             label = self._fields.label(exp.route, name)
-            self._metrics.mismatch_fields.labels(exp.route, label).inc()
+            children.get(self._metrics.mismatch_fields, exp.route, label).inc()
         if comparison.summarised:
-            self._metrics.diff_summarised.labels(exp.route).inc()
+            children.get(self._metrics.diff_summarised, exp.route).inc()
+        if not self._may_record():
+            return
         record = self.record(exp)
         self._sink.submit(record)
         log.info(
@@ -100,6 +108,14 @@ class Publisher:
                 "fields": list(comparison.fields)[:20],
             },
         )
+
+    def _may_record(self) -> bool:
+        """Within the record budget; past it the record is skipped and counted."""
+        if self._records is None or self._records.try_acquire():
+            return True
+        sink = self._sink.writer.name
+        self._metrics.children.get(self._metrics.sink_records, sink, "skipped").inc()
+        return False
 
     def record(self, exp: Experiment) -> dict[str, Any]:
         redact = self._redactor
