@@ -194,6 +194,15 @@ def wait_ready(
     raise BenchError(f"{what} not ready at {url} after {timeout:.0f}s:\n{procs.log_tail(logname)}")
 
 
+def cpu_model() -> str:
+    """The CPU's model name from ``/proc/cpuinfo``, "?" where there is none."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return "?"
+
+
 def shadowproxy_command() -> list[str]:
     script = Path(sys.executable).parent / "shadowproxy"
     return [str(script)] if script.exists() else [sys.executable, "-m", "proxy"]

@@ -75,6 +75,7 @@ from benchlib import (  # noqa: E402 - this folder is not a package
     REPO,
     BenchError,
     Processes,
+    cpu_model,
     free_ports,
     http_get,
     shadowproxy_command,
@@ -764,12 +765,7 @@ def environment(workers: int, upstream_workers: int) -> dict[str, Any]:
             return (out.stdout + out.stderr).strip().splitlines()[0]
         return "?"
 
-    cpu = "?"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+    cpu = cpu_model()
     return {
         "cpus": os.cpu_count(),
         "cpu_model": cpu,

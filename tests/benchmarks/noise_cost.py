@@ -38,7 +38,15 @@ from typing import Any
 
 import aiohttp
 import yaml
-from benchlib import REPO, Processes, free_ports, http_get, shadowproxy_command, wait_ready
+from benchlib import (
+    REPO,
+    Processes,
+    cpu_model,
+    free_ports,
+    http_get,
+    shadowproxy_command,
+    wait_ready,
+)
 
 PHASES: tuple[tuple[str, float | None], ...] = (
     ("shadow", None),
@@ -155,12 +163,7 @@ def counters(admin: str) -> dict[str, float]:
 
 
 def machine() -> dict[str, Any]:
-    cpu = "?"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+    cpu = cpu_model()
     commit = "?"
     with contextlib.suppress(OSError, subprocess.SubprocessError):
         commit = subprocess.run(

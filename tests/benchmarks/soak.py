@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
 import platform
 import re
@@ -40,6 +39,7 @@ import yaml
 from aiohttp import web
 from benchlib import (
     Processes,
+    cpu_model,
     free_ports,
     shadowproxy_command,
     terminate_on_sigterm,
@@ -183,12 +183,7 @@ async def watch(pid: int, admin: str, every: float, until: float, samples: list[
 
 
 def machine() -> str:
-    cpu = "?"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+    cpu = cpu_model()
     return f"{os.cpu_count()} CPUs, {cpu}; Python {platform.python_version()}"
 
 

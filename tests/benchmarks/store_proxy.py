@@ -153,6 +153,7 @@ from benchlib import (  # noqa: E402 - this folder is not a package
     REPO,
     BenchError,
     Processes,
+    cpu_model,
     free_ports,
     http_get,
     shadowproxy_command,
@@ -1575,12 +1576,7 @@ def environment(s: Settings, users: int, phases: Sequence[str] = ()) -> dict[str
             return (out.stdout + out.stderr).strip().splitlines()[0]
         return "?"
 
-    cpu = "?"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+    cpu = cpu_model()
     try:
         import uvloop
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
 import pytest
@@ -14,6 +15,7 @@ from proxy.errors import ConfigError
 from proxy.settings import settings_from_mapping
 from tests.integration.api.conftest import StoreProxyFactory, outcomes, stores, user
 from tests.support.dynamohop import DynamoHop, dynamo_hop
+from tests.support.servers import RunningProxy
 from tests.support.tcpproxy import CuttableLink
 
 pytestmark = pytest.mark.integration
@@ -153,25 +155,30 @@ async def test_a_stalled_dynamodb_gets_its_connections_plus_max_waiting_and_no_m
     assert all(a[0] in (503, 504) for a in answers), answers
 
 
+async def planted_difference(
+    hop: DynamoHop, store_proxy: StoreProxyFactory, http: aiohttp.ClientSession, i: int
+) -> tuple[RunningProxy, dict[str, Any]]:
+    """A proxy reading from PostgreSQL and shadowing every read to DynamoDB through ``hop``
+    (one attempt per call), and user ``i`` whose DynamoDB copy has another last name."""
+    proxy = await store_proxy(
+        "postgres", write_to=("postgres",), shadow_reads=1.0, dynamo_url=hop.url,
+        dynamo={"sdk_max_attempts": 1, "max_attempts": 1},
+    )  # fmt: skip
+    u = user(i)
+    async with http.post(proxy.url + "/users", json=u) as r:
+        assert r.status == 201
+    schema = proxy.apps.resources.services["users"].schema
+    await stores(proxy)["dynamodb"].put(schema.validate({**u, "last_name": "Else"}, partial=False))
+    return proxy, u
+
+
 async def test_a_difference_no_re_read_could_confirm_is_a_shadow_error_not_a_mismatch(
     hop: DynamoHop, store_proxy: StoreProxyFactory, http: aiohttp.ClientSession
 ) -> None:
     """The shadow read differs; every re-read of the shadow then fails (DynamoDB at its
     limit, throttling): nothing confirmed the difference, so it must not count as a
     mismatch, and it is not lost either: a shadow_error, with its reason."""
-    proxy = await store_proxy(
-        "postgres", write_to=("postgres",), shadow_reads=1.0, dynamo_url=hop.url,
-        dynamo={"sdk_max_attempts": 1, "max_attempts": 1},
-    )  # fmt: skip
-    u = user(7)
-    async with http.post(proxy.url + "/users", json=u) as r:
-        assert r.status == 201
-    ddb = stores(proxy)["dynamodb"]
-    await ddb.put(
-        proxy.apps.resources.services["users"].schema.validate(
-            {**u, "last_name": "Else"}, partial=False
-        )
-    )
+    proxy, u = await planted_difference(hop, store_proxy, http, 7)
     hop.throttle_from["GetItem"] = hop.seen["GetItem"] + 2  # the shadow read passes, re-reads fail
     async with http.get(f"{proxy.url}/users/{u['id']}") as r:
         assert r.status == 200 and (await r.json())["last_name"] == "Test"
@@ -186,19 +193,7 @@ async def test_a_difference_confirmed_by_a_later_re_read_is_still_a_mismatch(
 ) -> None:
     """The first re-read fails, the next one works and still differs: a real mismatch
     is never missed because one re-read failed."""
-    proxy = await store_proxy(
-        "postgres", write_to=("postgres",), shadow_reads=1.0, dynamo_url=hop.url,
-        dynamo={"sdk_max_attempts": 1, "max_attempts": 1},
-    )  # fmt: skip
-    u = user(8)
-    async with http.post(proxy.url + "/users", json=u) as r:
-        assert r.status == 201
-    ddb = stores(proxy)["dynamodb"]
-    await ddb.put(
-        proxy.apps.resources.services["users"].schema.validate(
-            {**u, "last_name": "Else"}, partial=False
-        )
-    )
+    proxy, u = await planted_difference(hop, store_proxy, http, 8)
     first_reread = hop.seen["GetItem"] + 2
     hop.throttle_every["GetItem"] = first_reread  # only the first re-read's call fails
     async with http.get(f"{proxy.url}/users/{u['id']}") as r:
