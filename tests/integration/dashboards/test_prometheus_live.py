@@ -225,7 +225,9 @@ async def _store_proxy(
         env={"SHADOWPROXY_ADMIN_TOKEN": TOKEN},
         dynamo_url=link.url,
         dynamo={"sdk_max_attempts": 1, "connect_timeout_seconds": 0.5, "timeout_seconds": 1},
-        cache={"url": REDIS_URL, "prefix": f"{prefix}:cache"},
+        # A generous socket timeout: "the cache stays up" must not depend on how busy the
+        # machine is (the default 0.25 s is what a loaded CI box can take for one reply).
+        cache={"url": REDIS_URL, "prefix": f"{prefix}:cache", "socket_timeout_seconds": 5},
         repair={
             "kind": "redis",
             "url": REDIS_URL,
