@@ -236,6 +236,10 @@ class RecordView:
     shadow_label: str
     detail: str
     summarised: bool
+    noise: (
+        bool  # outcome ``noise``: every differing field is learned noise (proxy.experiment.noise)
+    )
+    noise_fields: tuple[str, ...]
     differences: tuple[DiffRow, ...]
     more: int  # differences over MAX_DIFFERENCES, not shown
 
@@ -260,8 +264,13 @@ def record_view(record: Mapping[str, Any], filters: Filters) -> RecordView:
         shadow_status=text("shadow_status"), primary_ms=text("primary_ms"),
         shadow_ms=text("shadow_ms"), primary_label=side("primary"), shadow_label=side("shadow"),
         detail=text("detail"), summarised=record.get("summarised") is True,
+        noise=record.get("outcome") == "noise", noise_fields=_strings(record.get("noise_fields")),
         differences=rows, more=max(0, len(differences) - MAX_DIFFERENCES),
     )  # fmt: skip
+
+
+def _strings(value: Any) -> tuple[str, ...]:
+    return tuple(str(v) for v in value) if isinstance(value, list) else ()
 
 
 def _row(difference: Mapping[str, Any], field_: str | None) -> DiffRow:

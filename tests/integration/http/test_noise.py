@@ -134,6 +134,10 @@ async def test_differences_only_in_learned_noise_are_noise_and_a_real_one_is_a_m
         noise_records = [m for m in listing["mismatches"] if m["outcome"] == "noise"]
         assert len(noise_records) == 10 - MIN_SAMPLES + 1
         assert sorted(noise_records[0]["noise_fields"]) == ["body.request_id", "body.served_at"]
+        async with client.get(proxy.admin_url + "/", headers=AUTH) as r:  # the triage page
+            html = await r.text()
+        assert html.count('">noise</span>') == len(noise_records)  # marked; the mismatch not
+        assert html.count('class="muted noise-fields"') == len(noise_records)
 
         status, learned = await admin(client, proxy, "GET", "/noise")
         assert status == 200 and learned["per_process"] is True

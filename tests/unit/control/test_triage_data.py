@@ -138,3 +138,15 @@ def test_csrf_tokens_are_signed() -> None:
     nonce, _, mac = token.partition(".")
     assert not csrf.valid(nonce) and not csrf.valid(f"{nonce}x.{mac}")
     assert not Csrf(b"j" * 32).valid(token)
+
+
+def test_a_noise_record_is_marked_with_its_learned_fields() -> None:
+    noise = data.record_view(
+        {"route": "r", "outcome": "noise", "noise_fields": ["body.request_id", "body.at"]},
+        data.Filters(),
+    )
+    assert noise.noise and noise.noise_fields == ("body.request_id", "body.at")
+    plain = data.record_view({"route": "r", "outcome": "mismatch"}, data.Filters())
+    assert not plain.noise and plain.noise_fields == ()
+    odd = data.record_view({"route": "r", "outcome": "noise", "noise_fields": "x"}, data.Filters())
+    assert odd.noise and odd.noise_fields == ()
