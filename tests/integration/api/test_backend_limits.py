@@ -107,6 +107,18 @@ async def burst(
     return await asyncio.gather(*(one() for _ in range(n)))
 
 
+async def six_while_stalled(link: CuttableLink, http: aiohttp.ClientSession, url: str) -> None:
+    """Six reads at once while the store behind ``link`` stalls, with 2 connections and 1
+    caller allowed to wait: 3 are refused at once, the others answered 503/504, none 500."""
+    link.hang()
+    answers = await burst(http, url, 6)
+    link.restore()
+    busy = [a for a in answers if a[0] == 503 and "connection limit" in a[2]]
+    assert len(busy) == 3, answers  # 6 callers - 2 connections - 1 waiting
+    assert all(a[1]["Retry-After"] == "1" for a in busy)
+    assert all(a[0] in (503, 504) for a in answers), answers  # the stalled ones: no 500
+
+
 async def test_a_stalled_postgres_gets_its_pool_plus_max_waiting_and_no_more(
     pg_link: CuttableLink, store_proxy: StoreProxyFactory, http: aiohttp.ClientSession
 ) -> None:
@@ -117,13 +129,7 @@ async def test_a_stalled_postgres_gets_its_pool_plus_max_waiting_and_no_more(
             "connect_timeout_seconds": 2},
     )  # fmt: skip
     key = await created(http, proxy.url, 3)
-    pg_link.hang()
-    answers = await burst(http, f"{proxy.url}/users/{key}", 6)
-    pg_link.restore()
-    busy = [a for a in answers if a[0] == 503 and "connection limit" in a[2]]
-    assert len(busy) == 3, answers  # 6 callers - 2 connections - 1 waiting
-    assert all(a[1]["Retry-After"] == "1" for a in busy)
-    assert all(a[0] in (503, 504) for a in answers), answers  # the stalled ones: no 500
+    await six_while_stalled(pg_link, http, f"{proxy.url}/users/{key}")
 
     async def served() -> bool:
         async with http.get(f"{proxy.url}/users/{key}") as r:
@@ -146,13 +152,7 @@ async def test_a_stalled_dynamodb_gets_its_connections_plus_max_waiting_and_no_m
                 "sdk_max_attempts": 1},
     )  # fmt: skip
     key = await created(http, proxy.url, 4)
-    dynamo_link.hang()
-    answers = await burst(http, f"{proxy.url}/users/{key}", 6)
-    dynamo_link.restore()
-    busy = [a for a in answers if a[0] == 503 and "connection limit" in a[2]]
-    assert len(busy) == 3, answers
-    assert all(a[1]["Retry-After"] == "1" for a in busy)
-    assert all(a[0] in (503, 504) for a in answers), answers
+    await six_while_stalled(dynamo_link, http, f"{proxy.url}/users/{key}")
 
 
 async def planted_difference(
