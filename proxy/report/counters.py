@@ -86,11 +86,12 @@ def quantile(buckets: Mapping[float, float], q: float) -> float | None:
     """``q`` of a cumulative histogram (``le`` -> count), estimated as Prometheus'
     ``histogram_quantile`` does: linearly within the bucket holding the rank, the highest
     finite bound when the rank falls in ``+Inf``. So the report agrees with the dashboard.
-    None without samples."""
-    total = samples(buckets)
-    if total <= 0:
+    None without samples. The rank is taken of the ``+Inf`` count as it is: increase()
+    extrapolates to fractions (29.6), and a rank of the rounded count (30) could lie above
+    every bucket."""
+    if samples(buckets) <= 0:
         return None
-    rank = q * total
+    rank = q * buckets[max(buckets)]
     lower, below = 0.0, 0.0
     for bound in sorted(buckets):
         seen = max(below, buckets[bound])  # increase() may break monotonicity a little

@@ -25,6 +25,12 @@ INF = math.inf
         ({0.1: 0, INF: 0}, 0.5, None),
         ({}, 0.5, None),
         ({INF: 3}, 0.5, None),  # nothing finite to report
+        # increase() extrapolates: the rank is of 29.616, not of the 30 it rounds to
+        (
+            {0.01: 26.914, 0.025: 29.616, INF: 29.616},
+            0.99,
+            0.01 + 0.015 * (0.99 * 29.616 - 26.914) / 2.702,
+        ),
     ],
 )
 def test_quantile_as_histogram_quantile(
