@@ -120,8 +120,7 @@ class HttpUpstream:
         attempt = 0
         while True:
             try:
-                async with asyncio.timeout_at(deadline):
-                    response, _ = await h1.send(self._pool, method, head, body)
+                response, _ = await h1.send(self._pool, method, head, body, deadline)
                 response.deadline = deadline
                 return response
             except h1.Disconnected as e:

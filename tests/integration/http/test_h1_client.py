@@ -9,6 +9,7 @@ import pytest
 from multidict import CIMultiDict
 
 from proxy import h1
+from proxy.tasks import spawn
 
 pytestmark = pytest.mark.integration
 
@@ -203,4 +204,86 @@ async def test_read_takes_a_body_larger_than_the_high_water_mark(raw_server: Raw
     async with asyncio.timeout(20):
         assert await response.read() == body
     response.release()
+    pool.close()
+
+
+async def test_the_slot_queue_is_first_come_first_served_and_loses_no_slot(
+    raw_server: RawServer,
+) -> None:
+    """One connection, five callers: they are answered in the order they asked; one that
+    times out, and one cancelled, in the queue leave no slot taken."""
+    gate = asyncio.Event()
+
+    async def gated(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            try:
+                await reader.readuntil(b"\r\n\r\n")
+            except asyncio.IncompleteReadError:
+                return
+            await gate.wait()
+            writer.write(OK)
+            await writer.drain()
+
+    port, _ = await raw_server(gated)
+    pool = h1.Pool("127.0.0.1", port, limit=1, connect_timeout=1)
+    loop = asyncio.get_running_loop()
+    order: list[int] = []
+
+    async def ask(n: int, deadline: float | None = None) -> None:
+        response, _ = await h1.send(pool, "GET", head(), None, deadline)
+        assert await response.read() == b"ok"
+        response.release()
+        order.append(n)
+
+    first = spawn(ask(0), name="first")
+    await asyncio.sleep(0.1)  # holds the only connection, waiting on the gate
+    queued = [spawn(ask(n), name=f"q{n}") for n in (1, 2)]
+    doomed = spawn(ask(9, deadline=loop.time() + 0.2), name="doomed")
+    cancelled = spawn(ask(8), name="cancelled")
+    queued.append(spawn(ask(3), name="q3"))
+    await asyncio.sleep(0.05)
+    assert pool.waiting == 5
+    cancelled.cancel()
+    with pytest.raises(TimeoutError):
+        await doomed
+    assert pool.waiting == 3
+    gate.set()
+    await asyncio.wait_for(asyncio.gather(first, *queued), 5)
+    assert order == [0, 1, 2, 3]
+    assert cancelled.cancelled() and pool.waiting == 0
+    pool.close()
+
+
+async def test_a_slot_handed_to_a_cancelled_caller_passes_on(raw_server: RawServer) -> None:
+    port, _ = await raw_server(keep_alive)
+    pool = h1.Pool("127.0.0.1", port, limit=1, connect_timeout=1)
+    conn, _ = await pool.acquire(head=False)
+    handed = spawn(h1.send(pool, "GET", head(), None), name="handed")
+    after = spawn(h1.send(pool, "GET", head(), None), name="after")
+    await asyncio.sleep(0.05)
+    assert pool.waiting == 2
+    pool.release(conn)  # the slot goes to `handed`, which has not run yet...
+    handed.cancel()  # ...and never will
+    response, _ = await asyncio.wait_for(after, 2)
+    assert await response.read() == b"ok"
+    response.release()
+    assert handed.cancelled() and pool.waiting == 0
+    response, _ = await asyncio.wait_for(h1.send(pool, "GET", head(), None), 2)
+    response.release()
+    pool.close()
+
+
+async def test_a_deadline_bounds_the_wait_for_the_answer(raw_server: RawServer) -> None:
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        await asyncio.sleep(5)
+
+    port, _ = await raw_server(silent)
+    pool = h1.Pool("127.0.0.1", port, limit=1, connect_timeout=1)
+    loop = asyncio.get_running_loop()
+    with pytest.raises(TimeoutError):
+        await h1.send(pool, "GET", head(), None, loop.time() + 0.2)
+    # the connection was dropped and its slot freed: the next call is not stuck behind it
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(h1.send(pool, "GET", head(), None, loop.time() + 0.2), 2)
     pool.close()
