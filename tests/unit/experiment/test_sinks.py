@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -80,3 +81,22 @@ async def test_redis_stream_sink_caps_length() -> None:
     finally:
         await writer._redis.delete(stream)
         await sink.close()
+
+
+async def test_records_arriving_close_together_share_a_batch(tmp_path: Path) -> None:
+    class Counting(JsonlWriter):
+        batches: list[int] = []
+
+        async def write_batch(self, lines: list[bytes]) -> None:
+            self.batches.append(len(lines))
+            await super().write_batch(lines)
+
+    writer = Counting(JsonlSink(path=str(tmp_path / "new" / "m.jsonl")))  # folder made on use
+    sink = BufferedSink(writer, Metrics.create(CollectorRegistry()), linger=0.2)
+    for i in range(20):  # one at a time, the loop running in between
+        sink.submit({"i": i})
+        await asyncio.sleep(0.001)
+    await sink.flush()
+    assert writer.batches == [20]
+    assert [r["i"] for r in await writer.recent(100)] == list(range(19, -1, -1))
+    await sink.close()
