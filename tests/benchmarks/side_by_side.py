@@ -1,0 +1,221 @@
+"""Benchmark: this tree against another revision, both at once, CPU per request.
+
+On a shared VM the machine's speed drifts by a quarter between runs a minute apart, so two
+runs of ``http_proxy.py``, one per revision, cannot show a change of a few percent. Here both
+revisions run at the same time, each ``shadowproxy serve --workers 1`` behind the same nginx
+upstream, each under its own paced wrk at the same rate: whatever the machine does, it does to
+both. What is compared is the CPU time each proxy process used per request (``/proc``), not
+its throughput.
+
+- ``--base REV`` (default ``HEAD``) is checked out into a temporary git worktree and run with
+  this virtualenv, ``PYTHONPATH`` pointing at the worktree. "this tree" is the working tree,
+  uncommitted changes included.
+- ``--control`` runs this tree against itself: the ratio it prints is the instrument's own
+  bias, to read the real ratio against.
+- The order in which the two wrk start alternates every round; round 0 warms up and is not
+  counted.
+
+Example: ``.venv/bin/python tests/benchmarks/side_by_side.py --base HEAD~1 --phase
+proxy-mismatch --rounds 5``. Needs ``wrk``, ``nginx`` and ``git``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import http_proxy as hp
+from benchlib import (
+    REPO,
+    BenchError,
+    Processes,
+    cpu_model,
+    free_ports,
+    terminate_on_sigterm,
+)
+
+PHASES = ("proxy", "proxy-shadow", "proxy-mismatch")
+# Both proxies share one core, nginx and both wrk the other: each proxy sees the same core,
+# the same neighbours and the same caches. Unpinned, the two proxies' CPU per request differed
+# by 3-6% running the same tree, depending on where the scheduler put them.
+SUT_CPU, LOAD_CPU = "1", "0"
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--base", default="HEAD", help="the revision to compare against (HEAD)")
+    p.add_argument("--control", action="store_true", help="this tree against itself")
+    p.add_argument("--phase", choices=PHASES, default="proxy-shadow", help="(proxy-shadow)")
+    p.add_argument("--rate", type=float, default=700, help="requests/s to each (700)")
+    p.add_argument("--duration", type=int, default=10, help="seconds per round (10)")
+    p.add_argument("--rounds", type=int, default=4, help="counted rounds (4)")
+    p.add_argument("--connections", type=int, default=16, help="wrk connections each (16)")
+    args = p.parse_args(argv)
+    if args.rate <= 0 or args.duration < 1 or args.rounds < 1 or args.connections < 1:
+        p.error("--rate, --duration, --rounds and --connections must be positive")
+    return args
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system time of ``pid`` and its children (the serve process and its worker)."""
+    children = subprocess.run(
+        ["pgrep", "-P", str(pid)], capture_output=True, text=True, check=False
+    ).stdout.split()
+    total = 0
+    for each in (str(pid), *children):
+        try:
+            fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def worktree(rev: str, tmp: Path) -> Path:
+    where = tmp / "base-tree"
+    done = subprocess.run(
+        ["git", "-C", str(REPO), "worktree", "add", "--detach", str(where), rev],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise BenchError(f"git worktree add {rev}: {done.stderr.strip()}")
+    return where
+
+
+def imported_from(path: Path) -> None:
+    """Fail unless ``PYTHONPATH=path`` really makes the proxy come from ``path``."""
+    env = dict(os.environ, PYTHONPATH=str(path))
+    got = subprocess.run(
+        [sys.executable, "-c", "import proxy; print(proxy.__file__)"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=path.parent,  # not the repository: `-c` puts the working directory first
+        check=False,
+    ).stdout.strip()
+    if not got.startswith(str(path)):
+        raise BenchError(f"PYTHONPATH={path} imports the proxy from {got or 'nowhere'}")
+
+
+def requests_done(wrk_output: str) -> int:
+    for line in wrk_output.splitlines():
+        if "requests in" in line:
+            return int(line.split()[0])
+    raise BenchError(f"no request count in wrk's output:\n{wrk_output}")
+
+
+def run(args: argparse.Namespace, tmp: Path, procs: Processes) -> list[tuple[float, float]]:
+    base = REPO if args.control else worktree(args.base, tmp)
+    imported_from(base)
+    upstream_args = hp.parse_args(
+        ["--workers", "1", "--upstream-workers", "1", "--upstream-cpus", LOAD_CPU]
+    )
+    ports = hp.Ports.pick()
+    hp.start_upstream(upstream_args, ports, tmp, procs)
+    systems: dict[str, tuple[int, str]] = {}
+    for name, path in (("this", REPO), ("base", base)):
+        listen, admin = free_ports(2)
+        mine = hp.Ports(ports.primary, ports.shadow, ports.status, ports.mirror, listen, admin)
+        folder = tmp / name
+        folder.mkdir()
+        config = hp.proxy_config(
+            folder, mine, shadow=args.phase != "proxy", mismatch=args.phase == "proxy-mismatch"
+        )
+        os.environ["PYTHONPATH"] = str(path)
+        try:
+            proc = hp.start_shadowproxy(config, 1, mine, procs, SUT_CPU, f"shadowproxy-{name}")
+        finally:
+            del os.environ["PYTHONPATH"]
+        systems[name] = (proc.pid, f"http://127.0.0.1:{listen}{hp.REQUEST_PATH}")
+    script = tmp / "paced.lua"
+    script.write_text((hp.WRK_SCRIPTS / "paced.lua").read_text())
+    env = dict(os.environ, BENCH_RATE=str(args.rate), BENCH_THREADS="1")
+    results: list[tuple[float, float]] = []
+    for round_ in range(args.rounds + 1):
+        order = ("this", "base") if round_ % 2 else ("base", "this")
+        before = {name: cpu_seconds(pid) for name, (pid, _) in systems.items()}
+        loads = {
+            name: subprocess.Popen(
+                [
+                    "taskset",
+                    "-c",
+                    LOAD_CPU,
+                    "wrk",
+                    "-t1",
+                    f"-c{args.connections}",
+                    f"-d{args.duration}s",
+                    "-s",
+                    str(script),
+                    systems[name][1],
+                ],
+                stdout=subprocess.PIPE,
+                text=True,
+                env=env,
+            )
+            for name in order
+        }
+        per_request = {}
+        for name, load in loads.items():
+            out = load.communicate()[0]
+            used = cpu_seconds(systems[name][0]) - before[name]
+            per_request[name] = 1e6 * used / requests_done(out)
+        if round_ == 0:
+            continue
+        results.append((per_request["this"], per_request["base"]))
+        this, other = results[-1]
+        print(f"round {round_}: this {this:.0f} µs/req, base {other:.0f}, {this / other:.3f}x")
+    return results
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    tmp = Path(tempfile.mkdtemp(prefix="shadowproxy-sbs-"))
+    tmp.chmod(0o755)  # nginx workers drop root privileges to `nobody`
+    procs = Processes(tmp)
+    try:
+        with terminate_on_sigterm():
+            results = run(args, tmp, procs)
+    except BenchError as e:
+        print(f"\nbenchmark failed: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\ninterrupted; all benchmark processes stopped", file=sys.stderr)
+        return 130
+    finally:
+        procs.stop_all()
+        if (tmp / "base-tree").exists():
+            subprocess.run(
+                ["git", "-C", str(REPO), "worktree", "remove", "--force", str(tmp / "base-tree")],
+                capture_output=True,
+                check=False,
+            )
+        shutil.rmtree(tmp, ignore_errors=True)
+    against = "this tree (control)" if args.control else args.base
+    ratios = [this / other for this, other in results]
+    print(
+        f"\n{args.phase} at {args.rate:g} requests/s each, {args.rounds} rounds of "
+        f"{args.duration} s; {os.cpu_count()} CPUs ({cpu_model()}), Python "
+        f"{platform.python_version()}\n"
+    )
+    print("| tree | CPU µs/request (median) |\n|---|---:|")
+    print(f"| this tree | {statistics.median(r[0] for r in results):.0f} |")
+    print(f"| {against} | {statistics.median(r[1] for r in results):.0f} |")
+    print(f"\nthis / base: {statistics.median(ratios):.3f}x (per round: "
+          + ", ".join(f"{r:.3f}" for r in ratios) + ")")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
