@@ -124,6 +124,23 @@ def terminate_on_sigterm() -> Iterator[None]:
 
 
 @contextlib.contextmanager
+def guarded(procs: Processes) -> Iterator[None]:
+    """One benchmark run: SIGTERM ends it like Ctrl-C, a BenchError or Ctrl-C becomes a said
+    exit (status 1 or 130), and every child is stopped whatever happens."""
+    try:
+        with terminate_on_sigterm():
+            yield
+    except BenchError as e:
+        print(f"\nbenchmark failed: {e}", file=sys.stderr)
+        raise SystemExit(1) from None
+    except KeyboardInterrupt:
+        print("\ninterrupted; all benchmark processes stopped", file=sys.stderr)
+        raise SystemExit(130) from None
+    finally:
+        procs.stop_all()
+
+
+@contextlib.contextmanager
 def signals_ignored() -> Iterator[None]:
     """A second Ctrl-C (or SIGTERM) must not abandon the cleanup half-way."""
     sigs = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)

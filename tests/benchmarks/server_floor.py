@@ -23,6 +23,7 @@ import argparse
 import importlib.util
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -33,7 +34,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchlib import REPO, BenchError, Processes, cpu_model, free_ports, terminate_on_sigterm
+from benchlib import REPO, BenchError, Processes, cpu_model, free_ports, guarded
 
 BODY = b'{"id": 42, "name": "Ada Lovelace", "email": "ada@example.com", "bio": "' + b"x" * 1000
 BODY += b'"}'
@@ -176,7 +177,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     procs = Processes(tmp)
     results: dict[str, list[tuple[float, float]]] = {n: [] for n in names}
     try:
-        with terminate_on_sigterm():
+        with guarded(procs):
             servers = {}
             for name, port in zip(names, free_ports(len(names)), strict=True):
                 servers[name] = (server_pid(start(name, port, tmp, procs)), port)
@@ -185,14 +186,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     got = measure(f"http://127.0.0.1:{port}/users/42", pid, args)
                     if round_:  # round 0 warms up
                         results[name].append(got)
-    except BenchError as e:
-        print(f"\nbenchmark failed: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("\ninterrupted; all benchmark processes stopped", file=sys.stderr)
-        return 130
     finally:
-        procs.stop_all()
+        shutil.rmtree(tmp, ignore_errors=True)
     print(
         f"\n{os.cpu_count()} CPUs ({cpu_model()}), Python {platform.python_version()}; "
         f"server on CPU {SERVER_CPU}, wrk -c{args.connections} on CPU {LOAD_CPU}; medians of "

@@ -41,7 +41,7 @@ from benchlib import (
     Processes,
     cpu_model,
     free_ports,
-    terminate_on_sigterm,
+    guarded,
 )
 
 PHASES = ("proxy", "proxy-shadow", "proxy-mismatch")
@@ -185,16 +185,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     tmp.chmod(0o755)  # nginx workers drop root privileges to `nobody`
     procs = Processes(tmp)
     try:
-        with terminate_on_sigterm():
+        with guarded(procs):
             results = run(args, tmp, procs)
-    except BenchError as e:
-        print(f"\nbenchmark failed: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("\ninterrupted; all benchmark processes stopped", file=sys.stderr)
-        return 130
     finally:
-        procs.stop_all()
         if (tmp / "base-tree").exists():
             subprocess.run(
                 ["git", "-C", str(REPO), "worktree", "remove", "--force", str(tmp / "base-tree")],
