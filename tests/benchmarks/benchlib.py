@@ -220,6 +220,23 @@ def cpu_model() -> str:
     return "?"
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of ``pid`` and its children (worker processes) so far."""
+    total = 0
+    for p in [pid, *_children(pid)]:
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def _children(pid: int) -> list[int]:
+    with contextlib.suppress(OSError):
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+        return [int(c) for c in text.split()]
+    return []
+
+
 def shadowproxy_command() -> list[str]:
     script = Path(sys.executable).parent / "shadowproxy"
     return [str(script)] if script.exists() else [sys.executable, "-m", "proxy"]

@@ -42,6 +42,7 @@ from benchlib import (
     REPO,
     Processes,
     cpu_model,
+    cpu_seconds,
     free_ports,
     http_get,
     shadowproxy_command,
@@ -108,23 +109,6 @@ def config(tmp: Path, ports: dict[str, int], noise: float | None) -> Path:
     path = tmp / f"noise-{noise}.yaml"
     path.write_text(yaml.safe_dump(raw))
     return path
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of ``pid`` and its children (worker processes) so far."""
-    total = 0
-    for p in [pid, *_children(pid)]:
-        with contextlib.suppress(OSError):
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
-
-
-def _children(pid: int) -> list[int]:
-    with contextlib.suppress(OSError):
-        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
-        return [int(c) for c in text.split()]
-    return []
 
 
 async def load(url: str, connections: int, seconds: float) -> tuple[int, int]:

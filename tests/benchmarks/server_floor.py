@@ -28,13 +28,21 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchlib import REPO, BenchError, Processes, cpu_model, free_ports, guarded
+from benchlib import (
+    REPO,
+    BenchError,
+    Processes,
+    cpu_model,
+    cpu_seconds,
+    free_ports,
+    guarded,
+    wait_ready,
+)
 
 BODY = b'{"id": 42, "name": "Ada Lovelace", "email": "ada@example.com", "bio": "' + b"x" * 1000
 BODY += b'"}'
@@ -112,11 +120,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def start(name: str, port: int, tmp: Path, procs: Processes) -> subprocess.Popen[bytes]:
     pin = ["taskset", "-c", SERVER_CPU]
     if name == "granian":
@@ -131,17 +134,8 @@ def start(name: str, port: int, tmp: Path, procs: Processes) -> subprocess.Popen
         cmd = [*pin, sys.executable, str(script)]
     env = dict(os.environ, PYTHONPATH=str(REPO))
     proc = procs.start(name, cmd, env=env)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        done = subprocess.run(
-            ["curl", "-sf", "-o", "/dev/null", f"http://127.0.0.1:{port}/users/42"], check=False
-        )
-        if done.returncode == 0:
-            return proc
-        if proc.poll() is not None:
-            raise BenchError(f"{name} exited:\n{procs.log_tail(name)}")
-        time.sleep(0.2)
-    raise BenchError(f"{name} did not answer in 30 s:\n{procs.log_tail(name)}")
+    wait_ready(f"http://127.0.0.1:{port}/users/42", proc, 30, name, procs, name)
+    return proc
 
 
 def server_pid(proc: subprocess.Popen[bytes]) -> int:

@@ -40,6 +40,7 @@ from benchlib import (
     BenchError,
     Processes,
     cpu_model,
+    cpu_seconds,
     free_ports,
     guarded,
 )
@@ -64,21 +65,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if args.rate <= 0 or args.duration < 1 or args.rounds < 1 or args.connections < 1:
         p.error("--rate, --duration, --rounds and --connections must be positive")
     return args
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system time of ``pid`` and its children (the serve process and its worker)."""
-    children = subprocess.run(
-        ["pgrep", "-P", str(pid)], capture_output=True, text=True, check=False
-    ).stdout.split()
-    total = 0
-    for each in (str(pid), *children):
-        try:
-            fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
-        except FileNotFoundError:
-            continue
-        total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
 
 
 def worktree(rev: str, tmp: Path) -> Path:
