@@ -236,6 +236,7 @@ class DynamoHttpClient:
         attempt = 0
         paid = 0  # what the latest retry cost: refunded when the call succeeds
         stale_retry = True
+        throttled: DynamoError | None = None  # the latest throttling answer, if any
         while True:
             attempt += 1
             pause = self.retry.delay(attempt)  # before the next attempt, if one follows
@@ -246,6 +247,7 @@ class DynamoHttpClient:
             except DynamoError as e:
                 if e.code in THROTTLING_CODES:
                     self.throttles += 1
+                    throttled = e
                 if not e.retryable or not self._may_retry(attempt, RETRY_COST, pause, ends):
                     raise
                 paid = RETRY_COST
@@ -282,6 +284,10 @@ class DynamoHttpClient:
                     operation, "ProtocolError", e, attempt, retryable=False
                 ) from e
             except TimeoutError as e:
+                if throttled is not None and ends is not None and loop.time() >= ends:
+                    # The call's deadline cut a retry of a throttled call short: what the
+                    # caller should hear is the throttling (retry later), not a timeout.
+                    raise throttled from e
                 if not retry_unknown or not self._may_retry(
                     attempt, TIMEOUT_RETRY_COST, pause, ends
                 ):

@@ -3,6 +3,7 @@ DynamoDB's throttling error instead of passing them on: a table over its capacit
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -15,19 +16,22 @@ THROTTLED = {
     "message": "The level of configured provisioned throughput for the table was exceeded.",
 }
 AMZ_JSON = "application/x-amz-json-1.0"
+STALL_SECONDS = 3.0
 
 
 class DynamoHop:
     """``throttle_every[op] = n`` throttles every n-th call of ``op`` (``BatchWriteItem``);
     ``throttle_from[op] = n`` every call from the n-th on (counted in ``seen``);
-    ``throttle_all`` holds operations throttled on every call. ``seen`` counts calls by
-    operation, ``throttled`` the answers replaced."""
+    ``throttle_all`` holds operations throttled on every call; ``stall_from[op] = n`` holds
+    every call from the n-th on for ``STALL_SECONDS`` before passing it on. ``seen`` counts
+    calls by operation, ``throttled`` the answers replaced."""
 
     def __init__(self, target: str) -> None:
         self.target = target
         self.throttle_every: dict[str, int] = {}
         self.throttle_from: dict[str, int] = {}
         self.throttle_all: set[str] = set()
+        self.stall_from: dict[str, int] = {}
         self.seen: Counter[str] = Counter()
         self.throttled = 0
         self.url = ""
@@ -47,7 +51,10 @@ class DynamoHop:
         body = await request.read()
         operation = request.headers.get("X-Amz-Target", "").rpartition(".")[2]
         self.seen[operation] += 1
-        if self._throttles(operation):
+        stall = self.stall_from.get(operation)
+        if stall is not None and self.seen[operation] >= stall:
+            await asyncio.sleep(STALL_SECONDS)
+        elif self._throttles(operation):
             self.throttled += 1
             return web.json_response(THROTTLED, status=400, content_type=AMZ_JSON)
         headers = {k: v for k, v in request.headers.items() if k.lower() != "host"}

@@ -79,6 +79,25 @@ async def test_throttling_is_retried_only_within_the_deadline(
     assert 1 <= hop.seen["GetItem"] - before < 10
 
 
+async def test_a_deadline_that_cuts_a_retry_of_a_throttled_read_answers_503(
+    hop: DynamoHop, store_proxy: StoreProxyFactory, http: aiohttp.ClientSession
+) -> None:
+    """The first attempt is throttled, the retry hangs until the call's deadline: the client
+    hears the throttling (503, Retry-After), not a gateway timeout."""
+    proxy = await store_proxy(
+        "dynamodb", write_to=("dynamodb",), shadow_reads=0.0, dynamo_url=hop.url,
+        dynamo={"sdk_max_attempts": 10, "deadline_seconds": 0.5},
+    )  # fmt: skip
+    key = await created(http, proxy.url, 2)
+    before = hop.seen["GetItem"]
+    hop.throttle_all.add("GetItem")
+    hop.stall_from["GetItem"] = before + 2
+    async with http.get(f"{proxy.url}/users/{key}") as r:
+        assert r.status == 503
+        assert r.headers["Retry-After"] == "1"
+    assert hop.seen["GetItem"] - before == 2
+
+
 def test_bad_limit_values_are_config_errors_naming_the_key_and_the_value() -> None:
     for kind, bad in (
         ("dynamodb", {"deadline_seconds": 0}),
