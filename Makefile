@@ -28,8 +28,12 @@ lint: install-test
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+# Two pytest workers: the tests are isolated (free ports, per-test tables, key prefixes and
+# Redis databases), and one process left one core of a 2-core machine mostly idle.
+TEST_WORKERS ?= 2
+
 test: install-test services lint
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist worksteal
 	$(MAKE) wheel-check
 
 # The wheel a user installs, non-editable, in a fresh venv: --version, check-config, demo.
