@@ -14,7 +14,8 @@ protocol error (the proxy never asks to upgrade); trailers of a chunked body are
 Errors (all ``BackendError``): ``ConnectFailed`` (nothing was sent), ``Disconnected`` (the
 connection closed before a response began), ``PayloadError`` (it broke off mid-body),
 ``ProtocolError`` (not HTTP/1.1 we can parse). The first two are safe to retry for idempotent
-requests; deadlines are the caller's ``asyncio.timeout``.
+requests. Deadlines are loop times given to ``send`` and ``Response.read``: a timer is armed
+only while one waits, cheaper than an ``asyncio.timeout`` around each call.
 """
 
 from __future__ import annotations
@@ -412,16 +413,17 @@ class Response:
                 return
             await conn.wait()
 
-    async def read(self) -> bytes:
-        """The whole body. What has arrived is taken as it comes: past ``HIGH_WATER`` bytes
-        buffered the connection stops reading until someone takes them, so waiting for the
-        end without taking would wait forever on a large body."""
+    async def read(self, deadline: float | None = None) -> bytes:
+        """The whole body; TimeoutError at ``deadline`` (loop time), when given. What has
+        arrived is taken as it comes: past ``HIGH_WATER`` bytes buffered the connection stops
+        reading until someone takes them, so waiting for the end without taking would wait
+        forever on a large body."""
         conn = self._conn
         parts: list[bytes] = []
         while not conn.complete:
             if conn.chunks:
                 parts.append(conn.take())
-            await conn.wait()
+            await conn.wait(deadline)
         if conn.chunks:
             parts.append(conn.take())
         return parts[0] if len(parts) == 1 else b"".join(parts)

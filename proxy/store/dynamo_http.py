@@ -355,12 +355,14 @@ class DynamoHttpClient:
             raise RuntimeError("DynamoHttpClient: open() was not awaited (or it is closed)")
         head = self._head(await self._current_credentials(), target, body)
         limit = asyncio.get_running_loop().time() + self._read_timeout
-        async with asyncio.timeout_at(limit if ends is None else min(limit, ends)):
-            response, _ = await h1.send(pool, "POST", head, body)
-            try:
-                data = await response.read()
-            finally:
-                response.release()
+        deadline = limit if ends is None else min(limit, ends)
+        # The deadline goes to each wait (a loop timer only when one waits), not an
+        # ``asyncio.timeout`` around the attempt: that cost ~4% of a shadow read's CPU.
+        response, _ = await h1.send(pool, "POST", head, body, deadline)
+        try:
+            data = await response.read(deadline)
+        finally:
+            response.release()
         crc = response.header(b"x-amz-crc32")
         if crc is not None and (not crc.isdigit() or int(crc) != zlib.crc32(data)):
             raise DynamoTransportError(

@@ -287,3 +287,28 @@ async def test_a_deadline_bounds_the_wait_for_the_answer(raw_server: RawServer) 
     with pytest.raises(TimeoutError):
         await asyncio.wait_for(h1.send(pool, "GET", head(), None, loop.time() + 0.2), 2)
     pool.close()
+
+
+async def test_a_deadline_bounds_the_body_read_and_the_connection_is_not_reused(
+    raw_server: RawServer,
+) -> None:
+    async def stalls_mid_body(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhalf")
+        await writer.drain()
+        await asyncio.sleep(5)
+
+    port, connections = await raw_server(stalls_mid_body)
+    pool = h1.Pool("127.0.0.1", port, limit=1, connect_timeout=1)
+    loop = asyncio.get_running_loop()
+    response, _ = await h1.send(pool, "GET", head(), None, loop.time() + 2)
+    async with asyncio.timeout(4) as guard:  # expiring raises out of the block: test fails
+        with pytest.raises(TimeoutError):
+            await response.read(loop.time() + 0.2)
+    assert not guard.expired()
+    response.release()
+    # the half-read connection was closed, not put back: the next call opens another
+    response, reused = await h1.send(pool, "GET", head(), None, loop.time() + 2)
+    assert not reused and len(connections) == 2
+    response.release()
+    pool.close()

@@ -45,7 +45,7 @@ class FakeResponse:
     def header(self, name: bytes) -> bytes | None:
         return self._headers.get(name)
 
-    async def read(self) -> bytes:
+    async def read(self, deadline: float | None = None) -> bytes:
         return self._body
 
     def release(self) -> None:
@@ -66,7 +66,9 @@ class Wire:
             (status, a if isinstance(a, bytes) else orjson.dumps(a), {}) for a in answers
         )
 
-    async def send(self, pool: Any, method: str, head: bytes, body: bytes) -> Any:
+    async def send(
+        self, pool: Any, method: str, head: bytes, body: bytes, deadline: float | None = None
+    ) -> Any:
         lines = head.decode().split("\r\n")
         assert lines[0] == f"{method} / HTTP/1.1"
         fields = dict(line.split(": ", 1) for line in lines[1:] if line)
