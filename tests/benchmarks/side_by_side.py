@@ -14,6 +14,10 @@ its throughput.
   bias, to read the real ratio against.
 - The order in which the two wrk start alternates every round; round 0 warms up and is not
   counted.
+- ``--phase store-shadow0`` and ``store-shadow100`` measure store mode instead: both proxies
+  serve ``GET /users/{id}`` of one seeded user (``store_proxy.py``'s config, tables and
+  DynamoDB emulator; PostgreSQL is this machine's), with no shadow or every read shadowed,
+  at 250 requests/s each unless ``--rate`` says otherwise.
 
 Example: ``.venv/bin/python tests/benchmarks/side_by_side.py --base HEAD~1 --phase
 proxy-mismatch --rounds 5``. Needs ``wrk``, ``nginx`` and ``git``.
@@ -22,6 +26,7 @@ proxy-mismatch --rounds 5``. Needs ``wrk``, ``nginx`` and ``git``.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import platform
 import shutil
@@ -35,6 +40,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import http_proxy as hp
+import store_proxy as sp
+import yaml
 from benchlib import (
     REPO,
     BenchError,
@@ -45,7 +52,8 @@ from benchlib import (
     guarded,
 )
 
-PHASES = ("proxy", "proxy-shadow", "proxy-mismatch")
+PHASES = ("proxy", "proxy-shadow", "proxy-mismatch", "store-shadow0", "store-shadow100")
+STORE_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 # Both proxies share one core, nginx and both wrk the other: each proxy sees the same core,
 # the same neighbours and the same caches. Unpinned, the two proxies' CPU per request differed
 # by 3-6% running the same tree, depending on where the scheduler put them.
@@ -57,11 +65,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--base", default="HEAD", help="the revision to compare against (HEAD)")
     p.add_argument("--control", action="store_true", help="this tree against itself")
     p.add_argument("--phase", choices=PHASES, default="proxy-shadow", help="(proxy-shadow)")
-    p.add_argument("--rate", type=float, default=700, help="requests/s to each (700)")
+    p.add_argument("--rate", type=float, help="requests/s to each (700; 250 for the store phases)")
     p.add_argument("--duration", type=int, default=10, help="seconds per round (10)")
     p.add_argument("--rounds", type=int, default=4, help="counted rounds (4)")
     p.add_argument("--connections", type=int, default=16, help="wrk connections each (16)")
     args = p.parse_args(argv)
+    if args.rate is None:  # a store read costs about twice an HTTP one: both must fit a core
+        args.rate = 250.0 if args.phase.startswith("store-") else 700.0
     if args.rate <= 0 or args.duration < 1 or args.rounds < 1 or args.connections < 1:
         p.error("--rate, --duration, --rounds and --connections must be positive")
     return args
@@ -102,16 +112,29 @@ def requests_done(wrk_output: str) -> int:
     raise BenchError(f"no request count in wrk's output:\n{wrk_output}")
 
 
-def run(args: argparse.Namespace, tmp: Path, procs: Processes) -> list[tuple[float, float]]:
-    base = REPO if args.control else worktree(args.base, tmp)
-    imported_from(base)
+Systems = dict[str, tuple[int, str]]  # "this"/"base" -> (proxy pid, URL to load)
+
+
+def start_proxy(config: Path, path: Path, admin: int, procs: Processes, name: str) -> int:
+    """``shadowproxy serve --workers 1`` of the tree at ``path``, pinned to ``SUT_CPU``."""
+    os.environ["PYTHONPATH"] = str(path)
+    try:
+        ports = hp.Ports(0, 0, 0, 0, 0, admin)  # start_shadowproxy waits on the admin port
+        return hp.start_shadowproxy(config, 1, ports, procs, SUT_CPU, f"shadowproxy-{name}").pid
+    finally:
+        del os.environ["PYTHONPATH"]
+
+
+def http_systems(
+    args: argparse.Namespace, trees: dict[str, Path], tmp: Path, procs: Processes
+) -> Systems:
     upstream_args = hp.parse_args(
         ["--workers", "1", "--upstream-workers", "1", "--upstream-cpus", LOAD_CPU]
     )
     ports = hp.Ports.pick()
     hp.start_upstream(upstream_args, ports, tmp, procs)
-    systems: dict[str, tuple[int, str]] = {}
-    for name, path in (("this", REPO), ("base", base)):
+    systems: Systems = {}
+    for name, path in trees.items():
         listen, admin = free_ports(2)
         mine = hp.Ports(ports.primary, ports.shadow, ports.status, ports.mirror, listen, admin)
         folder = tmp / name
@@ -119,12 +142,64 @@ def run(args: argparse.Namespace, tmp: Path, procs: Processes) -> list[tuple[flo
         config = hp.proxy_config(
             folder, mine, shadow=args.phase != "proxy", mismatch=args.phase == "proxy-mismatch"
         )
-        os.environ["PYTHONPATH"] = str(path)
-        try:
-            proc = hp.start_shadowproxy(config, 1, mine, procs, SUT_CPU, f"shadowproxy-{name}")
-        finally:
-            del os.environ["PYTHONPATH"]
-        systems[name] = (proc.pid, f"http://127.0.0.1:{listen}{hp.REQUEST_PATH}")
+        pid = start_proxy(config, path, admin, procs, name)
+        systems[name] = (pid, f"http://127.0.0.1:{listen}{hp.REQUEST_PATH}")
+    return systems
+
+
+def store_systems(
+    args: argparse.Namespace, trees: dict[str, Path], tmp: Path, procs: Processes
+) -> tuple[Systems, sp.Env]:
+    """Both proxies on one seeded table; the emulator pinned with the load."""
+    emulator, _ = sp.default_emulator()
+    (dynamodb_port,) = free_ports(1)
+    url = sp.start_dynamodb(emulator, dynamodb_port, procs)
+    pid = procs.running()[sp.DYNAMODB]
+    subprocess.run(["taskset", "-a", "-pc", LOAD_CPU, str(pid)], capture_output=True, check=True)
+    table = f"shadowproxy_sbs_{os.getpid()}"
+    phase = args.phase.removeprefix("store-")
+    systems: Systems = {}
+    env: sp.Env | None = None
+    os.environ.setdefault("SHADOWPROXY_REDACTION_KEY", "side-by-side")
+    for name, path in trees.items():
+        listen, admin = free_ports(2)
+        folder = tmp / name
+        folder.mkdir()
+        env = sp.Env(
+            tmp=folder, dsn=STORE_DSN, sut_dsn=STORE_DSN, table=table, dynamodb_url=url,
+            proxy_port=listen, admin_port=admin, baseline_port=0, ids_file=folder / "ids",
+            sample_id="", get_sql="", pool_max=10,
+        )  # fmt: skip
+        if not systems:
+            ids = asyncio.run(sp.setup_stores(env, 200))
+        config = folder / "proxy.yaml"
+        config.write_text(yaml.safe_dump(sp.phase_config(env, phase), sort_keys=False))
+        sp.check_isolated(config)
+        systems[name] = (
+            start_proxy(config, path, admin, procs, name),
+            f"http://127.0.0.1:{listen}/users/{ids[0]}",
+        )
+    assert env is not None
+    return systems, env
+
+
+def run(args: argparse.Namespace, tmp: Path, procs: Processes) -> list[tuple[float, float]]:
+    base = REPO if args.control else worktree(args.base, tmp)
+    imported_from(base)
+    trees = {"this": REPO, "base": base}
+    if not args.phase.startswith("store-"):
+        return measure(args, http_systems(args, trees, tmp, procs), tmp)
+    systems, env = store_systems(args, trees, tmp, procs)
+    try:
+        return measure(args, systems, tmp)
+    finally:
+        procs.stop_all(keep=(sp.DYNAMODB,))  # the proxies hold pool connections
+        for line in asyncio.run(sp.drop_tables(env.dsn, env.table, env.dynamodb_url)):
+            print(f"  {line}")
+
+
+def measure(args: argparse.Namespace, systems: Systems, tmp: Path) -> list[tuple[float, float]]:
+    """Paced wrk at both at once, every round; CPU µs per request of (this, base)."""
     script = tmp / "paced.lua"
     script.write_text((hp.WRK_SCRIPTS / "paced.lua").read_text())
     env = dict(os.environ, BENCH_RATE=str(args.rate), BENCH_THREADS="1")
