@@ -54,6 +54,18 @@ async def keep_alive(reader: asyncio.StreamReader, writer: asyncio.StreamWriter)
         await writer.drain()
 
 
+def answers_then_stalls(answer: bytes, seconds: float) -> Serve:
+    """A backend that reads one request head, writes ``answer`` and then sends nothing."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(answer)
+        await writer.drain()
+        await asyncio.sleep(seconds)
+
+    return serve
+
+
 def head(method: str = "GET") -> bytes:
     return h1.request_head(method, "/x", "h", CIMultiDict(), None)
 
@@ -70,12 +82,7 @@ async def test_connections_are_reused(raw_server: RawServer) -> None:
 
 
 async def test_head_answers_are_complete_and_not_reused(raw_server: RawServer) -> None:
-    async def head_then_ok(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.readuntil(b"\r\n\r\n")
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1234\r\n\r\n")
-        await writer.drain()
-        await asyncio.sleep(0.5)
-
+    head_then_ok = answers_then_stalls(b"HTTP/1.1 200 OK\r\nContent-Length: 1234\r\n\r\n", 0.5)
     port, connections = await raw_server(head_then_ok)
     pool = h1.Pool("127.0.0.1", port, limit=4, connect_timeout=1)
     for _ in range(2):
@@ -292,12 +299,7 @@ async def test_a_deadline_bounds_the_wait_for_the_answer(raw_server: RawServer) 
 async def test_a_deadline_bounds_the_body_read_and_the_connection_is_not_reused(
     raw_server: RawServer,
 ) -> None:
-    async def stalls_mid_body(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.readuntil(b"\r\n\r\n")
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhalf")
-        await writer.drain()
-        await asyncio.sleep(5)
-
+    stalls_mid_body = answers_then_stalls(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhalf", 5)
     port, connections = await raw_server(stalls_mid_body)
     pool = h1.Pool("127.0.0.1", port, limit=1, connect_timeout=1)
     loop = asyncio.get_running_loop()
