@@ -323,6 +323,8 @@ def _run(load: Load) -> Load:
     return load
 
 
+# Its own bounds (two 20 s loads, each drain up to 90 s) are longer than the default 120 s.
+@pytest.mark.timeout(300)
 def test_three_instances_on_hot_keys_leave_both_stores_equal_in_both_directions(
     fleet: Fleet,
 ) -> None:
