@@ -14,8 +14,9 @@ protocol error (the proxy never asks to upgrade); trailers of a chunked body are
 Errors (all ``BackendError``): ``ConnectFailed`` (nothing was sent), ``Disconnected`` (the
 connection closed before a response began), ``PayloadError`` (it broke off mid-body),
 ``ProtocolError`` (not HTTP/1.1 we can parse). The first two are safe to retry for idempotent
-requests. Deadlines are loop times given to ``send`` and ``Response.read``: a timer is armed
-only while one waits, cheaper than an ``asyncio.timeout`` around each call.
+requests. Deadlines are loop times given to ``send`` and ``Response.read``, served by one
+timer per connection kept across requests (``Connection.wait``): cheaper than an
+``asyncio.timeout`` around each call, or a timer per wait.
 """
 
 from __future__ import annotations
