@@ -73,6 +73,7 @@ class Connection(asyncio.Protocol):
         # The deadline of the current wait, and one loop timer kept across waits (see wait).
         self._deadline: float | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0  # the deadline the timer was armed for (uvloop's when() rounds)
         self.reset(head=False)
 
     def reset(self, *, head: bool) -> None:
@@ -207,10 +208,11 @@ class Connection(asyncio.Protocol):
         if deadline is not None:
             self._deadline = deadline
             timer = self._timer
-            if timer is None or timer.when() > deadline:
+            if timer is None or self._timer_at > deadline:
                 if timer is not None:
                     timer.cancel()
                 self._timer = loop.call_at(deadline, self._on_timer)
+                self._timer_at = deadline
         try:
             await waiter
         finally:
@@ -220,14 +222,15 @@ class Connection(asyncio.Protocol):
             raise self.error
 
     def _on_timer(self) -> None:
-        timer, self._timer = self._timer, None
+        self._timer = None
         deadline, waiter = self._deadline, self._waiter
-        if timer is None or deadline is None or waiter is None or waiter.done():
+        if deadline is None or waiter is None or waiter.done():
             return  # nobody waits with a deadline: the next such wait arms a timer again
-        if deadline <= timer.when():  # due: judged by the loop, as a timer of its own would be
+        if deadline <= self._timer_at:  # due: the loop judged it, as for a timer of its own
             waiter.set_exception(TimeoutError())
         else:
             self._timer = asyncio.get_running_loop().call_at(deadline, self._on_timer)
+            self._timer_at = deadline
 
     def take(self) -> bytes:
         data = b"".join(self.chunks) if len(self.chunks) != 1 else self.chunks[0]

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 
 import pytest
+import uvloop
 from multidict import CIMultiDict
 
 from proxy import h1
@@ -17,8 +19,9 @@ Serve = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 RawServer = Callable[[Serve], Awaitable[tuple[int, list[int]]]]
 
 
-@pytest.fixture
-async def raw_server() -> AsyncIterator[RawServer]:
+@asynccontextmanager
+async def raw_servers() -> AsyncIterator[RawServer]:
+    """Starts raw backends on free ports (each counts its connections); all closed after."""
     servers: list[asyncio.Server] = []
 
     async def start(serve: Serve) -> tuple[int, list[int]]:
@@ -35,10 +38,18 @@ async def raw_server() -> AsyncIterator[RawServer]:
         servers.append(server)
         return server.sockets[0].getsockname()[1], connections
 
-    yield start
-    for server in servers:
-        server.close()
-        await server.wait_closed()
+    try:
+        yield start
+    finally:
+        for server in servers:
+            server.close()
+            await server.wait_closed()
+
+
+@pytest.fixture
+async def raw_server() -> AsyncIterator[RawServer]:
+    async with raw_servers() as start:
+        yield start
 
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
@@ -372,3 +383,28 @@ async def test_requests_on_a_kept_connection_reuse_its_timer(raw_server: RawServ
         response.release()
     assert timers[0] is not None and all(t is timers[0] for t in timers)  # one, not one a wait
     pool.close()
+
+
+def test_deadlines_hold_under_uvloop() -> None:
+    """The deadline tests again on uvloop, the proxy's loop. Its timers are not asyncio's: a
+    timer's ``when()`` comes back rounded down to the millisecond."""
+
+    async def between_milliseconds(start: RawServer) -> None:
+        port, _ = await start(answers_then_stalls(b"", 5))
+        pool = h1.Pool("127.0.0.1", port, limit=1, connect_timeout=1)
+        loop = asyncio.get_running_loop()
+        async with asyncio.timeout(4) as guard:
+            with pytest.raises(TimeoutError):
+                await h1.send(pool, "GET", head(), None, loop.time() + 0.2004)
+        assert not guard.expired()
+        pool.close()
+
+    async def scenario() -> None:
+        async with raw_servers() as start:
+            await between_milliseconds(start)
+            await test_a_deadline_bounds_the_wait_for_the_answer(start)
+            await test_a_deadline_bounds_the_body_read_and_the_connection_is_not_reused(start)
+            await test_deadlines_on_one_connection_each_bound_their_own_request(start)
+            await test_requests_on_a_kept_connection_reuse_its_timer(start)
+
+    uvloop.run(scenario())
