@@ -64,11 +64,13 @@ async def test_a_throttled_read_is_retried_then_answered_503_with_retry_after(
 async def test_throttling_is_retried_only_within_the_deadline(
     hop: DynamoHop, store_proxy: StoreProxyFactory, http: aiohttp.ClientSession
 ) -> None:
-    """Ten attempts would take seconds of backoff (25 ms doubling, full jitter); the call's
-    0.3 s deadline stops the retries long before: the client gets its 503 after a few."""
+    """Ten attempts would take seconds of backoff (25 ms doubling, full jitter: ~6 s on
+    average); the call's 1 s deadline stops the retries long before: the client gets its 503
+    after a few. (The deadline bounds the proxy's start-up calls too: at 0.3 s a loaded
+    machine's DescribeTable missed it.)"""
     proxy = await store_proxy(
         "dynamodb", write_to=("dynamodb",), shadow_reads=0.0, dynamo_url=hop.url,
-        dynamo={"sdk_max_attempts": 10, "deadline_seconds": 0.3},
+        dynamo={"sdk_max_attempts": 10, "deadline_seconds": 1.0},
     )  # fmt: skip
     key = await created(http, proxy.url, 2)
     hop.throttle_all.add("GetItem")
@@ -86,7 +88,7 @@ async def test_a_deadline_that_cuts_a_retry_of_a_throttled_read_answers_503(
     hears the throttling (503, Retry-After), not a gateway timeout."""
     proxy = await store_proxy(
         "dynamodb", write_to=("dynamodb",), shadow_reads=0.0, dynamo_url=hop.url,
-        dynamo={"sdk_max_attempts": 10, "deadline_seconds": 0.5},
+        dynamo={"sdk_max_attempts": 10, "deadline_seconds": 1.0},
     )  # fmt: skip
     key = await created(http, proxy.url, 2)
     before = hop.seen["GetItem"]
