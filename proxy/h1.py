@@ -14,9 +14,8 @@ protocol error (the proxy never asks to upgrade); trailers of a chunked body are
 Errors (all ``BackendError``): ``ConnectFailed`` (nothing was sent), ``Disconnected`` (the
 connection closed before a response began), ``PayloadError`` (it broke off mid-body),
 ``ProtocolError`` (not HTTP/1.1 we can parse). The first two are safe to retry for idempotent
-requests. Deadlines are loop times given to ``send`` and ``Response.read``, served by one
-timer per connection kept across requests (``Connection.wait``): cheaper than an
-``asyncio.timeout`` around each call, or a timer per wait.
+requests. Deadlines are loop times given to ``send`` and ``Response.read``: a timer is armed
+only while one waits, cheaper than an ``asyncio.timeout`` around each call.
 """
 
 from __future__ import annotations
@@ -70,10 +69,6 @@ class Connection(asyncio.Protocol):
         self.closed = False
         self._parser = httptools.HttpResponseParser(self)
         self._waiter: asyncio.Future[None] | None = None
-        # The deadline of the current wait, and one loop timer kept across waits (see wait).
-        self._deadline: float | None = None
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at = 0.0  # the deadline the timer was armed for (uvloop's when() rounds)
         self.reset(head=False)
 
     def reset(self, *, head: bool) -> None:
@@ -113,9 +108,6 @@ class Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
         if not self.complete and self.error is None:
             if self.headers_complete:
                 self.error = PayloadError("the backend closed the connection mid-body")
@@ -193,44 +185,20 @@ class Connection(asyncio.Protocol):
 
     async def wait(self, deadline: float | None = None) -> None:
         """Until the parser or the connection has news; TimeoutError at ``deadline`` (loop
-        time), when given.
-
-        A timer armed and cancelled per wait costs ~3.5 µs under uvloop, about as much as
-        the request's write. So the connection keeps one timer across waits and requests:
-        it stays armed at the earliest deadline it was set for, and when it fires it fails
-        the wait then under way if that wait's deadline has passed, else moves itself to
-        that deadline. The deadlines of a pool's calls mostly grow, so most waits arm
-        nothing; an earlier one than the timer's moves it forward."""
+        time), when given."""
         if self.error is not None:
             raise self.error
         loop = asyncio.get_running_loop()
         waiter = self._waiter = loop.create_future()
-        if deadline is not None:
-            self._deadline = deadline
-            timer = self._timer
-            if timer is None or self._timer_at > deadline:
-                if timer is not None:
-                    timer.cancel()
-                self._timer = loop.call_at(deadline, self._on_timer)
-                self._timer_at = deadline
+        timer = None if deadline is None else loop.call_at(deadline, _expire, waiter)
         try:
             await waiter
         finally:
             self._waiter = None
-            self._deadline = None
+            if timer is not None:
+                timer.cancel()
         if self.error is not None:
             raise self.error
-
-    def _on_timer(self) -> None:
-        self._timer = None
-        deadline, waiter = self._deadline, self._waiter
-        if deadline is None or waiter is None or waiter.done():
-            return  # nobody waits with a deadline: the next such wait arms a timer again
-        if deadline <= self._timer_at:  # due: the loop judged it, as for a timer of its own
-            waiter.set_exception(TimeoutError())
-        else:
-            self._timer = asyncio.get_running_loop().call_at(deadline, self._on_timer)
-            self._timer_at = deadline
 
     def take(self) -> bytes:
         data = b"".join(self.chunks) if len(self.chunks) != 1 else self.chunks[0]
@@ -257,9 +225,6 @@ class Connection(asyncio.Protocol):
 
     def close(self) -> None:
         self.closed = True
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
         if self.transport is not None:
             self.transport.close()
 

@@ -356,7 +356,7 @@ class DynamoHttpClient:
         head = self._head(await self._current_credentials(), target, body)
         limit = asyncio.get_running_loop().time() + self._read_timeout
         deadline = limit if ends is None else min(limit, ends)
-        # The deadline goes to each wait (the connection's one timer), not an
+        # The deadline goes to each wait (a loop timer only when one waits), not an
         # ``asyncio.timeout`` around the attempt: that cost ~4% of a shadow read's CPU.
         response, _ = await h1.send(pool, "POST", head, body, deadline)
         try:

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
 
 import pytest
-import uvloop
 from multidict import CIMultiDict
 
 from proxy import h1
@@ -19,9 +17,8 @@ Serve = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 RawServer = Callable[[Serve], Awaitable[tuple[int, list[int]]]]
 
 
-@asynccontextmanager
-async def raw_servers() -> AsyncIterator[RawServer]:
-    """Starts raw backends on free ports (each counts its connections); all closed after."""
+@pytest.fixture
+async def raw_server() -> AsyncIterator[RawServer]:
     servers: list[asyncio.Server] = []
 
     async def start(serve: Serve) -> tuple[int, list[int]]:
@@ -38,18 +35,10 @@ async def raw_servers() -> AsyncIterator[RawServer]:
         servers.append(server)
         return server.sockets[0].getsockname()[1], connections
 
-    try:
-        yield start
-    finally:
-        for server in servers:
-            server.close()
-            await server.wait_closed()
-
-
-@pytest.fixture
-async def raw_server() -> AsyncIterator[RawServer]:
-    async with raw_servers() as start:
-        yield start
+    yield start
+    for server in servers:
+        server.close()
+        await server.wait_closed()
 
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
@@ -325,86 +314,3 @@ async def test_a_deadline_bounds_the_body_read_and_the_connection_is_not_reused(
     assert not reused and len(connections) == 2
     response.release()
     pool.close()
-
-
-async def slow_keep_alive(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """Answers each request on the connection after the delay its target names: /x?0.6."""
-    while True:
-        try:
-            request = await reader.readuntil(b"\r\n\r\n")
-        except asyncio.IncompleteReadError:
-            return
-        target = request.split(b" ", 2)[1]
-        await asyncio.sleep(float(target.partition(b"?")[2] or 0))
-        writer.write(OK)
-        await writer.drain()
-
-
-def delayed(seconds: float) -> bytes:
-    return h1.request_head("GET", f"/x?{seconds}", "h", CIMultiDict(), None)
-
-
-async def test_deadlines_on_one_connection_each_bound_their_own_request(
-    raw_server: RawServer,
-) -> None:
-    """The connection's one timer, armed for an earlier request, neither cuts a later request
-    with a later deadline nor lets one with an earlier deadline run past it."""
-    port, connections = await raw_server(slow_keep_alive)
-    pool = h1.Pool("127.0.0.1", port, limit=1, connect_timeout=1)
-    loop = asyncio.get_running_loop()
-
-    async def get(seconds: float, within: float) -> bytes:
-        response, _ = await h1.send(pool, "GET", delayed(seconds), None, loop.time() + within)
-        try:
-            return await response.read(loop.time() + within)
-        finally:
-            response.release()
-
-    assert await get(0, within=0.3) == b"ok"  # arms the timer 0.3 s ahead
-    assert await get(0.6, within=3) == b"ok"  # still waiting when that timer fires
-    assert await get(0, within=30) == b"ok"  # the timer now stands far ahead ...
-    async with asyncio.timeout(5) as guard:
-        with pytest.raises(TimeoutError):
-            await get(2, within=0.3)  # ... and an earlier deadline still cuts at its time
-    assert not guard.expired()
-    assert len(connections) == 1  # all of it on one connection until the cut
-    pool.close()
-
-
-async def test_requests_on_a_kept_connection_reuse_its_timer(raw_server: RawServer) -> None:
-    port, _ = await raw_server(keep_alive)
-    pool = h1.Pool("127.0.0.1", port, limit=1, connect_timeout=1)
-    loop = asyncio.get_running_loop()
-    timers = []
-    for _ in range(20):
-        response, _ = await h1.send(pool, "GET", head(), None, loop.time() + 30)
-        assert await response.read(loop.time() + 30) == b"ok"
-        timers.append(response._conn._timer)
-        response.release()
-    assert timers[0] is not None and all(t is timers[0] for t in timers)  # one, not one a wait
-    pool.close()
-
-
-def test_deadlines_hold_under_uvloop() -> None:
-    """The deadline tests again on uvloop, the proxy's loop. Its timers are not asyncio's: a
-    timer's ``when()`` comes back rounded down to the millisecond."""
-
-    async def between_milliseconds(start: RawServer) -> None:
-        port, _ = await start(answers_then_stalls(b"", 5))
-        pool = h1.Pool("127.0.0.1", port, limit=1, connect_timeout=1)
-        loop = asyncio.get_running_loop()
-        async with asyncio.timeout(4) as guard:
-            with pytest.raises(TimeoutError):
-                await h1.send(pool, "GET", head(), None, loop.time() + 0.2004)
-        assert not guard.expired()
-        pool.close()
-
-    async def scenario() -> None:
-        async with raw_servers() as start:
-            await between_milliseconds(start)
-            await test_a_deadline_bounds_the_wait_for_the_answer(start)
-            await test_a_deadline_bounds_the_body_read_and_the_connection_is_not_reused(start)
-            await test_deadlines_on_one_connection_each_bound_their_own_request(start)
-            await test_requests_on_a_kept_connection_reuse_its_timer(start)
-
-    uvloop.run(scenario())
