@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import os
 import platform
 import shutil
@@ -154,40 +155,40 @@ def http_systems(
     return systems
 
 
-def store_systems(
-    args: argparse.Namespace, trees: dict[str, Path], tmp: Path, procs: Processes
-) -> tuple[Systems, sp.Env]:
-    """Both proxies on one seeded table; the emulator pinned with the load."""
+def store_env(tmp: Path, procs: Processes) -> sp.Env:
+    """The DynamoDB emulator (pinned with the load) and a table name for both proxies; the
+    proxies' ports and folders are filled in per tree (``store_systems``)."""
     emulator, _ = sp.default_emulator()
     (dynamodb_port,) = free_ports(1)
     url = sp.start_dynamodb(emulator, dynamodb_port, procs)
     pid = procs.running()[sp.DYNAMODB]
     subprocess.run(["taskset", "-a", "-pc", LOAD_CPU, str(pid)], capture_output=True, check=True)
-    table = f"shadowproxy_sbs_{os.getpid()}"
-    phase = args.phase.removeprefix("store-")
-    systems: Systems = {}
-    env: sp.Env | None = None
+    return sp.Env(
+        tmp=tmp, dsn=STORE_DSN, sut_dsn=STORE_DSN, table=f"shadowproxy_sbs_{os.getpid()}",
+        dynamodb_url=url, proxy_port=0, admin_port=0, baseline_port=0, ids_file=tmp / "ids",
+        sample_id="", get_sql="", pool_max=10,
+    )  # fmt: skip
+
+
+def store_systems(
+    args: argparse.Namespace, trees: dict[str, Path], env: sp.Env, procs: Processes
+) -> Systems:
+    """Both proxies on one table, seeded once."""
+    (key, *_) = asyncio.run(sp.setup_stores(env, 200))
     os.environ.setdefault("SHADOWPROXY_REDACTION_KEY", "side-by-side")
+    systems: Systems = {}
     for name, path in trees.items():
         listen, admin = free_ports(2)
-        folder = tmp / name
+        folder = env.tmp / name
         folder.mkdir()
-        env = sp.Env(
-            tmp=folder, dsn=STORE_DSN, sut_dsn=STORE_DSN, table=table, dynamodb_url=url,
-            proxy_port=listen, admin_port=admin, baseline_port=0, ids_file=folder / "ids",
-            sample_id="", get_sql="", pool_max=10,
-        )  # fmt: skip
-        if not systems:
-            ids = asyncio.run(sp.setup_stores(env, 200))
+        mine = dataclasses.replace(env, tmp=folder, proxy_port=listen, admin_port=admin)
         config = folder / "proxy.yaml"
-        config.write_text(yaml.safe_dump(sp.phase_config(env, phase), sort_keys=False))
+        raw = sp.phase_config(mine, args.phase.removeprefix("store-"))
+        config.write_text(yaml.safe_dump(raw, sort_keys=False))
         sp.check_isolated(config)
-        systems[name] = (
-            start_proxy(config, path, admin, procs, name),
-            f"http://127.0.0.1:{listen}/users/{ids[0]}",
-        )
-    assert env is not None
-    return systems, env
+        pid = start_proxy(config, path, admin, procs, name)
+        systems[name] = (pid, f"http://127.0.0.1:{listen}/users/{key}")
+    return systems
 
 
 def run(args: argparse.Namespace, tmp: Path, procs: Processes) -> list[tuple[float, float]]:
@@ -196,9 +197,9 @@ def run(args: argparse.Namespace, tmp: Path, procs: Processes) -> list[tuple[flo
     trees = {"this": REPO, "base": base}
     if not args.phase.startswith("store-"):
         return measure(args, http_systems(args, trees, tmp, procs), tmp)
-    systems, env = store_systems(args, trees, tmp, procs)
-    try:
-        return measure(args, systems, tmp)
+    env = store_env(tmp, procs)
+    try:  # the tables go also when a proxy fails to start
+        return measure(args, store_systems(args, trees, env, procs), tmp)
     finally:
         procs.stop_all(keep=(sp.DYNAMODB,))  # the proxies hold pool connections
         for line in asyncio.run(sp.drop_tables(env.dsn, env.table, env.dynamodb_url)):
