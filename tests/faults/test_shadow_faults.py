@@ -84,6 +84,12 @@ async def drive(
     return await closed_loop(count, CONCURRENCY, one)
 
 
+def proxy_log(target: HttpTarget) -> str:
+    """The end of a local proxy's log (its warnings are timed): what a failure shows."""
+    logs = getattr(target.controller, "logs", None)
+    return f"the proxy's log ends:\n{logs()}" if logs else ""
+
+
 def labels(target: HttpTarget) -> dict[str, str]:
     return {"route": target.route} if target.route else {}
 
@@ -120,7 +126,11 @@ async def test_shadow_fault_never_reaches_the_client(
 
     result = await drive(http, http_target, expected, count)
 
-    assert result.failures == [], f"{len(result.failures)} wrong answers, e.g. {result.failures[0]}"
+    assert result.failures == [], (
+        f"{len(result.failures)} wrong answers, e.g. {result.failures[0]}\n"
+        f"latencies: max {max(result.latencies):.2f} s over {len(result.latencies)} requests in "
+        f"{result.seconds:.1f} s\n{proxy_log(http_target)}"
+    )
 
     async def counted() -> bool:
         return await not_matched(http, http_target) > before_outcomes
