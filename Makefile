@@ -36,7 +36,7 @@ lint: install-test
 TEST_WORKERS ?= 2
 
 test: install-test services lint
-	$(BIN)/pytest -n $(TEST_WORKERS) --dist worksteal --ignore=tests/faults
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist worksteal --ignore-glob='tests/faults/*'
 	$(BIN)/pytest tests/faults
 	$(MAKE) wheel-check
 
