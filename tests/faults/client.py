@@ -69,6 +69,9 @@ class LoadResult:
     latencies: list[float] = field(default_factory=list)
     seconds: float = 0.0
     failures: list[str] = field(default_factory=list)
+    stall: float = 0.0
+    """The longest the client's own event loop was held up (seconds): a stall of the test
+    process, not of the proxy, shows here."""
 
     @property
     def rate(self) -> float:
@@ -107,8 +110,18 @@ async def closed_loop(
             if wrong is not None:
                 result.failures.append(wrong)
 
+    async def watch(tick: float = 0.05) -> None:
+        while True:
+            before = time.perf_counter()
+            await asyncio.sleep(tick)
+            result.stall = max(result.stall, time.perf_counter() - before - tick)
+
+    watcher = asyncio.ensure_future(watch())
     started = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    try:
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    finally:
+        watcher.cancel()
     result.seconds = time.perf_counter() - started
     return result
 

@@ -84,10 +84,16 @@ async def drive(
     return await closed_loop(count, CONCURRENCY, one)
 
 
-def proxy_log(target: HttpTarget) -> str:
-    """The end of a local proxy's log (its warnings are timed): what a failure shows."""
+def wrong_answers(what: str, result: LoadResult, target: HttpTarget) -> str:
+    """A failure's message: the first wrong answer, how long answers took and whether the
+    test's own loop stalled, and the end of a local proxy's log (its warnings are timed)."""
     logs = getattr(target.controller, "logs", None)
-    return f"the proxy's log ends:\n{logs()}" if logs else ""
+    return (
+        f"{what}: {len(result.failures)} wrong answers, e.g. {result.failures[0]}\n"
+        f"latencies: max {max(result.latencies):.2f} s over {len(result.latencies)} requests in "
+        f"{result.seconds:.1f} s; the client's loop stalled at most {result.stall:.2f} s\n"
+        + (f"the proxy's log ends:\n{logs()}" if logs else "")
+    )
 
 
 def labels(target: HttpTarget) -> dict[str, str]:
@@ -126,11 +132,7 @@ async def test_shadow_fault_never_reaches_the_client(
 
     result = await drive(http, http_target, expected, count)
 
-    assert result.failures == [], (
-        f"{len(result.failures)} wrong answers, e.g. {result.failures[0]}\n"
-        f"latencies: max {max(result.latencies):.2f} s over {len(result.latencies)} requests in "
-        f"{result.seconds:.1f} s\n{proxy_log(http_target)}"
-    )
+    assert result.failures == [], wrong_answers(fault, result, http_target)
 
     async def counted() -> bool:
         return await not_matched(http, http_target) > before_outcomes
@@ -171,7 +173,7 @@ async def test_shadow_mismatching_every_request_engages_the_diff_budget(
         for name, mode in (("matching", Mode.PASS), ("mismatching", Mode.MISMATCH)):
             await asyncio.to_thread(shadow.set, mode)
             result = await drive(http, http_target, expected, count)
-            assert result.failures == [], f"{name}: {len(result.failures)}: {result.failures[0]}"
+            assert result.failures == [], wrong_answers(name, result, http_target)
             runs[name].append(result)
 
     # The best rate of the rounds and the median of their p99s: the least disturbed figures.
