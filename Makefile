@@ -31,8 +31,8 @@ lint: install-test
 # Two pytest workers: the tests are isolated (free ports, per-test tables, key prefixes and
 # Redis databases), and one process left one core of a 2-core machine mostly idle. The fault
 # suite runs after them, alone: it holds the primary to a 2 s deadline and relays its bytes in
-# threads of the pytest process. Beside another worker, CI saw that deadline missed three times
-# (16 requests at once, a 504 each); alone, never.
+# threads of the pytest process. Beside another worker, CI saw that deadline missed (16
+# requests at once, a 504 each) with no bug to explain it; alone, never.
 TEST_WORKERS ?= 2
 
 test: install-test services lint
