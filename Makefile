@@ -37,7 +37,7 @@ TEST_WORKERS ?= 2
 
 test: install-test services lint
 	$(BIN)/pytest -n $(TEST_WORKERS) --dist worksteal --ignore-glob='tests/faults/*'
-	$(BIN)/pytest tests/faults
+	$(MAKE) faults FAULTS_ARGS=
 	$(MAKE) wheel-check
 
 # The wheel a user installs, non-editable, in a fresh venv: --version, check-config, demo.

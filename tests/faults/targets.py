@@ -98,6 +98,10 @@ class Controller:
     def pid(self) -> int | None:
         return None
 
+    def logs(self) -> str:
+        """The end of the proxy's log, when this side can read it ("" for a deployment)."""
+        return ""
+
 
 @dataclass
 class LocalProcess(Controller):

@@ -87,12 +87,12 @@ async def drive(
 def wrong_answers(what: str, result: LoadResult, target: HttpTarget) -> str:
     """A failure's message: the first wrong answer, how long answers took and whether the
     test's own loop stalled, and the end of a local proxy's log (its warnings are timed)."""
-    logs = getattr(target.controller, "logs", None)
+    logs = target.controller.logs() if target.controller else ""
     return (
         f"{what}: {len(result.failures)} wrong answers, e.g. {result.failures[0]}\n"
         f"latencies: max {max(result.latencies):.2f} s over {len(result.latencies)} requests in "
         f"{result.seconds:.1f} s; the client's loop stalled at most {result.stall:.2f} s\n"
-        + (f"the proxy's log ends:\n{logs()}" if logs else "")
+        + (f"the proxy's log ends:\n{logs}" if logs else "")
     )
 
 
