@@ -10,7 +10,7 @@
 """
 
 from comparators.budget import DiffBudget
-from comparators.comparison import compare
+from comparators.comparison import UNJUDGED, compare
 from comparators.errors import ComparatorError, RuleError
 from comparators.http import compare_http
 from comparators.model import Comparison, Difference, HttpSnapshot, Outcome
@@ -21,6 +21,7 @@ from comparators.rules import Rules, RuleSpec, compile_rules
 
 __all__ = [
     "ROOT",
+    "UNJUDGED",
     "ComparatorError",
     "Comparison",
     "DiffBudget",

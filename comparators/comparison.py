@@ -10,10 +10,15 @@ bytes differ when both sides are dicts, else one at the root (``removed`` or ``a
 when one side is ``None``: a record on one side only, as the structured diff has it). Note a
 summary only says the bytes differ: with tolerances or numbers written differently (``1`` vs
 ``1.0``) it may be a false mismatch.
+
+When the budget's comparison CPU is spent (``DiffBudget(cpu_share=...)``), values whose
+canonical bytes differ are not judged: ``compare`` returns :data:`UNJUDGED`, outcome
+``skipped``, neither a match nor a mismatch. Equal bytes are a match whatever the budget.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +30,8 @@ from comparators.paths import render_path
 from comparators.rules import Rules
 
 MATCH = Comparison(Outcome.MATCH)
+UNJUDGED_DETAIL = "not compared: comparison CPU budget spent"
+UNJUDGED = Comparison(Outcome.SKIPPED, detail=UNJUDGED_DETAIL)
 _EXACT = frozenset((str, int, bool))
 SUMMARISED = "summarised"
 
@@ -40,6 +47,7 @@ class Partial:
 
 
 NO_DIFFERENCES = Partial()
+NOT_JUDGED = Partial(reason=UNJUDGED_DETAIL)  # compare_values' answer past the CPU budget
 
 
 def compare(
@@ -50,18 +58,49 @@ def compare(
     Paths in the result have no prefix (``items[2].email``; the root itself is ``$``).
     """
     found = compare_values(primary, shadow, rules, budget=budget)
-    return MATCH if found is NO_DIFFERENCES else finish(found, rules)
+    if found is NO_DIFFERENCES:
+        return MATCH
+    return UNJUDGED if found is NOT_JUDGED else finish(found, rules)
 
 
 def compare_values(
-    primary: Any, shadow: Any, rules: Rules, *, budget: DiffBudget | None, prefix: str = ""
+    primary: Any,
+    shadow: Any,
+    rules: Rules,
+    *,
+    budget: DiffBudget | None,
+    prefix: str = "",
+    charged: bool = False,
 ) -> Partial:
+    """The differences of two values, :data:`NO_DIFFERENCES` or :data:`NOT_JUDGED`.
+
+    ``charged``: the caller already asked the budget's CPU bucket and charges the time
+    itself (``compare_http``, whose parsing is part of the comparison)."""
     primary = rules.normalise(primary)
     shadow = rules.normalise(shadow)
     primary_bytes, shadow_bytes = canonical(primary), canonical(shadow)
     if primary_bytes == shadow_bytes:
         return NO_DIFFERENCES
     size = max(len(primary_bytes), len(shadow_bytes))
+    if budget is None or charged:
+        return _differences(primary, shadow, size, rules, budget, prefix)
+    if not budget.may_compare():
+        return NOT_JUDGED
+    started = time.perf_counter()
+    try:
+        return _differences(primary, shadow, size, rules, budget, prefix)
+    finally:
+        budget.charge(time.perf_counter() - started)
+
+
+def _differences(
+    primary: Any,
+    shadow: Any,
+    size: int,
+    rules: Rules,
+    budget: DiffBudget | None,
+    prefix: str,
+) -> Partial:
     reason = _summary_reason(size, rules, budget)
     if not reason:
         try:

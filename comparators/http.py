@@ -5,6 +5,11 @@ A header's values are a string when it came once, else the list of values in ord
 A non-JSON body that differs is one ``changed`` difference at ``body`` whose values are
 :class:`BodyPreview` s (size, kind, digest: never the bytes, which may hold PII).
 
+Bodies that differ in bytes are parsed and compared only while the budget's comparison CPU
+lasts (``DiffBudget(cpu_share=...)``); past it the body is not judged: the outcome is
+``skipped`` (:data:`~comparators.comparison.UNJUDGED`), or a ``mismatch`` of status and headers
+alone when those already differ.
+
 Unless ``rules.compare_server_errors``, a 5xx is not compared at all: the primary's makes the
 outcome ``primary_error``, the shadow's (against a primary below 500) ``shadow_error``.
 """
@@ -13,11 +18,20 @@ from __future__ import annotations
 
 import hashlib
 import re
+import time
 
 import orjson
 
 from comparators.budget import DiffBudget
-from comparators.comparison import MATCH, NO_DIFFERENCES, Partial, compare_values, finish
+from comparators.comparison import (
+    MATCH,
+    NO_DIFFERENCES,
+    UNJUDGED,
+    UNJUDGED_DETAIL,
+    Partial,
+    compare_values,
+    finish,
+)
 from comparators.model import BodyPreview, Comparison, Difference, HttpSnapshot, Outcome
 from comparators.rules import Rules
 
@@ -50,7 +64,18 @@ def compare_http(
         return finish(found, rules)
     body = NO_DIFFERENCES
     if primary.body != shadow.body:
-        body = _compare_bodies(primary, shadow, primary.body, shadow.body, rules, budget)
+        if budget is None:
+            body = _compare_bodies(primary, shadow, primary.body, shadow.body, rules, None)
+        elif not budget.may_compare():
+            if not head:
+                return UNJUDGED
+            return finish(Partial(head, len(head), reason="body " + UNJUDGED_DETAIL), rules)
+        else:
+            started = time.perf_counter()
+            try:
+                body = _compare_bodies(primary, shadow, primary.body, shadow.body, rules, budget)
+            finally:
+                budget.charge(time.perf_counter() - started)
     if not head and body is NO_DIFFERENCES:
         return MATCH
     found = Partial(head + body.differences, len(head) + body.total, body.summarised, body.reason)
@@ -113,7 +138,7 @@ def _compare_bodies(
     if ours is _NOT_JSON or theirs is _NOT_JSON:
         change = Difference(BODY, "changed", preview(primary_body), preview(shadow_body))
         return Partial((change,), 1)
-    return compare_values(ours, theirs, rules, budget=budget, prefix=BODY)
+    return compare_values(ours, theirs, rules, budget=budget, prefix=BODY, charged=True)
 
 
 def _json(snapshot: HttpSnapshot, body: bytes) -> object:

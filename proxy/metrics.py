@@ -62,6 +62,7 @@ class Metrics:
     comparisons: Counter
     mismatch_fields: Counter
     diff_summarised: Counter
+    compare_skipped: Counter
     shadow_queue_depth: Gauge
     loop_tasks: Gauge
     shadow_dropped: Counter
@@ -126,6 +127,12 @@ class Metrics:
                 "diff_summarised",
                 "Mismatches only summarised (structured diff over its CPU budget or size cap).",
                 ("route",),
+            ),
+            compare_skipped=counter(
+                "compare_skipped",
+                "Comparisons not judged (outcome skipped), by route and reason: cpu_budget "
+                "(shadow.compare_cpu_share spent) or body_over_cap.",
+                ("route", "reason"),
             ),
             shadow_queue_depth=Gauge(
                 "shadowproxy_shadow_queue_depth",

@@ -266,6 +266,14 @@ class ShadowConfig(_Model):
     # every request costs the primary little and cannot flood the sink.
     records_per_second: float = Field(100.0, ge=0)
     records_burst: int = Field(200, ge=0)
+    # Comparison CPU per process: the share of one core that comparisons whose bytes differ
+    # may take (parsing, canonical bytes, diff or summary; an equal-bytes match is free), and
+    # how many seconds of it may be spent at once. Past it a comparison is not judged and is
+    # counted as skipped (shadowproxy_compare_skipped_total{reason="cpu_budget"}): a candidate
+    # that differs on every request costs the primary at most this. None (the default): no
+    # bound; opt in knowing that readiness then sees only the judged sample of differences.
+    compare_cpu_share: float | None = Field(None, ge=0, le=1)
+    compare_cpu_burst_seconds: float = Field(0.1, ge=0, le=60)
 
 
 class ResourceFlags(_Model):

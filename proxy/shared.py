@@ -62,6 +62,12 @@ def shared_parts(
 ) -> Shared:
     metrics = Metrics.create(registry)
     sink = make_sink(settings.sink, metrics)
+    budget = DiffBudget(
+        per_second=settings.shadow.diff_per_second,
+        burst=settings.shadow.diff_burst,
+        cpu_share=settings.shadow.compare_cpu_share,
+        cpu_burst_seconds=settings.shadow.compare_cpu_burst_seconds,
+    )
     return Shared(
         registry=registry,
         metrics=metrics,
@@ -85,10 +91,9 @@ def shared_parts(
             records=DiffBudget(  # the same token bucket, counting records instead of diffs
                 per_second=settings.shadow.records_per_second, burst=settings.shadow.records_burst
             ),
+            budget=budget,
         ),
-        budget=DiffBudget(
-            per_second=settings.shadow.diff_per_second, burst=settings.shadow.diff_burst
-        ),
+        budget=budget,
         flag_store=flag_store,
         limiter=RateLimiter.from_settings(
             settings.rate_limits, registry, frozenset(settings.requesters.known)

@@ -10,11 +10,15 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 from comparators import DiffBudget, Redactor
+from comparators.comparison import UNJUDGED
+from comparators.http import OVER_CAP
 from comparators.model import Comparison, Outcome
 from proxy.experiment.sinks import BufferedSink
 from proxy.metrics import FieldLabels, Metrics
 
 log = logging.getLogger("shadowproxy.compare")
+SKIP_REASONS = {UNJUDGED.detail: "cpu_budget", OVER_CAP.detail: "body_over_cap"}
+_CHARGED = frozenset((Outcome.MISMATCH, Outcome.NOISE))
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,10 +61,14 @@ class Publisher:
         redactor: Redactor,
         observers: Sequence[Observer] = (),
         records: DiffBudget | None = None,
+        budget: DiffBudget | None = None,
     ) -> None:
         """``records``: how many records per second are built and written (None: all); the
-        counts, observers and field metrics see every comparison either way."""
+        counts, observers and field metrics see every comparison either way. ``budget``: the
+        comparison CPU budget, charged with the time a mismatch takes to publish (its field
+        counters and record are part of what a mismatching candidate costs)."""
         self._metrics = metrics
+        self._budget = budget
         self._sink = sink
         self._redactor = redactor
         self._records = records
@@ -70,7 +78,14 @@ class Publisher:
     def publish(self, exp: Experiment) -> None:
         """Count and record; never raises (a publish failure is counted and logged)."""
         try:
-            self._publish(exp)
+            if self._budget is None or exp.comparison.outcome not in _CHARGED:
+                self._publish(exp)
+                return
+            started = time.perf_counter()
+            try:
+                self._publish(exp)
+            finally:
+                self._budget.charge(time.perf_counter() - started)
         except Exception:
             self._metrics.internal_errors.labels("publish").inc()
             log.exception("publishing a comparison failed", extra={"request_id": exp.request_id})
@@ -89,6 +104,9 @@ class Publisher:
                 self._sink.submit(self.record(exp))
             return
         if comparison.outcome is not Outcome.MISMATCH:
+            if comparison.outcome is Outcome.SKIPPED:
+                reason = SKIP_REASONS.get(comparison.detail, "other")
+                self._metrics.children.get(self._metrics.compare_skipped, exp.route, reason).inc()
             return
         children = self._metrics.children  # field labels are capped per route: memo bounded
         for name in comparison.fields:
@@ -100,6 +118,8 @@ class Publisher:
             return
         record = self.record(exp)
         self._sink.submit(record)
+        if not log.isEnabledFor(logging.INFO):
+            return
         log.info(
             "mismatch",
             extra={

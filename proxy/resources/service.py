@@ -365,7 +365,8 @@ class ResourceService:
         whatever the write rate and however many instances write. A re-read that fails (a
         store down or at its connection limit) is skipped; when every one failed, the
         difference was never confirmed: a ``shadow_error`` (counted against the shadow's
-        error rate, which readiness also judges), not a mismatch."""
+        error rate, which readiness also judges), not a mismatch. A re-read the comparison
+        CPU budget (``shadow.compare_cpu_share``) cannot afford ends the recheck ``skipped``."""
         settings = self.parts.settings
         latest = first
         busy_every_time = settings.recheck_attempts > 0
@@ -383,6 +384,8 @@ class ResourceService:
                 continue
             reread = True
             latest = compare(again[0], again[1], rules, budget=self._budget)
+            if latest.outcome is Outcome.SKIPPED:
+                return latest  # the comparison CPU budget ran out: not judged either way
             if latest.outcome is Outcome.MATCH:
                 detail = f"agreed on re-read {attempt + 1}"
                 return Comparison(Outcome.TRANSIENT, first.differences, first.summarised, detail)

@@ -177,13 +177,14 @@ async def test_a_stalled_dynamodb_gets_its_connections_plus_max_waiting_and_no_m
 
 
 async def planted_difference(
-    hop: DynamoHop, store_proxy: StoreProxyFactory, http: aiohttp.ClientSession, i: int
-) -> tuple[RunningProxy, dict[str, Any]]:
+    hop: DynamoHop, store_proxy: StoreProxyFactory, http: aiohttp.ClientSession, i: int,
+    **extra: Any,
+) -> tuple[RunningProxy, dict[str, Any]]:  # fmt: skip
     """A proxy reading from PostgreSQL and shadowing every read to DynamoDB through ``hop``
     (one attempt per call), and user ``i`` whose DynamoDB copy has another last name."""
     proxy = await store_proxy(
         "postgres", write_to=("postgres",), shadow_reads=1.0, dynamo_url=hop.url,
-        dynamo={"sdk_max_attempts": 1, "max_attempts": 1},
+        dynamo={"sdk_max_attempts": 1, "max_attempts": 1}, **extra,
     )  # fmt: skip
     u = user(i)
     async with http.post(proxy.url + "/users", json=u) as r:
@@ -222,3 +223,38 @@ async def test_a_difference_confirmed_by_a_later_re_read_is_still_a_mismatch(
     await proxy.wait_for(lambda: sum(outcomes(proxy).values()) >= 1, timeout=30)
     assert outcomes(proxy) == {"mismatch": 1}
     assert hop.throttled == 1
+
+
+async def test_past_the_comparison_cpu_budget_a_store_difference_is_skipped_unread(
+    hop: DynamoHop, store_proxy: StoreProxyFactory, http: aiohttp.ClientSession
+) -> None:
+    """No comparison CPU at all: the differing read is neither a match nor a mismatch but
+    skipped, and nothing is re-read for it (a broken store costs the primary nothing more)."""
+    shadow = {"compare_cpu_share": 0, "compare_cpu_burst_seconds": 0}
+    proxy, u = await planted_difference(hop, store_proxy, http, 9, shadow=shadow)
+    before = hop.seen["GetItem"]
+    async with http.get(f"{proxy.url}/users/{u['id']}") as r:
+        assert r.status == 200 and (await r.json())["last_name"] == "Test"
+    await proxy.wait_for(lambda: sum(outcomes(proxy).values()) >= 1, timeout=30)
+    await proxy.wait_for(lambda: proxy.apps.runner.depth == 0, timeout=30)
+    assert outcomes(proxy) == {"skipped": 1}
+    assert hop.seen["GetItem"] == before + 1  # the shadow read itself, no re-read
+    skipped = proxy.value("shadowproxy_compare_skipped_total", route="users", reason="cpu_budget")
+    assert skipped == 1
+
+
+async def test_a_recheck_the_comparison_cpu_budget_cannot_afford_ends_skipped(
+    hop: DynamoHop, store_proxy: StoreProxyFactory, http: aiohttp.ClientSession
+) -> None:
+    """The first comparison may start (the bucket holds a nanosecond) and overdraws it; the
+    re-read's comparison then cannot be afforded: the difference is unconfirmed, so it is
+    skipped, not a mismatch (a race must not be reported) and not a match."""
+    shadow = {"compare_cpu_share": 0, "compare_cpu_burst_seconds": 1e-9}
+    proxy, u = await planted_difference(hop, store_proxy, http, 10, shadow=shadow)
+    before = hop.seen["GetItem"]
+    async with http.get(f"{proxy.url}/users/{u['id']}") as r:
+        assert r.status == 200
+    await proxy.wait_for(lambda: sum(outcomes(proxy).values()) >= 1, timeout=30)
+    await proxy.wait_for(lambda: proxy.apps.runner.depth == 0, timeout=30)
+    assert outcomes(proxy) == {"skipped": 1}
+    assert hop.seen["GetItem"] == before + 2  # the shadow read and one re-read, no more

@@ -246,6 +246,31 @@ async def test_body_over_compare_cap_is_skipped(
         assert len(await r.read()) == 5000
     await proxy.wait_for(lambda: total(proxy) == 1)
     assert outcomes(proxy) == {"skipped": 1}
+    assert proxy.value("shadowproxy_compare_skipped_total", route="r", reason="body_over_cap") == 1
+
+
+async def test_past_the_comparison_cpu_budget_differing_answers_are_not_judged(
+    upstream_factory: UpstreamFactory, proxy_factory: ProxyFactory, client: aiohttp.ClientSession
+) -> None:
+    """With no comparison CPU left (share 0, nothing at once), answers whose bytes differ
+    are counted as skipped, never as a match or a mismatch; equal bytes are still a match and
+    a status that differs is still a mismatch; the client always gets the primary's answer."""
+    legacy = {"1": {"id": 1, "name": "a"}, "2": {"id": 2, "name": "b"}}
+    candidate = {"1": {"id": 1, "name": "a"}, "2": {"id": 2, "name": "changed"}}
+    proxy = await proxy_factory(
+        await upstream_factory(user_handler(legacy)),
+        await upstream_factory(user_handler(candidate)),
+        shadow={"compare_cpu_share": 0, "compare_cpu_burst_seconds": 0},
+    )
+    for key in ("1", "2", "2", "3"):  # equal, differing twice, 404 on both
+        async with client.get(f"{proxy.url}/users/{key}") as r:
+            assert (r.status, await r.json()) == (
+                (200, legacy[key]) if key in legacy else (404, {"error": "nope"})
+            )
+    await proxy.wait_for(lambda: total(proxy) == 4)
+    assert outcomes(proxy) == {"match": 2, "skipped": 2}
+    assert proxy.value("shadowproxy_compare_skipped_total", route="r", reason="cpu_budget") == 2
+    assert not proxy.value("shadowproxy_diff_summarised_total", route="r")
 
 
 async def test_primary_failure_gives_envelope_and_counts(

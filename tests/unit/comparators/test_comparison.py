@@ -8,6 +8,7 @@ from uuid import UUID
 import pytest
 
 from comparators import (
+    UNJUDGED,
     Comparison,
     DiffBudget,
     Difference,
@@ -16,6 +17,7 @@ from comparators import (
     compare,
     compile_rules,
 )
+from comparators.comparison import MATCH
 
 PRIMARY = {"id": 1, "email": "a@example.com", "items": [{"id": 1, "n": "a"}], "at": "x"}
 
@@ -204,3 +206,21 @@ def test_a_record_on_one_side_only_is_removed_or_added_even_summarised() -> None
     assert big.summarised and big.differences == (Difference("$", "removed"),)
     busy = compare(None, record, rules(), budget=empty_budget())
     assert busy.summarised and busy.differences == (Difference("$", "added"),)
+
+
+def test_past_the_cpu_budget_differing_values_are_not_judged() -> None:
+    budget = DiffBudget(per_second=1, burst=1, cpu_share=0, cpu_burst_seconds=0)
+    result = compare({"a": 1}, {"a": 2}, rules(), budget=budget)
+    assert result is UNJUDGED
+    assert result.outcome is Outcome.SKIPPED and not result.differences
+    assert compare({"a": 1}, {"a": 1}, rules(), budget=budget) is MATCH  # equal bytes: free
+    assert (budget.walked_total, budget.summarised_total, budget.unjudged_total) == (0, 0, 1)
+
+
+def test_a_judged_comparison_is_charged_to_the_cpu_budget() -> None:
+    budget = DiffBudget(per_second=100, burst=100, cpu_share=0.5, cpu_burst_seconds=10)
+    assert compare({"a": 1}, {"a": 2}, rules(), budget=budget).outcome is Outcome.MISMATCH
+    assert budget.cpu_seconds < 10
+    left = budget.cpu_seconds
+    compare({"a": 1}, {"a": 1}, rules(), budget=budget)  # a match is not charged
+    assert budget.cpu_seconds >= left

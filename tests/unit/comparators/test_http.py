@@ -7,6 +7,7 @@ import orjson
 import pytest
 
 from comparators import (
+    UNJUDGED,
     Comparison,
     DiffBudget,
     Difference,
@@ -175,3 +176,30 @@ def test_budget_summarises_bodies() -> None:
     assert result.differences == (Difference("body.a", "summarised"),)
     assert result.detail == "structured diff skipped: diff budget exhausted"
     assert budget.summarised_total == 1
+
+
+def test_past_the_cpu_budget_differing_bodies_are_not_parsed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    budget = DiffBudget(per_second=1, burst=1, cpu_share=0, cpu_burst_seconds=0)
+
+    def boom(*args: object) -> None:
+        raise AssertionError("parsed a body the budget cannot afford")
+
+    monkeypatch.setattr(orjson, "loads", boom)
+    assert compare_http(snap(b'{"a": 1}'), snap(b'{"a": 2}'), rules(), budget=budget) is UNJUDGED
+    same = compare_http(snap(b'{"a": 1}'), snap(b'{"a": 1}'), rules(), budget=budget)
+    assert same.outcome is Outcome.MATCH
+    # A status that differs needs no parsing: still a mismatch, saying the body was not compared.
+    result = compare_http(snap(b'{"a": 1}'), snap(b'{"a": 2}', 404), rules(), budget=budget)
+    assert result.outcome is Outcome.MISMATCH
+    assert [d.path for d in result.differences] == ["status"]
+    assert result.detail == "body not compared: comparison CPU budget spent"
+    assert budget.unjudged_total == 2
+
+
+def test_parsing_a_differing_body_is_charged_to_the_cpu_budget() -> None:
+    budget = DiffBudget(per_second=1, burst=1, cpu_share=0.5, cpu_burst_seconds=10)
+    result = compare_http(snap(b'{"a": 1}'), snap(b'{"a": 2}'), rules(), budget=budget)
+    assert result.outcome is Outcome.MISMATCH
+    assert budget.cpu_seconds < 10

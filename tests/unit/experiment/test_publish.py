@@ -3,11 +3,13 @@ built and written; the rest are counted as skipped."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
-from comparators import DiffBudget, Redactor
+from comparators import UNJUDGED, DiffBudget, Redactor
+from comparators.http import OVER_CAP
 from comparators.model import Comparison, Difference, Outcome
 from proxy.experiment.publish import Experiment, Publisher
 from proxy.experiment.sinks import BufferedSink, JsonlWriter
@@ -84,3 +86,33 @@ async def test_without_a_budget_every_mismatch_is_recorded(tmp_path: Path) -> No
         )
         is None
     )
+
+
+async def test_skipped_comparisons_are_counted_by_reason(tmp_path: Path) -> None:
+    registry = CollectorRegistry()
+    metrics = Metrics.create(registry)
+    sink = BufferedSink(JsonlWriter(JsonlSink(path=str(tmp_path / "m.jsonl"))), metrics)
+    publisher = Publisher(metrics=metrics, sink=sink, redactor=Redactor(frozenset(), b"k" * 32))
+    for comparison in (UNJUDGED, UNJUDGED, OVER_CAP, Comparison(Outcome.SKIPPED, detail="?")):
+        publisher.publish(dataclasses.replace(mismatch(0), comparison=comparison))
+    await sink.flush()
+    value = registry.get_sample_value
+    skipped = "shadowproxy_compare_skipped_total"
+    assert value(skipped, {"route": "users", "reason": "cpu_budget"}) == 2
+    assert value(skipped, {"route": "users", "reason": "body_over_cap"}) == 1
+    assert value(skipped, {"route": "users", "reason": "other"}) == 1
+    assert not (tmp_path / "m.jsonl").exists()  # a skipped comparison leaves no record
+
+
+async def test_publishing_a_mismatch_is_charged_to_the_cpu_budget(tmp_path: Path) -> None:
+    metrics = Metrics.create(CollectorRegistry())
+    sink = BufferedSink(JsonlWriter(JsonlSink(path=str(tmp_path / "m.jsonl"))), metrics)
+    budget = DiffBudget(per_second=1, burst=1, cpu_share=0.5, cpu_burst_seconds=10)
+    publisher = Publisher(
+        metrics=metrics, sink=sink, redactor=Redactor(frozenset(), b"k" * 32), budget=budget
+    )
+    publisher.publish(mismatch(0, Outcome.MATCH))
+    assert budget.cpu_seconds == 10  # a match costs what it costs anyway: not charged
+    publisher.publish(mismatch(1))
+    assert budget.cpu_seconds < 10
+    await sink.flush()
