@@ -27,6 +27,9 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
 
 DEFAULT_TOLERANCE_WALK_BYTES = 16 * 1024
 DEFAULT_CPU_BURST_SECONDS = 0.1
@@ -143,6 +146,14 @@ class DiffBudget:
         comparison's worth), and refills from there."""
         if self._cpu_share is not None and seconds > 0:
             self._cpu_seconds -= seconds
+
+    def spend(self, work: Callable[[], T]) -> T:
+        """Run a judged comparison's ``work`` and charge the time it took."""
+        started = time.perf_counter()
+        try:
+            return work()
+        finally:
+            self.charge(time.perf_counter() - started)
 
     def record_walked(self) -> None:
         self.walked_total += 1

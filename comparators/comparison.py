@@ -18,7 +18,6 @@ canonical bytes differ are not judged: ``compare`` returns :data:`UNJUDGED`, out
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,11 +85,7 @@ def compare_values(
         return _differences(primary, shadow, size, rules, budget, prefix)
     if not budget.may_compare():
         return NOT_JUDGED
-    started = time.perf_counter()
-    try:
-        return _differences(primary, shadow, size, rules, budget, prefix)
-    finally:
-        budget.charge(time.perf_counter() - started)
+    return budget.spend(lambda: _differences(primary, shadow, size, rules, budget, prefix))
 
 
 def _differences(

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import time
 
 import orjson
 
@@ -64,18 +63,15 @@ def compare_http(
         return finish(found, rules)
     body = NO_DIFFERENCES
     if primary.body != shadow.body:
+        bodies = (primary, shadow, primary.body, shadow.body, rules, budget)
         if budget is None:
-            body = _compare_bodies(primary, shadow, primary.body, shadow.body, rules, None)
-        elif not budget.may_compare():
-            if not head:
-                return UNJUDGED
-            return finish(Partial(head, len(head), reason="body " + UNJUDGED_DETAIL), rules)
+            body = _compare_bodies(*bodies)
+        elif budget.may_compare():
+            body = budget.spend(lambda: _compare_bodies(*bodies))
+        elif not head:
+            return UNJUDGED
         else:
-            started = time.perf_counter()
-            try:
-                body = _compare_bodies(primary, shadow, primary.body, shadow.body, rules, budget)
-            finally:
-                budget.charge(time.perf_counter() - started)
+            return finish(Partial(head, len(head), reason="body " + UNJUDGED_DETAIL), rules)
     if not head and body is NO_DIFFERENCES:
         return MATCH
     found = Partial(head + body.differences, len(head) + body.total, body.summarised, body.reason)

@@ -80,12 +80,8 @@ class Publisher:
         try:
             if self._budget is None or exp.comparison.outcome not in _CHARGED:
                 self._publish(exp)
-                return
-            started = time.perf_counter()
-            try:
-                self._publish(exp)
-            finally:
-                self._budget.charge(time.perf_counter() - started)
+            else:
+                self._budget.spend(lambda: self._publish(exp))
         except Exception:
             self._metrics.internal_errors.labels("publish").inc()
             log.exception("publishing a comparison failed", extra={"request_id": exp.request_id})
