@@ -19,9 +19,11 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
+from comparators.comparison import UNJUDGED
 from proxy.experiment.publish import Experiment
 from proxy.flags import FlagSnapshot, FlagState, ResourceFlagState, RouteFlagState, UnsafeFlip
 from proxy.readiness import RESOURCE_OPERATIONS, Readiness, Verdict, WriteFacts, refusal
+from proxy.readiness.config import UNJUDGED as UNJUDGED_OUTCOME
 from proxy.readiness.verify_results import VerifyResults, VerifyResultsError, explain
 from proxy.settings import Settings
 
@@ -74,12 +76,14 @@ class Decisions:
         self._repair_depth = repair_depth
 
     def record(self, exp: Experiment) -> None:
-        """Publisher observer: every comparison feeds the readiness window."""
+        """Publisher observer: every comparison feeds the readiness window (a difference the
+        comparison CPU budget did not judge as ``unjudged``, which its estimate uses)."""
         if exp.route in self.targets:
+            comparison = exp.comparison
             self.readiness.record(
                 exp.route,
                 exp.operation,
-                exp.comparison.outcome.value,
+                UNJUDGED_OUTCOME if comparison is UNJUDGED else comparison.outcome.value,
                 exp.primary_seconds,
                 exp.shadow_seconds,
                 new_side=exp.new_side,

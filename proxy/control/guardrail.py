@@ -10,10 +10,14 @@ A watch is armed by every change that makes the new store serve reads, by anyone
   rollback sets it back to 0.
 
 It counts the shadowed reads the new store served (``new_side == "primary"``): their
-comparisons and the new store's failures. With ``readiness.store: redis`` the counts are
-summed over every instance (``proxy.control.guardrail_tally``): each instance adds its
-counts every ``flush_interval_seconds`` and judges the fleet's totals; while Redis cannot
-be reached it judges its own. Otherwise each process judges its own counts at every read.
+comparisons and the new store's failures. A difference the comparison CPU budget could not
+judge (``comparators.UNJUDGED``) counts as a mismatch: the guardrail errs towards the old
+store, and in store mode such a difference was already unequal in value.
+
+With ``readiness.store: redis`` the counts are summed over every instance
+(``proxy.control.guardrail_tally``): each instance adds its counts every
+``flush_interval_seconds`` and judges the fleet's totals; while Redis cannot be reached it
+judges its own. Otherwise each process judges its own counts at every read.
 
 Each rollback this process made is counted in ``shadowproxy_guardrail_rollbacks_total{target}``
 (``GuardrailMetrics``), whose series exist at 0 from the start for every guarded target, so
@@ -33,7 +37,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter
 
-from comparators.model import Outcome
+from comparators.comparison import UNJUDGED
+from comparators.model import Comparison, Outcome
 from proxy.control.guardrail_tally import FleetTally, Tally
 from proxy.experiment.publish import Experiment
 from proxy.flags import ResourceFlagState
@@ -116,7 +121,10 @@ def _signature(state: ResourceFlagState, new_store: str | None) -> tuple[str, st
     return None
 
 
-def _counted(outcome: Outcome) -> Tally | None:
+def _counted(comparison: Comparison) -> Tally | None:
+    outcome = comparison.outcome
+    if comparison is UNJUDGED:
+        return Tally(1, 1, 0)
     if outcome in COMPARED:
         return Tally(1, int(outcome is Outcome.MISMATCH), 0)
     if outcome is Outcome.PRIMARY_ERROR:
@@ -199,7 +207,7 @@ class Guardrail:
         if self._clock() > watch.until:
             self._expire(exp.route, watch)
             return
-        delta = _counted(exp.comparison.outcome)
+        delta = _counted(exp.comparison)
         if delta is None:
             return
         watch.local += delta

@@ -14,11 +14,20 @@ Outcomes (``comparators.model.Outcome``) are classified like this:
                    (shown, used only by the guardrail)
 ``dropped``        excluded everywhere (the shadow never ran: queue full, load shed)
 ``skipped``        excluded everywhere (nothing comparable, e.g. a non-idempotent request)
+``unjudged``       not a comparison; used by the mismatch estimate below (values differed,
+                   but the comparison CPU budget, ``shadow.compare_cpu_share``, was spent:
+                   a ``skipped`` comparison whose detail says so)
 =================  ==========================================================================
 
 - ``comparisons = match + mismatch + transient + noise``
 - ``mismatch rate = mismatch / comparisons``; the criterion compares the UPPER bound of its 95%
   Wilson score interval (z = 1.96) with ``max_mismatch_rate``; 0 comparisons → bound 1.0.
+- With ``unjudged > 0`` the differences were sampled, so the rate is estimated from the
+  sample: ``judged = mismatch + transient + noise`` (the differences that were judged),
+  ``differed = judged + unjudged``, and the rate is
+  ``differed / (comparisons + unjudged) * mismatch / judged``, with the upper bound
+  ``differed / (comparisons + unjudged) * wilson_upper(mismatch, judged)`` (1.0 for the
+  second factor when nothing was judged: every unjudged difference counts as a mismatch).
 - ``attempts = comparisons + shadow_error + timeout``
 - ``shadow error rate = (shadow_error + timeout) / attempts`` (unknown when attempts = 0)
 - ``primary error rate = primary_error / (attempts + primary_error)``
@@ -41,10 +50,11 @@ TIMEOUT = "timeout"
 PRIMARY_ERROR = "primary_error"
 DROPPED = "dropped"
 SKIPPED = "skipped"
+UNJUDGED = "unjudged"
 
 COMPARISON_OUTCOMES = frozenset({MATCH, MISMATCH, TRANSIENT, NOISE})
 SHADOW_FAILURE_OUTCOMES = frozenset({SHADOW_ERROR, TIMEOUT})
-EXCLUDED_OUTCOMES = frozenset({PRIMARY_ERROR, DROPPED, SKIPPED})
+EXCLUDED_OUTCOMES = frozenset({PRIMARY_ERROR, DROPPED, SKIPPED, UNJUDGED})
 
 #: What the lead passes as ``required_operations`` for a store-mode resource when the config
 #: leaves it unset. HTTP routes have no fixed set (operations are methods): pass the route's

@@ -8,7 +8,9 @@ criterion         measured                                                   pas
 ================  =========================================================  ===============
 comparisons       match + mismatch + transient + noise                       >= min
 mismatch_rate     upper bound of the 95% Wilson interval of                  <= max
-                  mismatch / comparisons (1.0 with no comparisons)
+                  mismatch / comparisons (1.0 with no comparisons); with
+                  unjudged differences, estimated from the judged sample
+                  (``mismatch_estimate``)
 shadow_error_     (shadow_error + timeout) / (comparisons + shadow_error +   <= max
 rate              timeout); unknown with no attempts
 new_p99_seconds   p99 of the new side's latency histogram (bucket upper      <= max
@@ -55,6 +57,7 @@ from proxy.readiness.config import (
     SKIPPED,
     TIMEOUT,
     TRANSIENT,
+    UNJUDGED,
     ReadinessConfig,
 )
 from proxy.readiness.totals import NEW, OLD, WindowTotals
@@ -78,6 +81,56 @@ def wilson_upper(k: int, n: int, z: float = Z95) -> float:
     centre = p + z2 / (2 * n)
     spread = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n))
     return min(1.0, (centre + spread) / (1 + z2 / n))
+
+
+@dataclass(frozen=True)
+class MismatchEstimate:
+    """The mismatch rate with its 95% interval, and in words how it was measured."""
+
+    point: float | None
+    lower: float
+    upper: float
+    detail: str
+
+
+def mismatch_estimate(outcomes: Mapping[str, int]) -> MismatchEstimate:
+    """The mismatch rate of outcome counts (``proxy.readiness.config`` defines it).
+
+    Without ``unjudged`` answers it is ``mismatch / comparisons`` with its Wilson interval.
+    With them, the differences were sampled by the comparison CPU budget: the share that
+    differed is known exactly, the share of those that mismatch only from the judged ones,
+    so the rate and both bounds scale the judged sample's by the share that differed. Every
+    judged difference that was not a mismatch (``transient``, ``noise``) keeps the estimate
+    down; none judged at all counts every unjudged difference as a mismatch (bound 1.0).
+
+    >>> e = mismatch_estimate({"match": 900, "mismatch": 10, "noise": 40, "unjudged": 50})
+    >>> round(e.point, 4)
+    0.02
+    >>> e.detail
+    'estimated: 100 of 1000 answers differed, 50 judged (10 mismatches, 0 transient, 40 noise)'
+
+    """
+    count = outcomes.get
+    k, transient, noise = count(MISMATCH, 0), count(TRANSIENT, 0), count(NOISE, 0)
+    n = count(MATCH, 0) + k + transient + noise
+    unjudged = count(UNJUDGED, 0)
+    if not unjudged:
+        lower = 0.0 if n == 0 else max(0.0, 1.0 - wilson_upper(n - k, n))
+        point = None if n == 0 else k / n
+        detail = f"{k} mismatches / {n} comparisons, {transient} transient not counted" + (
+            f", {noise} noise not counted" if noise else ""
+        )
+        return MismatchEstimate(point, lower, wilson_upper(k, n), detail)
+    judged = k + transient + noise
+    differed, answers = judged + unjudged, n + unjudged
+    share = differed / answers
+    lower = 0.0 if judged == 0 else share * max(0.0, 1.0 - wilson_upper(judged - k, judged))
+    point = None if judged == 0 else share * k / judged
+    detail = (
+        f"estimated: {differed} of {answers} answers differed, {judged} judged "
+        f"({k} mismatches, {transient} transient, {noise} noise)"
+    )
+    return MismatchEstimate(point, lower, share * wilson_upper(k, judged), detail)
 
 
 @dataclass(frozen=True)
@@ -123,6 +176,7 @@ def _ratio(k: int, n: int) -> float | None:
 
 def stats(totals: WindowTotals) -> dict[str, int | float | None]:
     n = totals.comparisons
+    estimate = mismatch_estimate(totals.by_outcome)
     attempts = totals.attempts
     return {
         "comparisons": n,
@@ -135,9 +189,10 @@ def stats(totals: WindowTotals) -> dict[str, int | float | None]:
         PRIMARY_ERROR: totals.primary_errors,
         DROPPED: totals.outcome(DROPPED),
         SKIPPED: totals.outcome(SKIPPED),
+        UNJUDGED: totals.outcome(UNJUDGED),
         "attempts": attempts,
-        "mismatch_rate": _ratio(totals.mismatches, n),
-        "mismatch_rate_upper95": wilson_upper(totals.mismatches, n),
+        "mismatch_rate": estimate.point,
+        "mismatch_rate_upper95": estimate.upper,
         "shadow_error_rate": _ratio(totals.shadow_failures, attempts),
         "primary_error_rate": _ratio(totals.primary_errors, attempts + totals.primary_errors),
         "old_p50_seconds": totals.p(OLD, 0.5),
@@ -151,26 +206,18 @@ def _g(value: float) -> str:
     return f"{value:.4g}"
 
 
-def _noise_note(totals: WindowTotals) -> str:
-    noise = totals.outcome(NOISE)
-    return f", {noise} noise not counted" if noise else ""
-
-
 def read_criteria(
     totals: WindowTotals, config: ReadinessConfig, *, required_operations: Iterable[str]
 ) -> tuple[Criterion, ...]:
     n = totals.comparisons
-    k = totals.mismatches
-    transient = totals.outcome(TRANSIENT)
-    upper = wilson_upper(k, n)
-    point = "n/a" if n == 0 else _g(k / n)
+    estimate = mismatch_estimate(totals.by_outcome)
+    point = "n/a" if estimate.point is None else _g(estimate.point)
     mismatch = Criterion(
         "mismatch_rate",
-        upper,
+        estimate.upper,
         config.max_mismatch_rate,
-        upper <= config.max_mismatch_rate,
-        f"95% Wilson upper bound; point estimate {point} ({k} mismatches / {n} comparisons"
-        f", {transient} transient not counted{_noise_note(totals)})",
+        estimate.upper <= config.max_mismatch_rate,
+        f"95% Wilson upper bound; point estimate {point} ({estimate.detail})",
     )
 
     attempts = totals.attempts
@@ -395,6 +442,7 @@ def _fmt(value: Measured) -> str:
 
 _OUTCOMES = (
     MATCH, MISMATCH, TRANSIENT, NOISE, SHADOW_ERROR, TIMEOUT, PRIMARY_ERROR, DROPPED, SKIPPED,
+    UNJUDGED,
 )  # fmt: skip
 _TITLES = {FLIP_READS: "flip reads to the new store", STOP_OLD_WRITES: "stop old-store writes"}
 

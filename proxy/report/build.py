@@ -22,8 +22,9 @@ from proxy.readiness.config import (
     SKIPPED,
     TIMEOUT,
     TRANSIENT,
+    UNJUDGED,
 )
-from proxy.readiness.verdict import wilson_upper
+from proxy.readiness.verdict import mismatch_estimate
 from proxy.report import sources, views
 from proxy.report.counters import Counters, quantile, samples
 from proxy.report.model import (
@@ -47,6 +48,7 @@ from proxy.settings import Settings
 # In the order ``shadowproxy readiness`` prints them.
 OUTCOMES = (
     MATCH, MISMATCH, TRANSIENT, NOISE, SHADOW_ERROR, TIMEOUT, PRIMARY_ERROR, DROPPED, SKIPPED,
+    UNJUDGED,
 )  # fmt: skip
 SIDES = ("primary", "shadow", "secondary")
 
@@ -172,6 +174,9 @@ def _target(
     outcomes = None
     if counted.available:
         outcomes = {o: sum(ops.get(o, 0) for ops in operations.values()) for o in OUTCOMES}
+        # An unjudged difference is counted as ``skipped`` too: shown on its own.
+        unjudged = min(counters.unjudged_of(name), outcomes[SKIPPED])
+        outcomes[UNJUDGED], outcomes[SKIPPED] = unjudged, outcomes[SKIPPED] - unjudged
     mine = tally.targets.get(name)
     return TargetReport(
         name=name,
@@ -214,14 +219,19 @@ def _noise(learned: Mapping[str, Any] | None) -> LearnedNoise | None:
 
 
 def rate(outcomes: Mapping[str, int]) -> Rate:
-    """As readiness counts: comparisons are match + mismatch + transient + noise (a difference
-    only in learned noise is compared, not a mismatch). The interval's lower
-    bound is the complement of the upper bound of the matches' (the Wilson interval is
-    symmetric under swapping successes and failures)."""
+    """As readiness counts (``proxy.readiness.verdict.mismatch_estimate``): comparisons are
+    match + mismatch + transient + noise (a difference only in learned noise is compared,
+    not a mismatch); with unjudged differences the rate is estimated from the judged ones."""
     n = sum(outcomes.get(o, 0) for o in (MATCH, MISMATCH, TRANSIENT, NOISE))
-    k = outcomes.get(MISMATCH, 0)
-    lower = 0.0 if n == 0 else max(0.0, 1.0 - wilson_upper(n - k, n))
-    return Rate(k, n, k / n if n else None, lower, wilson_upper(k, n))
+    estimate = mismatch_estimate(outcomes)
+    return Rate(
+        outcomes.get(MISMATCH, 0),
+        n,
+        estimate.point,
+        estimate.lower,
+        estimate.upper,
+        unjudged=outcomes.get(UNJUDGED, 0),
+    )
 
 
 def _fields(name: str, tally: Tally, counters: Counters | None, top: int) -> tuple[FieldCount, ...]:

@@ -6,6 +6,8 @@ resource.
 - ``shadowproxy_comparisons_total{route, operation, outcome}``
 - ``shadowproxy_backend_request_duration_seconds_bucket{backend, role, route, operation, le}``
 - ``shadowproxy_mismatch_fields_total{route, field}``
+- ``shadowproxy_compare_skipped_total{route, reason}``: only ``reason="cpu_budget"``, the
+  differences the comparison CPU budget did not judge (readiness's ``unjudged``)
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from dataclasses import dataclass, field
 COMPARISONS = "shadowproxy_comparisons_total"
 LATENCY_BUCKETS = "shadowproxy_backend_request_duration_seconds_bucket"
 FIELDS = "shadowproxy_mismatch_fields_total"
+SKIPS = "shadowproxy_compare_skipped_total"
+CPU_BUDGET = "cpu_budget"  # proxy.experiment.publish.SKIP_REASONS
 
 Labels = Mapping[str, str]
 
@@ -32,9 +36,11 @@ class Counters:
     backends: dict[tuple[str, str], set[str]] = field(default_factory=dict)
     #: (target, field) -> count
     fields: dict[tuple[str, str], float] = field(default_factory=dict)
+    #: target -> differences not judged (comparison CPU budget spent)
+    unjudged: dict[str, float] = field(default_factory=dict)
 
     def add(self, name: str, labels: Labels, value: float) -> None:
-        """One sample; names and labels other than the three families' are ignored."""
+        """One sample; names and labels other than the four families' are ignored."""
         if not math.isfinite(value):
             return
         route = labels.get("route")
@@ -52,6 +58,8 @@ class Counters:
         elif name == FIELDS and "field" in labels:
             key = (route, labels["field"])
             self.fields[key] = self.fields.get(key, 0.0) + value
+        elif name == SKIPS and labels.get("reason") == CPU_BUDGET:
+            self.unjudged[route] = self.unjudged.get(route, 0.0) + value
 
     def outcomes_of(self, target: str) -> dict[str, dict[str, int]]:
         """operation -> outcome -> count."""
@@ -60,6 +68,9 @@ class Counters:
             if route == target:
                 out.setdefault(operation, {})[outcome] = round(n)
         return out
+
+    def unjudged_of(self, target: str) -> int:
+        return round(self.unjudged.get(target, 0.0))
 
     def fields_of(self, target: str) -> dict[str, int]:
         return {f: round(n) for (route, f), n in self.fields.items() if route == target}

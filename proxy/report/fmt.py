@@ -29,9 +29,14 @@ def rate(r: Rate | None) -> str:
         return "n/a (no counters)"
     if r.comparisons == 0:
         return "n/a (no comparisons)"
+    unjudged = (
+        f"; estimated, {count(r.unjudged)} differences not judged (comparison CPU budget)"
+        if r.unjudged
+        else ""
+    )
     return (
         f"{pct(r.rate)} (95% interval {pct(r.lower95)} to {pct(r.upper95)}; "
-        f"{count(r.mismatches)} of {count(r.comparisons)} comparisons)"
+        f"{count(r.mismatches)} of {count(r.comparisons)} comparisons{unjudged})"
     )
 
 

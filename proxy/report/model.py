@@ -44,13 +44,16 @@ class Source:
 
 @dataclass(frozen=True)
 class Rate:
-    """``mismatches`` of ``comparisons``, with its 95% Wilson score interval."""
+    """``mismatches`` of ``comparisons``, with its 95% Wilson score interval; with
+    ``unjudged`` differences (comparison CPU budget spent) the rate and interval are
+    estimated from the judged ones (``proxy.readiness.verdict.mismatch_estimate``)."""
 
     mismatches: int
     comparisons: int
     rate: float | None
     lower95: float
     upper95: float
+    unjudged: int = 0
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,14 @@ import urllib.request
 from typing import Any
 
 from proxy.cli_admin import AdminClient, AdminError
-from proxy.report.counters import COMPARISONS, FIELDS, LATENCY_BUCKETS, Counters, from_exposition
+from proxy.report.counters import (
+    COMPARISONS,
+    FIELDS,
+    LATENCY_BUCKETS,
+    SKIPS,
+    Counters,
+    from_exposition,
+)
 from proxy.report.model import Source, Window
 from proxy.settings import Settings
 
@@ -62,6 +69,7 @@ QUERIES = (
     (COMPARISONS, "sum by (route, operation, outcome) (increase({name}{{{match}}}[{range}]))"),
     (LATENCY_BUCKETS, "sum by (route, role, backend, le) (increase({name}{{{match}}}[{range}]))"),
     (FIELDS, "sum by (route, field) (increase({name}{{{match}}}[{range}]))"),
+    (SKIPS, "sum by (route, reason) (increase({name}{{{match}}}[{range}]))"),
 )
 
 

@@ -4,11 +4,13 @@ an injected clock; one process's counts (``tests/integration/control`` has the f
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 from typing import Any
 
 from prometheus_client import CollectorRegistry
 
+from comparators import UNJUDGED
 from comparators.model import Comparison, Outcome
 from proxy.control.guardrail import Guardrail, GuardrailMetrics
 from proxy.experiment.publish import Experiment
@@ -97,6 +99,22 @@ async def test_mismatches_against_the_old_store_flip_back() -> None:
     guard, flags = armed(clock)
     for outcome in [Outcome.MATCH] * 8 + [Outcome.MISMATCH] * 2:
         guard.observe(experiment(outcome))
+    await asyncio.sleep(0)
+    assert flags.calls and "mismatch rate" in flags.calls[0][5]
+
+
+async def test_a_difference_the_cpu_budget_did_not_judge_counts_as_a_mismatch() -> None:
+    clock = [0.0]
+    guard, flags = armed(clock)
+    for _ in range(8):
+        guard.observe(experiment(Outcome.MATCH))
+    skipped = experiment(Outcome.SKIPPED)  # skipped for another reason: not counted
+    for _ in range(5):
+        guard.observe(skipped)
+    await asyncio.sleep(0)
+    assert flags.calls == []
+    for _ in range(2):
+        guard.observe(dataclasses.replace(skipped, comparison=UNJUDGED))  # 2 / 10 > 10%
     await asyncio.sleep(0)
     assert flags.calls and "mismatch rate" in flags.calls[0][5]
 

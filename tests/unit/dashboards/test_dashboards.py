@@ -403,6 +403,7 @@ def test_dashboard_covers_the_required_views() -> None:
         "shadowproxy_shadow_dropped_total",
         "shadowproxy_backend_errors_total",
         "shadowproxy_diff_summarised_total",
+        "shadowproxy_compare_skipped_total",
         "shadowproxy_sink_records_total",
         "shadowproxy_dual_write_failures_total",
         "shadowproxy_flag_state",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import random
 
 import pytest
 from pydantic import ValidationError
@@ -24,6 +25,7 @@ from proxy.readiness import (
     wilson_upper,
     write_verdict,
 )
+from proxy.readiness.verdict import mismatch_estimate
 
 OPS = RESOURCE_OPERATIONS
 FAST = [0.01] * 100  # p99 0.01 s: the bucket bound 10**-2 exactly
@@ -220,6 +222,102 @@ def test_excluded_outcomes_change_no_rate() -> None:
     assert v.stats["shadow_error_rate"] == 0.0
     assert v.stats["primary_error_rate"] == 40 / 4040
     assert v.stats["dropped"] == 10_000
+
+
+# --- differences the comparison CPU budget did not judge --------------------------------
+
+
+def test_without_unjudged_answers_the_estimate_is_the_plain_rate() -> None:
+    plain = {"match": 3990, "mismatch": 6, "transient": 3, "noise": 1, "skipped": 50}
+    e = mismatch_estimate(plain)
+    assert e.point == 6 / 4000
+    assert e.upper == wilson_upper(6, 4000)
+    assert e.lower == pytest.approx(1 - wilson_upper(3994, 4000))
+
+
+def test_unjudged_differences_are_estimated_from_the_judged_ones() -> None:
+    # 10,000 answers: 9,000 equal; of the 1,000 that differed, 200 were judged (20 mismatches,
+    # 180 only in learned noise) and 800 not. A tenth of the answers differed, a tenth of
+    # the judged differences mismatch: about 1% of answers.
+    outcomes = {"match": 9000, "mismatch": 20, "noise": 180, "unjudged": 800}
+    e = mismatch_estimate(outcomes)
+    assert e.point == pytest.approx(0.1 * 20 / 200)
+    assert e.upper == pytest.approx(0.1 * wilson_upper(20, 200))
+    assert e.lower < e.point < e.upper
+    assert e.detail.startswith("estimated: 1000 of 10000 answers differed, 200 judged")
+    # Counting the unjudged as if they did not exist would say 20 / 9,200: far too low.
+    assert e.point > 4 * (20 / 9200)
+
+
+def test_with_nothing_judged_every_unjudged_difference_counts_as_a_mismatch() -> None:
+    e = mismatch_estimate({"match": 900, "unjudged": 100})
+    assert (e.point, e.lower, e.upper) == (None, 0.0, 0.1)
+
+
+def test_the_estimate_covers_the_true_rate_under_thinning() -> None:
+    """Simulated traffic with a known mismatch rate, thinned as the budget thins it (the
+    first differences of each second judged, the rest not): the 95% interval holds the
+    true rate in about 95% of windows, where ignoring the unjudged almost never would."""
+    rng = random.Random(7)
+    true_rate, differ_rate, judged_per_second = 0.02, 0.2, 40
+    covered = naive_covered = 0
+    windows = 200
+    for _ in range(windows):
+        counts = {"match": 0, "mismatch": 0, "noise": 0, "unjudged": 0}
+        mismatches = 0
+        for _second in range(10):
+            judged = 0
+            for _answer in range(1000):
+                u = rng.random()
+                if u >= differ_rate:
+                    counts["match"] += 1
+                    continue
+                mismatch = u < true_rate
+                mismatches += mismatch
+                if judged >= judged_per_second:
+                    counts["unjudged"] += 1
+                    continue
+                judged += 1
+                counts["mismatch" if mismatch else "noise"] += 1
+        e = mismatch_estimate(counts)
+        truth = mismatches / 10_000
+        covered += e.lower <= truth <= e.upper
+        n = counts["match"] + counts["mismatch"] + counts["noise"]
+        naive_covered += (
+            1 - wilson_upper(n - counts["mismatch"], n)
+            <= truth
+            <= wilson_upper(counts["mismatch"], n)
+        )
+    assert covered >= 0.9 * windows
+    assert naive_covered <= 0.1 * windows
+
+
+def test_unjudged_differences_can_fail_the_mismatch_criterion() -> None:
+    # Every judged difference mismatched and most were not judged: the estimate is about
+    # 100 / 4100 even though only 10 mismatches were seen.
+    v = judge(history({("get", "match"): -10, ("get", "mismatch"): 10, ("get", "unjudged"): 90}))
+    mismatch = criterion(v, "mismatch_rate")
+    assert mismatch.passed is False
+    assert v.stats["unjudged"] == 90
+    assert v.stats["comparisons"] == 4000
+    assert v.stats["mismatch_rate"] == pytest.approx(100 / 4090)
+    assert "estimated: 100 of 4090 answers differed, 10 judged" in mismatch.detail
+    assert "unjudged 90" in render_text(v)
+
+
+def test_differences_judged_as_noise_keep_an_unjudged_history_ready() -> None:
+    # 40,000 comparisons, 1,000 of them differences judged as noise, 9,000 unjudged: a
+    # fifth of the answers differed, none of the judged ones mismatched.
+    thinned = {("get", "match"): -1000, ("get", "noise"): 1000, ("get", "unjudged"): 9000}
+    v = judge(history(thinned, per_op_matches=10_000))
+    assert v.stats["mismatch_rate"] == 0.0
+    assert criterion(v, "mismatch_rate").measured == pytest.approx(
+        10_000 / 49_000 * wilson_upper(0, 1000)
+    )
+    assert v.ready
+    # The same history with only 100 judged is too thin a sample to say so.
+    few = {("get", "match"): -100, ("get", "noise"): 100, ("get", "unjudged"): 9900}
+    assert not judge(history(few, per_op_matches=10_000)).ready
 
 
 def test_shadow_error_rate_unknown_without_attempts() -> None:

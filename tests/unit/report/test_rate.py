@@ -8,7 +8,9 @@ import math
 import pytest
 
 from proxy.readiness.verdict import Z95, wilson_upper
+from proxy.report import fmt
 from proxy.report.build import rate
+from proxy.report.counters import from_exposition
 
 
 def wilson_lower(k: int, n: int) -> float:
@@ -34,3 +36,22 @@ def test_transients_are_comparisons_and_none_is_unknown() -> None:
     assert (r.mismatches, r.comparisons, r.rate) == (0, 10, 0)
     empty = rate({})
     assert (empty.rate, empty.lower95, empty.upper95) == (None, 0.0, 1.0)
+
+
+def test_unjudged_differences_make_the_rate_an_estimate() -> None:
+    r = rate({"match": 9000, "mismatch": 20, "noise": 180, "unjudged": 800, "skipped": 5})
+    assert (r.mismatches, r.comparisons, r.unjudged) == (20, 9200, 800)
+    assert r.rate == pytest.approx(0.01)
+    assert r.upper95 == pytest.approx(0.1 * wilson_upper(20, 200))
+    assert "800 differences not judged (comparison CPU budget)" in fmt.rate(r)
+    assert "not judged" not in fmt.rate(rate({"match": 10}))
+
+
+def test_the_budget_skips_are_read_from_their_own_counter() -> None:
+    text = (
+        'shadowproxy_compare_skipped_total{route="r",reason="cpu_budget"} 7\n'
+        'shadowproxy_compare_skipped_total{route="r",reason="body_over_cap"} 2\n'
+    )
+    counters = from_exposition(text)
+    assert counters.unjudged_of("r") == 7
+    assert counters.unjudged_of("other") == 0
