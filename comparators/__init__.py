@@ -12,7 +12,7 @@
 from comparators.budget import DiffBudget
 from comparators.comparison import UNJUDGED, compare
 from comparators.errors import ComparatorError, RuleError
-from comparators.http import compare_http
+from comparators.http import EQUAL_ONCE_PARSED, compare_http
 from comparators.model import Comparison, Difference, HttpSnapshot, Outcome
 from comparators.normalize import Normalizer
 from comparators.paths import ROOT, collapse_indexes, parse_pattern, render_path
@@ -20,6 +20,7 @@ from comparators.redact import Redactor
 from comparators.rules import Rules, RuleSpec, compile_rules
 
 __all__ = [
+    "EQUAL_ONCE_PARSED",
     "ROOT",
     "UNJUDGED",
     "ComparatorError",

@@ -5,16 +5,16 @@ Two buckets in one object, both per process:
 - **Structured diffs**: a token bucket, ``burst`` diffs at once, refilled at ``per_second``.
   ``compare`` takes a token before walking; without one it summarises instead (see
   ``comparators.compare``) and counts it.
-- **Comparison CPU** (``cpu_share``, optional): seconds of judging per second of time, for
-  the comparisons whose values differ (their canonical bytes are unequal): the diff or
-  summary, and publishing the mismatch. Parsing and canonical bytes are not charged: every
-  answer whose bytes differ pays them, and a match is never refused. Past the budget a
-  difference is not judged at all: ``compare`` and ``compare_http`` return
+- **Comparison CPU** (``cpu_share``, optional): seconds of comparing per second of time, for
+  the comparisons whose bytes differ (parsing, canonical bytes, the diff or summary, and
+  publishing a mismatch; an equal-bytes match costs nothing and is never refused). Past it a
+  comparison is not judged at all: ``compare`` and ``compare_http`` return
   :data:`comparators.UNJUDGED` (outcome ``skipped``), so a candidate that differs on every
-  request costs the primary little more than parsing, the rest of the traffic is still
-  counted, and no unjudged one is counted as a match or a mismatch (readiness estimates
-  from the judged sample). The bucket holds ``cpu_burst_seconds``; a comparison may start
-  while it holds anything and its time is charged when it ends.
+  request costs the primary at most that share of a core, the rest of the traffic is still
+  counted, and no unjudged one is counted as a match or a mismatch: the judged ones are a
+  sample of the differences, and readiness estimates the mismatch rate from it. The bucket
+  holds ``cpu_burst_seconds``; a comparison may start while it holds anything and its time
+  is charged when it ends.
 
 Pure and meant for one event loop: no locks, the clock is injectable.
 

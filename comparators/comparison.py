@@ -69,16 +69,19 @@ def compare_values(
     *,
     budget: DiffBudget | None,
     prefix: str = "",
+    charged: bool = False,
 ) -> Partial:
-    """The differences of two values, :data:`NO_DIFFERENCES` or :data:`NOT_JUDGED` (their
-    canonical bytes differ and the budget's comparison CPU is spent)."""
+    """The differences of two values, :data:`NO_DIFFERENCES` or :data:`NOT_JUDGED`.
+
+    ``charged``: the caller already asked the budget's CPU bucket and charges the time
+    itself (``compare_http``, whose parsing is part of the comparison)."""
     primary = rules.normalise(primary)
     shadow = rules.normalise(shadow)
     primary_bytes, shadow_bytes = canonical(primary), canonical(shadow)
     if primary_bytes == shadow_bytes:
         return NO_DIFFERENCES
     size = max(len(primary_bytes), len(shadow_bytes))
-    if budget is None:
+    if budget is None or charged:
         return _differences(primary, shadow, size, rules, budget, prefix)
     if not budget.may_compare():
         return NOT_JUDGED

@@ -5,12 +5,12 @@ A header's values are a string when it came once, else the list of values in ord
 A non-JSON body that differs is one ``changed`` difference at ``body`` whose values are
 :class:`BodyPreview` s (size, kind, digest: never the bytes, which may hold PII).
 
-Bodies that differ in bytes are parsed and their canonical bytes compared (a match costs that
-whatever the budget); bodies that differ in value are diffed only while the budget's comparison
-CPU lasts (``DiffBudget(cpu_share=...)``). Past it the body is not judged: the outcome is
+Bodies that differ in bytes are parsed and compared only while the budget's comparison CPU
+lasts (``DiffBudget(cpu_share=...)``); past it the body is not judged: the outcome is
 ``skipped`` (:data:`~comparators.comparison.UNJUDGED`), or a ``mismatch`` of status and headers
-alone when those already differ. Gating after the canonical comparison means an unjudged body
-always differed in value, which is what readiness's estimate relies on (``docs/operations.md``).
+alone when those already differ. Bodies that differ in bytes and are equal once parsed (key
+order, spacing) are a match, :data:`EQUAL_ONCE_PARSED`: with the mismatches it is the sample
+of judged differences that readiness estimates from when some were not judged.
 
 Unless ``rules.compare_server_errors``, a 5xx is not compared at all: the primary's makes the
 outcome ``primary_error``, the shadow's (against a primary below 500) ``shadow_error``.
@@ -27,7 +27,6 @@ from comparators.budget import DiffBudget
 from comparators.comparison import (
     MATCH,
     NO_DIFFERENCES,
-    NOT_JUDGED,
     UNJUDGED,
     UNJUDGED_DETAIL,
     Partial,
@@ -40,6 +39,7 @@ from comparators.rules import Rules
 BODY = "body"
 SNIFF_BYTES = 512
 OVER_CAP = Comparison(Outcome.SKIPPED, detail="body over cap")
+EQUAL_ONCE_PARSED = Comparison(Outcome.MATCH, detail="bodies differ in bytes, equal once parsed")
 _JSON_START = re.compile(rb"\s*[\[{]")
 _NOT_JSON: object = object()
 
@@ -65,14 +65,19 @@ def compare_http(
         found = Partial(head, len(head), reason="body over cap, not compared")
         return finish(found, rules)
     body = NO_DIFFERENCES
-    if primary.body != shadow.body:
-        body = _compare_bodies(primary, shadow, primary.body, shadow.body, rules, budget)
-        if body is NOT_JUDGED:
-            if not head:
-                return UNJUDGED
+    differed = primary.body != shadow.body
+    if differed:
+        bodies = (primary, shadow, primary.body, shadow.body, rules, budget)
+        if budget is None:
+            body = _compare_bodies(*bodies)
+        elif budget.may_compare():
+            body = budget.spend(lambda: _compare_bodies(*bodies))
+        elif not head:
+            return UNJUDGED
+        else:
             return finish(Partial(head, len(head), reason="body " + UNJUDGED_DETAIL), rules)
     if not head and body is NO_DIFFERENCES:
-        return MATCH
+        return EQUAL_ONCE_PARSED if differed else MATCH
     found = Partial(head + body.differences, len(head) + body.total, body.summarised, body.reason)
     return finish(found, rules)
 
@@ -130,18 +135,10 @@ def _compare_bodies(
     budget: DiffBudget | None,
 ) -> Partial:
     ours, theirs = _json(primary, primary_body), _json(shadow, shadow_body)
-    if ours is not _NOT_JSON and theirs is not _NOT_JSON:
-        return compare_values(ours, theirs, rules, budget=budget, prefix=BODY)
-    if budget is None:
-        return _changed(primary_body, shadow_body)
-    if not budget.may_compare():
-        return NOT_JUDGED
-    return budget.spend(lambda: _changed(primary_body, shadow_body))
-
-
-def _changed(primary_body: bytes, shadow_body: bytes) -> Partial:
-    change = Difference(BODY, "changed", preview(primary_body), preview(shadow_body))
-    return Partial((change,), 1)
+    if ours is _NOT_JSON or theirs is _NOT_JSON:
+        change = Difference(BODY, "changed", preview(primary_body), preview(shadow_body))
+        return Partial((change,), 1)
+    return compare_values(ours, theirs, rules, budget=budget, prefix=BODY, charged=True)
 
 
 def _json(snapshot: HttpSnapshot, body: bytes) -> object:

@@ -63,6 +63,7 @@ class Metrics:
     mismatch_fields: Counter
     diff_summarised: Counter
     compare_skipped: Counter
+    parsed_matches: Counter
     shadow_queue_depth: Gauge
     loop_tasks: Gauge
     shadow_dropped: Counter
@@ -133,6 +134,12 @@ class Metrics:
                 "Comparisons not judged (outcome skipped), by route and reason: cpu_budget "
                 "(shadow.compare_cpu_share spent) or body_over_cap.",
                 ("route", "reason"),
+            ),
+            parsed_matches=counter(
+                "compare_parsed_matches",
+                "Matches whose bodies differed in bytes and were equal once parsed (key order, "
+                "spacing), by route: with the mismatches, the differences that were judged.",
+                ("route",),
             ),
             shadow_queue_depth=Gauge(
                 "shadowproxy_shadow_queue_depth",

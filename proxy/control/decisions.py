@@ -19,15 +19,26 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
-from comparators.comparison import UNJUDGED
+from comparators import EQUAL_ONCE_PARSED, UNJUDGED, Comparison
 from proxy.experiment.publish import Experiment
 from proxy.flags import FlagSnapshot, FlagState, ResourceFlagState, RouteFlagState, UnsafeFlip
 from proxy.readiness import RESOURCE_OPERATIONS, Readiness, Verdict, WriteFacts, refusal
+from proxy.readiness.config import PARSED_MATCH
 from proxy.readiness.config import UNJUDGED as UNJUDGED_OUTCOME
 from proxy.readiness.verify_results import VerifyResults, VerifyResultsError, explain
 from proxy.settings import Settings
 
 log = logging.getLogger("shadowproxy.control")
+
+
+def _readiness_outcome(comparison: Comparison) -> str:
+    """The outcome readiness records: its mismatch estimate tells two kinds apart."""
+    if comparison is UNJUDGED:
+        return UNJUDGED_OUTCOME
+    if comparison is EQUAL_ONCE_PARSED:
+        return PARSED_MATCH
+    return comparison.outcome.value
+
 
 RepairDepth = Callable[[], Awaitable[int]]
 """``RepairLog.depth``: entries not yet repaired, stuck ones included."""
@@ -76,14 +87,13 @@ class Decisions:
         self._repair_depth = repair_depth
 
     def record(self, exp: Experiment) -> None:
-        """Publisher observer: every comparison feeds the readiness window (a difference the
-        comparison CPU budget did not judge as ``unjudged``, which its estimate uses)."""
+        """Publisher observer: every comparison feeds the readiness window (with the two
+        kinds its mismatch estimate tells apart, ``proxy.readiness.config``)."""
         if exp.route in self.targets:
-            comparison = exp.comparison
             self.readiness.record(
                 exp.route,
                 exp.operation,
-                UNJUDGED_OUTCOME if comparison is UNJUDGED else comparison.outcome.value,
+                _readiness_outcome(exp.comparison),
                 exp.primary_seconds,
                 exp.shadow_seconds,
                 new_side=exp.new_side,

@@ -11,7 +11,7 @@ from urllib.parse import parse_qsl, urlencode
 
 from comparators import DiffBudget, Redactor
 from comparators.comparison import UNJUDGED
-from comparators.http import OVER_CAP
+from comparators.http import EQUAL_ONCE_PARSED, OVER_CAP
 from comparators.model import Comparison, Outcome
 from proxy.experiment.sinks import BufferedSink
 from proxy.metrics import FieldLabels, Metrics
@@ -103,6 +103,8 @@ class Publisher:
             if comparison.outcome is Outcome.SKIPPED:
                 reason = SKIP_REASONS.get(comparison.detail, "other")
                 self._metrics.children.get(self._metrics.compare_skipped, exp.route, reason).inc()
+            elif comparison is EQUAL_ONCE_PARSED:
+                self._metrics.children.get(self._metrics.parsed_matches, exp.route).inc()
             return
         children = self._metrics.children  # field labels are capped per route: memo bounded
         for name in comparison.fields:

@@ -14,16 +14,20 @@ Outcomes (``comparators.model.Outcome``) are classified like this:
                    (shown, used only by the guardrail)
 ``dropped``        excluded everywhere (the shadow never ran: queue full, load shed)
 ``skipped``        excluded everywhere (nothing comparable, e.g. a non-idempotent request)
-``unjudged``       not a comparison; used by the mismatch estimate below (values differed,
-                   but the comparison CPU budget, ``shadow.compare_cpu_share``, was spent:
-                   a ``skipped`` comparison whose detail says so)
+``unjudged``       not a comparison; used by the mismatch estimate below (the bytes
+                   differed, but the comparison CPU budget, ``shadow.compare_cpu_share``, was
+                   spent: ``comparators.UNJUDGED``)
+``parsed_match``   not an outcome of its own: the ``match`` es whose bodies differed in bytes
+                   and were equal once parsed (``comparators.EQUAL_ONCE_PARSED``), counted in
+                   ``match`` too; used by the mismatch estimate below
 =================  ==========================================================================
 
 - ``comparisons = match + mismatch + transient + noise``
 - ``mismatch rate = mismatch / comparisons``; the criterion compares the UPPER bound of its 95%
   Wilson score interval (z = 1.96) with ``max_mismatch_rate``; 0 comparisons → bound 1.0.
 - With ``unjudged > 0`` the differences were sampled, so the rate is estimated from the
-  sample: ``judged = mismatch + transient + noise`` (the differences that were judged),
+  sample: ``judged = mismatch + transient + noise + parsed_match`` (the differences that were
+  judged),
   ``differed = judged + unjudged``, and the rate is
   ``differed / (comparisons + unjudged) * mismatch / judged``, with the upper bound
   ``differed / (comparisons + unjudged) * wilson_upper(mismatch, judged)`` (1.0 for the
@@ -51,6 +55,7 @@ PRIMARY_ERROR = "primary_error"
 DROPPED = "dropped"
 SKIPPED = "skipped"
 UNJUDGED = "unjudged"
+PARSED_MATCH = "parsed_match"
 
 COMPARISON_OUTCOMES = frozenset({MATCH, MISMATCH, TRANSIENT, NOISE})
 SHADOW_FAILURE_OUTCOMES = frozenset({SHADOW_ERROR, TIMEOUT})

@@ -15,8 +15,10 @@ Which latencies are recorded, by outcome:
 - ``shadow_error``: the primary's only (a failed call's duration is not a latency);
 - ``timeout``: the primary's, and the shadow side counts in the overflow bucket (slower than
   any bucket, whatever seconds were measured);
-- ``primary_error`` / ``dropped`` / ``skipped``: none (store mode reports ``0.0`` for a
-  failed primary).
+- ``primary_error`` / ``dropped`` / ``skipped`` / ``unjudged``: none (store mode reports
+  ``0.0`` for a failed primary).
+
+``parsed_match`` (bodies equal once parsed) is counted as a ``match`` and as itself.
 
 A flush that fails (store unreachable) puts its deltas back to be retried with the next one;
 deltas for buckets already outside the window are dropped. A failure that happens after Redis
@@ -36,6 +38,8 @@ from typing import Any
 from proxy.logs import Throttle
 from proxy.readiness.config import (
     COMPARISON_OUTCOMES,
+    MATCH,
+    PARSED_MATCH,
     SHADOW_ERROR,
     TIMEOUT,
 )
@@ -96,6 +100,10 @@ class ReadinessRecorder:
         fields = self._pending.get(key)
         if fields is None:
             fields = self._pending[key] = {}
+        if outcome == PARSED_MATCH:
+            name = f"c|{operation}|{PARSED_MATCH}"
+            fields[name] = fields.get(name, 0) + 1
+            outcome = MATCH
         name = f"c|{operation}|{outcome}"
         fields[name] = fields.get(name, 0) + 1
         if outcome in COMPARISON_OUTCOMES:

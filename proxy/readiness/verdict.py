@@ -52,6 +52,7 @@ from proxy.readiness.config import (
     MATCH,
     MISMATCH,
     NOISE,
+    PARSED_MATCH,
     PRIMARY_ERROR,
     SHADOW_ERROR,
     SKIPPED,
@@ -100,18 +101,21 @@ def mismatch_estimate(outcomes: Mapping[str, int]) -> MismatchEstimate:
     With them, the differences were sampled by the comparison CPU budget: the share that
     differed is known exactly, the share of those that mismatch only from the judged ones,
     so the rate and both bounds scale the judged sample's by the share that differed. Every
-    judged difference that was not a mismatch (``transient``, ``noise``) keeps the estimate
-    down; none judged at all counts every unjudged difference as a mismatch (bound 1.0).
+    judged difference that was not a mismatch (``transient``, ``noise``, ``parsed_match``)
+    keeps the estimate down; none judged at all counts every unjudged difference as a
+    mismatch (bound 1.0). A status or header mismatch whose bodies were equal counts in the
+    sample although it was not sampled: that can only raise the estimate.
 
     >>> e = mismatch_estimate({"match": 900, "mismatch": 10, "noise": 40, "unjudged": 50})
     >>> round(e.point, 4)
     0.02
-    >>> e.detail
-    'estimated: 100 of 1000 answers differed, 50 judged (10 mismatches, 0 transient, 40 noise)'
+    >>> e.detail.split(" (")[0]
+    'estimated: 100 of 1000 answers differed, 50 judged'
 
     """
     count = outcomes.get
     k, transient, noise = count(MISMATCH, 0), count(TRANSIENT, 0), count(NOISE, 0)
+    parsed = count(PARSED_MATCH, 0)
     n = count(MATCH, 0) + k + transient + noise
     unjudged = count(UNJUDGED, 0)
     if not unjudged:
@@ -121,14 +125,14 @@ def mismatch_estimate(outcomes: Mapping[str, int]) -> MismatchEstimate:
             f", {noise} noise not counted" if noise else ""
         )
         return MismatchEstimate(point, lower, wilson_upper(k, n), detail)
-    judged = k + transient + noise
+    judged = k + transient + noise + parsed
     differed, answers = judged + unjudged, n + unjudged
     share = differed / answers
     lower = 0.0 if judged == 0 else share * max(0.0, 1.0 - wilson_upper(judged - k, judged))
     point = None if judged == 0 else share * k / judged
     detail = (
         f"estimated: {differed} of {answers} answers differed, {judged} judged "
-        f"({k} mismatches, {transient} transient, {noise} noise)"
+        f"({k} mismatches, {transient} transient, {noise} noise, {parsed} equal once parsed)"
     )
     return MismatchEstimate(point, lower, share * wilson_upper(k, judged), detail)
 
@@ -190,6 +194,7 @@ def stats(totals: WindowTotals) -> dict[str, int | float | None]:
         DROPPED: totals.outcome(DROPPED),
         SKIPPED: totals.outcome(SKIPPED),
         UNJUDGED: totals.outcome(UNJUDGED),
+        PARSED_MATCH: totals.outcome(PARSED_MATCH),
         "attempts": attempts,
         "mismatch_rate": estimate.point,
         "mismatch_rate_upper95": estimate.upper,
@@ -442,7 +447,7 @@ def _fmt(value: Measured) -> str:
 
 _OUTCOMES = (
     MATCH, MISMATCH, TRANSIENT, NOISE, SHADOW_ERROR, TIMEOUT, PRIMARY_ERROR, DROPPED, SKIPPED,
-    UNJUDGED,
+    UNJUDGED, PARSED_MATCH,
 )  # fmt: skip
 _TITLES = {FLIP_READS: "flip reads to the new store", STOP_OLD_WRITES: "stop old-store writes"}
 

@@ -17,6 +17,7 @@ from proxy.readiness.config import (
     MATCH,
     MISMATCH,
     NOISE,
+    PARSED_MATCH,
     PRIMARY_ERROR,
     SHADOW_ERROR,
     SKIPPED,
@@ -177,6 +178,7 @@ def _target(
         # An unjudged difference is counted as ``skipped`` too: shown on its own.
         unjudged = min(counters.unjudged_of(name), outcomes[SKIPPED])
         outcomes[UNJUDGED], outcomes[SKIPPED] = unjudged, outcomes[SKIPPED] - unjudged
+        outcomes[PARSED_MATCH] = min(counters.parsed_of(name), outcomes[MATCH])
     mine = tally.targets.get(name)
     return TargetReport(
         name=name,

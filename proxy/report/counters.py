@@ -8,6 +8,8 @@ resource.
 - ``shadowproxy_mismatch_fields_total{route, field}``
 - ``shadowproxy_compare_skipped_total{route, reason}``: only ``reason="cpu_budget"``, the
   differences the comparison CPU budget did not judge (readiness's ``unjudged``)
+- ``shadowproxy_compare_parsed_matches_total{route}``: matches whose bodies differed in bytes
+  (readiness's ``parsed_match``)
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ COMPARISONS = "shadowproxy_comparisons_total"
 LATENCY_BUCKETS = "shadowproxy_backend_request_duration_seconds_bucket"
 FIELDS = "shadowproxy_mismatch_fields_total"
 SKIPS = "shadowproxy_compare_skipped_total"
+PARSED = "shadowproxy_compare_parsed_matches_total"
 CPU_BUDGET = "cpu_budget"  # proxy.experiment.publish.SKIP_REASONS
 
 Labels = Mapping[str, str]
@@ -38,9 +41,11 @@ class Counters:
     fields: dict[tuple[str, str], float] = field(default_factory=dict)
     #: target -> differences not judged (comparison CPU budget spent)
     unjudged: dict[str, float] = field(default_factory=dict)
+    #: target -> matches whose bodies differed in bytes
+    parsed: dict[str, float] = field(default_factory=dict)
 
     def add(self, name: str, labels: Labels, value: float) -> None:
-        """One sample; names and labels other than the four families' are ignored."""
+        """One sample; names and labels other than the five families' are ignored."""
         if not math.isfinite(value):
             return
         route = labels.get("route")
@@ -60,6 +65,8 @@ class Counters:
             self.fields[key] = self.fields.get(key, 0.0) + value
         elif name == SKIPS and labels.get("reason") == CPU_BUDGET:
             self.unjudged[route] = self.unjudged.get(route, 0.0) + value
+        elif name == PARSED:
+            self.parsed[route] = self.parsed.get(route, 0.0) + value
 
     def outcomes_of(self, target: str) -> dict[str, dict[str, int]]:
         """operation -> outcome -> count."""
@@ -71,6 +78,9 @@ class Counters:
 
     def unjudged_of(self, target: str) -> int:
         return round(self.unjudged.get(target, 0.0))
+
+    def parsed_of(self, target: str) -> int:
+        return round(self.parsed.get(target, 0.0))
 
     def fields_of(self, target: str) -> dict[str, int]:
         return {f: round(n) for (route, f), n in self.fields.items() if route == target}

@@ -19,6 +19,7 @@ from proxy.report.counters import (
     COMPARISONS,
     FIELDS,
     LATENCY_BUCKETS,
+    PARSED,
     SKIPS,
     Counters,
     from_exposition,
@@ -70,6 +71,7 @@ QUERIES = (
     (LATENCY_BUCKETS, "sum by (route, role, backend, le) (increase({name}{{{match}}}[{range}]))"),
     (FIELDS, "sum by (route, field) (increase({name}{{{match}}}[{range}]))"),
     (SKIPS, "sum by (route, reason) (increase({name}{{{match}}}[{range}]))"),
+    (PARSED, "sum by (route) (increase({name}{{{match}}}[{range}]))"),
 )
 
 

@@ -136,8 +136,15 @@ def _http_config(tmp: Path, primary: str, shadow: str) -> tuple[Path, int, int]:
             "dead": {**fast, "url": f"http://127.0.0.1:{dead}"},  # nothing listens
         },
         "routes": routes,
-        # Small per worker, so a burst to the slow shadow overflows it (queue_full drops).
-        "shadow": {"queue_size": 2, "concurrency": 2},
+        # Small per worker, so a burst to the slow shadow overflows it (queue_full drops);
+        # a comparison CPU budget so small that most differences go unjudged (cpu_budget
+        # skips) while a few are still judged every second (mismatches, summarised diffs).
+        "shadow": {
+            "queue_size": 2,
+            "concurrency": 2,
+            "compare_cpu_share": 0.0005,
+            "compare_cpu_burst_seconds": 0.001,
+        },
         "sink": {"kind": "jsonl", "path": str(tmp / "http-mismatches.jsonl")},
         "flags": {"kind": "memory", "audit_path": str(tmp / "http-audit.jsonl")},
     }

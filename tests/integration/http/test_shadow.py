@@ -252,45 +252,67 @@ async def test_body_over_compare_cap_is_skipped(
 async def test_past_the_comparison_cpu_budget_differing_answers_are_not_judged(
     upstream_factory: UpstreamFactory, proxy_factory: ProxyFactory, client: aiohttp.ClientSession
 ) -> None:
-    """With no comparison CPU left (share 0, nothing at once), answers whose values differ
-    are counted as skipped, never as a match or a mismatch; equal bytes, or bytes that differ
-    in key order only, are still a match; the client always gets the primary's answer; and
-    readiness counts them as ``unjudged`` and estimates its mismatch rate from them."""
-    legacy = {
-        "1": {"id": 1, "name": "a"},
-        "2": {"id": 2, "name": "b"},
-        "4": {"id": 4, "name": "d"},
-    }
-    candidate = {
-        "1": {"id": 1, "name": "a"},
-        "2": {"id": 2, "name": "changed"},
-        "4": {"name": "d", "id": 4},  # the same value written in another key order
-    }
-    token = "budget-t0ken"
-    proxy = await proxy_factory(
-        await upstream_factory(user_handler(legacy)),
-        await upstream_factory(user_handler(candidate)),
-        shadow={"compare_cpu_share": 0, "compare_cpu_burst_seconds": 0},
-        readiness={"flush_interval_seconds": 0.05, "min_comparisons": 1},
-        env={"SHADOWPROXY_ADMIN_TOKEN": token},
-    )
+    """With no comparison CPU left (share 0, nothing at once), answers whose bytes differ
+    are counted as skipped, never as a match or a mismatch; equal bytes are still a match;
+    the client always gets the primary's answer; and readiness counts them as ``unjudged``
+    and estimates its mismatch rate from them (none judged: each counts against it)."""
+    proxy = await budget_proxy(upstream_factory, proxy_factory, compare_cpu_share=0)
     for key in ("1", "2", "2", "3", "4"):  # equal, differing twice, 404 on both, reordered
         async with client.get(f"{proxy.url}/users/{key}") as r:
             assert (r.status, await r.json()) == (
-                (200, legacy[key]) if key in legacy else (404, {"error": "nope"})
+                (200, LEGACY[key]) if key in LEGACY else (404, {"error": "nope"})
             )
     await proxy.wait_for(lambda: total(proxy) == 5)
-    assert outcomes(proxy) == {"match": 3, "skipped": 2}
-    assert proxy.value("shadowproxy_compare_skipped_total", route="r", reason="cpu_budget") == 2
+    assert outcomes(proxy) == {"match": 2, "skipped": 3}
+    assert proxy.value("shadowproxy_compare_skipped_total", route="r", reason="cpu_budget") == 3
     assert not proxy.value("shadowproxy_diff_summarised_total", route="r")
-    auth = {"Authorization": f"Bearer {token}"}
+    stats = await readiness_stats(client, proxy)
+    assert (stats["comparisons"], stats["unjudged"], stats["parsed_match"]) == (2, 3, 0)
+    assert stats["mismatch_rate_upper95"] == pytest.approx(3 / 5)
+
+
+async def test_bodies_equal_once_parsed_are_matches_readiness_counts_as_judged(
+    upstream_factory: UpstreamFactory, proxy_factory: ProxyFactory, client: aiohttp.ClientSession
+) -> None:
+    proxy = await budget_proxy(upstream_factory, proxy_factory, compare_cpu_share=None)
+    for key in ("1", "4", "4", "2"):  # equal, reordered twice, differing
+        async with client.get(f"{proxy.url}/users/{key}") as r:
+            assert (r.status, await r.json()) == (200, LEGACY[key])
+    await proxy.wait_for(lambda: total(proxy) == 4)
+    assert outcomes(proxy) == {"match": 3, "mismatch": 1}
+    assert proxy.value("shadowproxy_compare_parsed_matches_total", route="r") == 2
+    stats = await readiness_stats(client, proxy)
+    assert (stats["comparisons"], stats["unjudged"], stats["parsed_match"]) == (4, 0, 2)
+    assert stats["mismatch_rate"] == 1 / 4
+
+
+LEGACY = {"1": {"id": 1, "name": "a"}, "2": {"id": 2, "name": "b"}, "4": {"id": 4, "name": "d"}}
+CANDIDATE = {
+    "1": {"id": 1, "name": "a"},
+    "2": {"id": 2, "name": "changed"},
+    "4": {"name": "d", "id": 4},  # the same value written in another key order
+}
+BUDGET_TOKEN = "budget-t0ken"
+
+
+async def budget_proxy(
+    upstream_factory: UpstreamFactory, proxy_factory: ProxyFactory, **shadow: Any
+) -> RunningProxy:
+    return await proxy_factory(
+        await upstream_factory(user_handler(LEGACY)),
+        await upstream_factory(user_handler(CANDIDATE)),
+        shadow={**shadow, "compare_cpu_burst_seconds": 0},
+        readiness={"flush_interval_seconds": 0.05, "min_comparisons": 1},
+        env={"SHADOWPROXY_ADMIN_TOKEN": BUDGET_TOKEN},
+    )
+
+
+async def readiness_stats(client: aiohttp.ClientSession, proxy: RunningProxy) -> Any:
+    auth = {"Authorization": f"Bearer {BUDGET_TOKEN}"}
     async with client.get(f"{proxy.admin_url}/readiness?target=r", headers=auth) as r:
         assert r.status == 200
         (found,) = (await r.json())["verdicts"]
-    assert (found["stats"]["comparisons"], found["stats"]["unjudged"]) == (3, 2)
-    # Two of five answers differed and none was judged: both count against the rate.
-    assert found["stats"]["mismatch_rate_upper95"] == pytest.approx(2 / 5)
-    assert not found["ready"]
+    return found["stats"]
 
 
 async def test_primary_failure_gives_envelope_and_counts(

@@ -7,6 +7,7 @@ import orjson
 import pytest
 
 from comparators import (
+    EQUAL_ONCE_PARSED,
     UNJUDGED,
     Comparison,
     DiffBudget,
@@ -17,6 +18,7 @@ from comparators import (
     compare_http,
     compile_rules,
 )
+from comparators.comparison import MATCH
 from comparators.http import preview
 from comparators.model import BodyPreview
 
@@ -178,40 +180,42 @@ def test_budget_summarises_bodies() -> None:
     assert budget.summarised_total == 1
 
 
-def test_past_the_cpu_budget_bodies_that_differ_in_value_are_not_judged() -> None:
+def test_past_the_cpu_budget_differing_bodies_are_not_parsed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     budget = DiffBudget(per_second=1, burst=1, cpu_share=0, cpu_burst_seconds=0)
+
+    def boom(*args: object) -> None:
+        raise AssertionError("parsed a body the budget cannot afford")
+
+    monkeypatch.setattr(orjson, "loads", boom)
     assert compare_http(snap(b'{"a": 1}'), snap(b'{"a": 2}'), rules(), budget=budget) is UNJUDGED
-    # Bytes that differ but values that do not are still a match: the budget only refuses
-    # what differs once parsed, so every unjudged body is a real difference.
-    reordered = compare_http(
-        snap(b'{"a": 1, "b": 2}'), snap(b'{ "b": 2, "a": 1 }'), rules(), budget=budget
-    )
-    assert reordered.outcome is Outcome.MATCH
-    assert compare_http(snap(b"plain one"), snap(b"plain two"), rules(), budget=budget) is (
-        UNJUDGED
-    )
-    # A status that differs is still a mismatch, saying the body was not compared.
+    same = compare_http(snap(b'{"a": 1}'), snap(b'{"a": 1}'), rules(), budget=budget)
+    assert same.outcome is Outcome.MATCH
+    # A status that differs needs no parsing: still a mismatch, saying the body was not compared.
     result = compare_http(snap(b'{"a": 1}'), snap(b'{"a": 2}', 404), rules(), budget=budget)
     assert result.outcome is Outcome.MISMATCH
     assert [d.path for d in result.differences] == ["status"]
     assert result.detail == "body not compared: comparison CPU budget spent"
-    assert budget.unjudged_total == 3
+    assert budget.unjudged_total == 2
 
 
-def test_only_judging_a_difference_is_charged_to_the_cpu_budget() -> None:
-    # A still clock: the bucket never refills, so every charge shows.
+def test_bodies_equal_once_parsed_are_a_match_that_says_so() -> None:
+    """Readiness counts them as judged differences (its estimate's sample), so they must be
+    told from byte-equal ones; a head difference still makes a mismatch."""
+    reordered = (snap(b'{"a": 1, "b": 2}'), snap(b'{ "b": 2, "a": 1 }'))
+    assert compare_http(*reordered, rules()) is EQUAL_ONCE_PARSED
+    assert EQUAL_ONCE_PARSED.outcome is Outcome.MATCH
+    assert compare_http(snap(b'{"a": 1}'), snap(b'{"a": 1}'), rules()) is MATCH
+    with_status = compare_http(snap(b'{"a": 1}'), snap(b'{"a":1}', 201), rules())
+    assert with_status.outcome is Outcome.MISMATCH
+
+
+def test_parsing_a_differing_body_is_charged_to_the_cpu_budget() -> None:
+    # A still clock: the bucket never refills, so the charge shows.
     budget = DiffBudget(
         per_second=1, burst=1, cpu_share=0.5, cpu_burst_seconds=10, clock=lambda: 0.0
     )
-    same = compare_http(
-        snap(b'{"a": 1, "b": 2}'), snap(b'{"b": 2, "a": 1}'), rules(), budget=budget
-    )
-    assert same.outcome is Outcome.MATCH
-    assert budget.cpu_seconds == 10
     result = compare_http(snap(b'{"a": 1}'), snap(b'{"a": 2}'), rules(), budget=budget)
     assert result.outcome is Outcome.MISMATCH
     assert budget.cpu_seconds < 10
-    left = budget.cpu_seconds
-    text = compare_http(snap(b"plain one"), snap(b"plain two"), rules(), budget=budget)
-    assert text.outcome is Outcome.MISMATCH
-    assert budget.cpu_seconds < left

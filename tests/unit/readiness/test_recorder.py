@@ -80,6 +80,19 @@ async def test_which_outcomes_record_latency() -> None:
     assert totals.outcome("dropped") == 1 and totals.outcome("skipped") == 1
 
 
+async def test_a_parsed_match_is_a_match_and_counted_as_itself() -> None:
+    clock = Clock()
+    recorder, store = make(clock)
+    recorder.record("users", "get", "parsed_match", 0.004, 0.020, new_side="shadow")
+    recorder.record("users", "get", "unjudged", 0.004, 0.020, new_side="shadow")
+    await recorder.flush()
+    totals = await store.read("users", clock())
+    assert totals.outcome("match") == 1 and totals.outcome("parsed_match") == 1
+    assert totals.comparisons == 1  # the unjudged one is not a comparison
+    assert totals.outcome("unjudged") == 1
+    assert totals.latency["new"] == {bucket_index(0.020): 1}  # one latency sample per answer
+
+
 async def test_outcome_enum_values_are_accepted() -> None:
     from comparators.model import Outcome
 

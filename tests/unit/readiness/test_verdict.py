@@ -249,6 +249,15 @@ def test_unjudged_differences_are_estimated_from_the_judged_ones() -> None:
     assert e.point > 4 * (20 / 9200)
 
 
+def test_answers_equal_once_parsed_are_part_of_the_judged_sample() -> None:
+    # A candidate that writes every body in another key order: every answer differs in
+    # bytes, 2,000 were judged (all equal once parsed), 8,000 were not. Nothing mismatches.
+    e = mismatch_estimate({"match": 2000, "parsed_match": 2000, "unjudged": 8000})
+    assert e.point == 0.0
+    assert e.upper == pytest.approx(wilson_upper(0, 2000))
+    assert "2000 equal once parsed" in e.detail
+
+
 def test_with_nothing_judged_every_unjudged_difference_counts_as_a_mismatch() -> None:
     e = mismatch_estimate({"match": 900, "unjudged": 100})
     assert (e.point, e.lower, e.upper) == (None, 0.0, 0.1)

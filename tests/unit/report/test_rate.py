@@ -51,7 +51,14 @@ def test_the_budget_skips_are_read_from_their_own_counter() -> None:
     text = (
         'shadowproxy_compare_skipped_total{route="r",reason="cpu_budget"} 7\n'
         'shadowproxy_compare_skipped_total{route="r",reason="body_over_cap"} 2\n'
+        'shadowproxy_compare_parsed_matches_total{route="r"} 3\n'
     )
     counters = from_exposition(text)
     assert counters.unjudged_of("r") == 7
-    assert counters.unjudged_of("other") == 0
+    assert counters.parsed_of("r") == 3
+    assert (counters.unjudged_of("other"), counters.parsed_of("other")) == (0, 0)
+
+
+def test_matches_equal_once_parsed_join_the_judged_sample() -> None:
+    r = rate({"match": 2000, "parsed_match": 2000, "unjudged": 8000})
+    assert (r.rate, r.upper95) == (0.0, pytest.approx(wilson_upper(0, 2000)))
