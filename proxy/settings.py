@@ -270,9 +270,9 @@ class ShadowConfig(_Model):
     # may take (parsing, canonical bytes, diff or summary; an equal-bytes match is free), and
     # how many seconds of it may be spent at once. Past it a comparison is not judged and is
     # counted as skipped (shadowproxy_compare_skipped_total{reason="cpu_budget"}): a candidate
-    # that differs on every request costs the primary at most this. None (the default): no
-    # bound; opt in knowing that readiness then sees only the judged sample of differences.
-    compare_cpu_share: float | None = Field(None, ge=0, le=1)
+    # that differs on every request costs the primary at most this, and readiness estimates
+    # its mismatch rate from the judged sample. None: no bound.
+    compare_cpu_share: float | None = Field(0.05, ge=0, le=1)
     compare_cpu_burst_seconds: float = Field(0.1, ge=0, le=60)
 
 
