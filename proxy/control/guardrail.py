@@ -122,9 +122,9 @@ def _signature(state: ResourceFlagState, new_store: str | None) -> tuple[str, st
 
 
 def _counted(comparison: Comparison) -> Tally | None:
-    outcome = comparison.outcome
     if comparison is UNJUDGED:
         return Tally(1, 1, 0)
+    outcome = comparison.outcome
     if outcome in COMPARED:
         return Tally(1, int(outcome is Outcome.MISMATCH), 0)
     if outcome is Outcome.PRIMARY_ERROR:

@@ -17,7 +17,7 @@ Outcomes (``comparators.model.Outcome``) are classified like this:
 ``unjudged``       not a comparison; used by the mismatch estimate below (the bytes
                    differed, but the comparison CPU budget, ``shadow.compare_cpu_share``, was
                    spent: ``comparators.UNJUDGED``)
-``parsed_match``   not an outcome of its own: the ``match`` es whose bodies differed in bytes
+``parsed_match``   not an outcome of its own: the matches whose bodies differed in bytes
                    and were equal once parsed (``comparators.EQUAL_ONCE_PARSED``), counted in
                    ``match`` too; used by the mismatch estimate below
 =================  ==========================================================================
@@ -27,8 +27,7 @@ Outcomes (``comparators.model.Outcome``) are classified like this:
   Wilson score interval (z = 1.96) with ``max_mismatch_rate``; 0 comparisons → bound 1.0.
 - With ``unjudged > 0`` the differences were sampled, so the rate is estimated from the
   sample: ``judged = mismatch + transient + noise + parsed_match`` (the differences that were
-  judged),
-  ``differed = judged + unjudged``, and the rate is
+  judged), ``differed = judged + unjudged``, and the rate is
   ``differed / (comparisons + unjudged) * mismatch / judged``, with the upper bound
   ``differed / (comparisons + unjudged) * wilson_upper(mismatch, judged)`` (1.0 for the
   second factor when nothing was judged: every unjudged difference counts as a mismatch).
