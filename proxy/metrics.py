@@ -36,6 +36,8 @@ LATENCY_BUCKETS = (
 )  # fmt: skip
 MAX_FIELDS_PER_ROUTE = 200
 OTHER = "other"
+# Values of shadowproxy_compare_skipped_total's ``reason`` (the report reads the first).
+SKIP_CPU_BUDGET, SKIP_BODY_OVER_CAP = "cpu_budget", "body_over_cap"
 
 
 class Children:

@@ -14,10 +14,10 @@ from comparators.comparison import UNJUDGED
 from comparators.http import EQUAL_ONCE_PARSED, OVER_CAP
 from comparators.model import Comparison, Outcome
 from proxy.experiment.sinks import BufferedSink
-from proxy.metrics import FieldLabels, Metrics
+from proxy.metrics import SKIP_BODY_OVER_CAP, SKIP_CPU_BUDGET, FieldLabels, Metrics
 
 log = logging.getLogger("shadowproxy.compare")
-SKIP_REASONS = {UNJUDGED.detail: "cpu_budget", OVER_CAP.detail: "body_over_cap"}
+SKIP_REASONS = {UNJUDGED.detail: SKIP_CPU_BUDGET, OVER_CAP.detail: SKIP_BODY_OVER_CAP}
 _CHARGED = frozenset((Outcome.MISMATCH, Outcome.NOISE))
 
 

@@ -19,12 +19,13 @@ from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from proxy.metrics import SKIP_CPU_BUDGET
+
 COMPARISONS = "shadowproxy_comparisons_total"
 LATENCY_BUCKETS = "shadowproxy_backend_request_duration_seconds_bucket"
 FIELDS = "shadowproxy_mismatch_fields_total"
 SKIPS = "shadowproxy_compare_skipped_total"
 PARSED = "shadowproxy_compare_parsed_matches_total"
-CPU_BUDGET = "cpu_budget"  # proxy.experiment.publish.SKIP_REASONS
 
 Labels = Mapping[str, str]
 
@@ -63,7 +64,7 @@ class Counters:
         elif name == FIELDS and "field" in labels:
             key = (route, labels["field"])
             self.fields[key] = self.fields.get(key, 0.0) + value
-        elif name == SKIPS and labels.get("reason") == CPU_BUDGET:
+        elif name == SKIPS and labels.get("reason") == SKIP_CPU_BUDGET:
             self.unjudged[route] = self.unjudged.get(route, 0.0) + value
         elif name == PARSED:
             self.parsed[route] = self.parsed.get(route, 0.0) + value
