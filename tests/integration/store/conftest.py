@@ -24,6 +24,8 @@ from proxy.store.schema import ResourceConfig, Schema
 
 PG_DSN = os.environ.get("SHADOWPROXY_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 REGION = "us-east-1"
+# The type of the ``make_user`` fixture, for the tests that take it.
+MakeUser = Callable[..., Record]
 FAST_RETRY = RetryPolicy(max_attempts=4, base_delay=0.001, max_delay=0.005)
 
 USERS: dict[str, Any] = {

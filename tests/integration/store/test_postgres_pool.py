@@ -9,7 +9,6 @@ returns everything."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from typing import Any
 
 import asyncpg
@@ -17,13 +16,10 @@ import pytest
 
 from proxy import tasks
 from proxy.store import postgres
-from proxy.store.base import Record
 from proxy.store.postgres import PostgresStore
 from proxy.store.schema import Schema
 
-from .conftest import PG_DSN
-
-MakeUser = Callable[..., Record]
+from .conftest import PG_DSN, MakeUser
 
 
 class CountedReleases:

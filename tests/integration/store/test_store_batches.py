@@ -5,19 +5,18 @@ from __future__ import annotations
 
 import math
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from proxy.store.base import LimitExceeded, Record, Store, Throttled
+from proxy.store.base import LimitExceeded, Store, Throttled
 from proxy.store.dynamodb import DynamoDBStore
 from proxy.store.postgres import PostgresStore
 from proxy.store.schema import Schema
 
-pytestmark = pytest.mark.integration
+from .conftest import MakeUser
 
-MakeUser = Callable[..., Record]
+pytestmark = pytest.mark.integration
 
 
 @pytest.mark.parametrize("size", [1, 25, 26, 100, 1000])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -12,9 +11,9 @@ from proxy.store import cursor as cursors
 from proxy.store.base import InvalidCursor, KeyConflict, Record, RecordNotFound, Store
 from proxy.store.schema import Schema, SchemaError
 
-pytestmark = pytest.mark.integration
+from .conftest import MakeUser
 
-MakeUser = Callable[..., Record]
+pytestmark = pytest.mark.integration
 
 
 async def test_get_absent_is_none(store: Store) -> None:

@@ -6,21 +6,21 @@ from __future__ import annotations
 import asyncio
 import socket
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from proxy.store.base import InvalidRecord, KeyConflict, Record, StoreTimeout, StoreUnavailable
+from proxy.store.base import InvalidRecord, KeyConflict, StoreTimeout, StoreUnavailable
 from proxy.store.dynamodb import DynamoDBStore
 from proxy.store.fieldtypes import Malformed
 from proxy.store.postgres import PostgresStore
 from proxy.store.retry import RetryPolicy
 from proxy.store.schema import ResourceConfig, Schema
 
+from .conftest import MakeUser
+
 pytestmark = pytest.mark.integration
 
-MakeUser = Callable[..., Record]
 PG_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 
 
