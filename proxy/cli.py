@@ -617,7 +617,7 @@ def _serve(config: str, workers: int | None) -> int:
     if count > 1:
         return run_workers(config, count)
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-        runner.run(serve(settings, reuse_port=_is_worker()))
+        runner.run(serve(settings, reuse_port=_is_worker(), freeze_heap=True))
     return 0
 
 
