@@ -5,7 +5,8 @@ runs of ``http_proxy.py``, one per revision, cannot show a change of a few perce
 revisions run at the same time, each ``shadowproxy serve --workers 1`` behind the same nginx
 upstream, each under its own paced wrk at the same rate: whatever the machine does, it does to
 both. What is compared is the CPU time each proxy process used per request (``/proc``), not
-its throughput.
+its throughput, and next to it each one's p99 latency at that rate (wrk's ``--latency``): the
+two share the machine, so a stall one of them has and the other has not shows.
 
 - ``--base REV`` (default ``HEAD``) is checked out into a temporary git worktree and run with
   this virtualenv, ``PYTHONPATH`` pointing at the worktree. "this tree" is the working tree,
@@ -120,6 +121,28 @@ def requests_done(wrk_output: str) -> int:
     raise BenchError(f"no request count in wrk's output:\n{wrk_output}")
 
 
+def p99_ms(wrk_output: str) -> float:
+    """The 99th percentile latency of wrk's ``--latency`` distribution, in ms."""
+    units = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}
+    for line in wrk_output.splitlines():
+        fields = line.split()
+        if len(fields) == 2 and fields[0] == "99%":
+            value = fields[1]
+            unit = value.lstrip("0123456789.")
+            return float(value[: len(value) - len(unit)]) * units[unit]
+    raise BenchError(f"no 99% latency in wrk's output:\n{wrk_output}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Round:
+    """One measured round: CPU µs per request and p99 ms, this tree's and the base's."""
+
+    this: float
+    base: float
+    this_p99: float
+    base_p99: float
+
+
 Systems = dict[str, tuple[int, str]]  # "this"/"base" -> (proxy pid, URL to load)
 
 
@@ -191,7 +214,7 @@ def store_systems(
     return systems
 
 
-def run(args: argparse.Namespace, tmp: Path, procs: Processes) -> list[tuple[float, float]]:
+def run(args: argparse.Namespace, tmp: Path, procs: Processes) -> list[Round]:
     base = REPO if args.control else worktree(args.base, tmp)
     imported_from(base)
     trees = {"this": REPO, "base": base}
@@ -206,12 +229,12 @@ def run(args: argparse.Namespace, tmp: Path, procs: Processes) -> list[tuple[flo
             print(f"  {line}")
 
 
-def measure(args: argparse.Namespace, systems: Systems, tmp: Path) -> list[tuple[float, float]]:
-    """Paced wrk at both at once, every round; CPU µs per request of (this, base)."""
+def measure(args: argparse.Namespace, systems: Systems, tmp: Path) -> list[Round]:
+    """Paced wrk at both at once, every round: CPU µs per request and p99 ms of each."""
     script = tmp / "paced.lua"
     script.write_text((hp.WRK_SCRIPTS / "paced.lua").read_text())
     env = dict(os.environ, BENCH_RATE=str(args.rate), BENCH_THREADS="1")
-    results: list[tuple[float, float]] = []
+    results: list[Round] = []
     for round_ in range(args.rounds + 1):
         order = ("this", "base") if round_ % 2 else ("base", "this")
         before = {name: cpu_seconds(pid) for name, (pid, _) in systems.items()}
@@ -225,6 +248,7 @@ def measure(args: argparse.Namespace, systems: Systems, tmp: Path) -> list[tuple
                     "-t1",
                     f"-c{args.connections}",
                     f"-d{args.duration}s",
+                    "--latency",
                     "-s",
                     str(script),
                     systems[name][1],
@@ -235,16 +259,20 @@ def measure(args: argparse.Namespace, systems: Systems, tmp: Path) -> list[tuple
             )
             for name in order
         }
-        per_request = {}
+        per_request, p99 = {}, {}
         for name, load in loads.items():
             out = load.communicate()[0]
             used = cpu_seconds(systems[name][0]) - before[name]
             per_request[name] = 1e6 * used / requests_done(out)
+            p99[name] = p99_ms(out)
         if round_ == 0:
             continue
-        results.append((per_request["this"], per_request["base"]))
-        this, other = results[-1]
-        print(f"round {round_}: this {this:.0f} µs/req, base {other:.0f}, {this / other:.3f}x")
+        results.append(Round(per_request["this"], per_request["base"], p99["this"], p99["base"]))
+        r = results[-1]
+        print(
+            f"round {round_}: this {r.this:.0f} µs/req, base {r.base:.0f}, "
+            f"{r.this / r.base:.3f}x; p99 this {r.this_p99:.2f} ms, base {r.base_p99:.2f} ms"
+        )
     return results
 
 
@@ -265,15 +293,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         shutil.rmtree(tmp, ignore_errors=True)
     against = "this tree (control)" if args.control else args.base
-    ratios = [this / other for this, other in results]
+    ratios = [r.this / r.base for r in results]
     print(
         f"\n{args.phase} at {args.rate:g} requests/s each, {args.rounds} rounds of "
         f"{args.duration} s; {os.cpu_count()} CPUs ({cpu_model()}), Python "
         f"{platform.python_version()}\n"
     )
-    print("| tree | CPU µs/request (median) |\n|---|---:|")
-    print(f"| this tree | {statistics.median(r[0] for r in results):.0f} |")
-    print(f"| {against} | {statistics.median(r[1] for r in results):.0f} |")
+    print("| tree | CPU µs/request (median) | p99 ms (median) |\n|---|---:|---:|")
+    print(
+        f"| this tree | {statistics.median(r.this for r in results):.0f} "
+        f"| {statistics.median(r.this_p99 for r in results):.2f} |"
+    )
+    print(
+        f"| {against} | {statistics.median(r.base for r in results):.0f} "
+        f"| {statistics.median(r.base_p99 for r in results):.2f} |"
+    )
     print(f"\nthis / base: {statistics.median(ratios):.3f}x (per round: "
           + ", ".join(f"{r:.3f}" for r in ratios) + ")")  # fmt: skip
     return 0
