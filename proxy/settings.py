@@ -154,6 +154,9 @@ class DynamoDBBackend(_Model):
     max_attempts: int = Field(8, ge=1, le=20)
     sdk_max_attempts: int = Field(3, ge=1, le=10)
     scan_page: int | None = Field(None, ge=1, le=10_000)  # items per Scan page; None: 1 MB
+    # Reads by key that start in the same loop turn go out as one BatchGetItem (at most 100
+    # keys); false: one GetItem each (proxy.store.dynamo_coalesce).
+    coalesce_reads: bool = True
     access_key_id_env: str = "AWS_ACCESS_KEY_ID"
     secret_access_key_env: str = "AWS_SECRET_ACCESS_KEY"
     session_token_env: str = "AWS_SESSION_TOKEN"  # temporary keys (STS) come with one

@@ -76,6 +76,7 @@ def build_store(
             ca_bundle=target.ca_bundle,
             profile=target.profile,
             scan_page=backend.scan_page,
+            coalesce_reads=backend.coalesce_reads,
         )
     raise ConfigError(f"backend kind {backend.kind!r} cannot hold a resource")
 

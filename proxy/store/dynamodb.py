@@ -20,6 +20,9 @@ table in hash order until ``limit`` matches are found, so a selective filter rea
 of the table. Reads are strongly consistent unless ``consistent_reads=False``; index
 queries are eventually consistent (GSIs cannot be read consistently).
 
+Reads by key without a projection that start in the same loop turn share one
+``BatchGetItem`` (``dynamo_coalesce``; ``coalesce_reads=False`` sends each as ``GetItem``).
+
 ``scan_page`` caps the items read per Scan call of ``scan`` (a backfill's read rate).
 ``client_wrapper`` receives the opened ``DynamoHttpClient`` and returns what the store calls
 (anything with its ``call(operation, request)``); tests use it to count calls and inject
@@ -58,11 +61,13 @@ from proxy.store.codec_dynamodb import (
     MAX_ITEM_BYTES,
     Item,
     decode_item,
+    decode_key,
     encode_item,
     encode_key,
     encode_value,
     item_size,
 )
+from proxy.store.dynamo_coalesce import ReadCoalescer
 from proxy.store.dynamo_errors import DynamoError, error_code, translate
 from proxy.store.dynamo_http import DynamoHttpClient
 from proxy.store.retry import RetryPolicy
@@ -94,6 +99,7 @@ class DynamoDBStore:
         max_connections: int = 64,
         max_waiting: int | None = None,
         consistent_reads: bool = True,
+        coalesce_reads: bool = True,
         scan_page: int | None = None,
         use_fips: bool = False,
         ca_bundle: str | None = None,
@@ -125,6 +131,12 @@ class DynamoDBStore:
             profile=profile,
         )
         self._client: Any = None  # the client (or the test wrapper around it) while open
+        key_name = schema.key
+        self._reads = (
+            ReadCoalescer(self._get_item, self._batch_get_once, lambda r: r[key_name])
+            if coalesce_reads
+            else None
+        )
 
     @property
     def throttles(self) -> int:
@@ -142,6 +154,8 @@ class DynamoDBStore:
         self._client = self._wrap(self._http) if self._wrap else self._http
 
     async def close(self) -> None:
+        if self._reads is not None:
+            await self._reads.close()
         if self._client is not None:
             self._client = None
             await self._http.close()
@@ -162,6 +176,11 @@ class DynamoDBStore:
     # reads ------------------------------------------------------------------------------
 
     async def get(self, key: Any, fields: Sequence[str] | None = None) -> Record | None:
+        if fields is None and self._reads is not None:
+            return await self._reads.get(key)
+        return await self._get_item(key, fields)
+
+    async def _get_item(self, key: Any, fields: Sequence[str] | None = None) -> Record | None:
         names = self.schema.check_fields(fields) if fields is not None else self.schema.field_names
         request: dict[str, Any] = {
             "TableName": self.table,
@@ -173,6 +192,19 @@ class DynamoDBStore:
         response = await self._call("GetItem", **request)
         item = response.get("Item")
         return None if item is None else decode_item(self.schema, item, names)
+
+    async def _batch_get_once(self, keys: Sequence[Any]) -> tuple[list[Record], list[Any]]:
+        """One ``BatchGetItem`` of up to 100 keys: the records found, the keys left unprocessed."""
+        request = {
+            "Keys": [encode_key(self.schema, key) for key in keys],
+            "ConsistentRead": self.consistent_reads,
+        }
+        response = await self._call("BatchGetItem", RequestItems={self.table: request})
+        items = response.get("Responses", {}).get(self.table, [])
+        unprocessed = response.get("UnprocessedKeys", {}).get(self.table, {}).get("Keys") or []
+        if unprocessed:
+            self.unprocessed_rounds += 1
+        return [self._decode(i) for i in items], [decode_key(self.schema, k) for k in unprocessed]
 
     async def query_index(self, index: str, value: Any, limit: int) -> Records:
         spec = self.schema.index(index)

@@ -168,10 +168,18 @@ async def test_a_stalled_dynamodb_gets_its_connections_plus_max_waiting_and_no_m
     dynamo_link: CuttableLink, store_proxy: StoreProxyFactory, http: aiohttp.ClientSession
 ) -> None:
     proxy = await store_proxy(
-        "dynamodb", write_to=("dynamodb",), shadow_reads=0.0, dynamo_url=dynamo_link.url,
-        dynamo={"max_connections": 2, "max_waiting": 1, "timeout_seconds": 2,
-                "sdk_max_attempts": 1},
-    )  # fmt: skip
+        "dynamodb",
+        write_to=("dynamodb",),
+        shadow_reads=0.0,
+        dynamo_url=dynamo_link.url,
+        dynamo={
+            "max_connections": 2,
+            "max_waiting": 1,
+            "timeout_seconds": 2,
+            "sdk_max_attempts": 1,
+            "coalesce_reads": False,
+        },
+    )  # fmt: skip  (gathered, the six reads would be one call: test_dynamo_coalesce.py)
     key = await created(http, proxy.url, 4)
     await six_while_stalled(dynamo_link, http, f"{proxy.url}/users/{key}")
 

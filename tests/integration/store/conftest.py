@@ -7,7 +7,7 @@ from __future__ import annotations
 import copy
 import os
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -79,6 +79,7 @@ class FaultyClient:
     def __init__(self) -> None:
         self._client: Any = None
         self.batch_sizes: dict[str, list[int]] = defaultdict(list)
+        self.calls: Counter[str] = Counter()  # every call by operation, faults included
         self._faults: dict[str, list[tuple[Fault, int | None]]] = defaultdict(list)
 
     def wrap(self, client: Any) -> FaultyClient:
@@ -94,6 +95,7 @@ class FaultyClient:
         return getattr(self._client, name)
 
     async def call(self, operation: str, request: dict[str, Any]) -> Any:
+        self.calls[operation] += 1
         if operation == "BatchWriteItem":
             self.batch_sizes[operation].append(
                 sum(len(v) for v in request["RequestItems"].values())
