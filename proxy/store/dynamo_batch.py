@@ -44,28 +44,42 @@ async def batch_get(store: DynamoDBStore, keys: Sequence[Any]) -> Records:
     return [found[key] for key in wanted if key in found]
 
 
-async def _get_chunk(store: DynamoDBStore, keys: Sequence[Any]) -> Items:
-    table, retry = store.table, store.retry
-    request: dict[str, Any] = {
+def get_request(store: DynamoDBStore, keys: Sequence[Any]) -> dict[str, Any]:
+    """A table's part of a ``BatchGetItem``: its keys, read as the store reads."""
+    return {
         "Keys": [encode_key(store.schema, key) for key in keys],
         "ConsistentRead": store.consistent_reads,
     }
+
+
+async def get_round(store: DynamoDBStore, request: dict[str, Any]) -> tuple[Items, Items]:
+    """One ``BatchGetItem`` of ``request``: the items found and the keys left unprocessed
+    (a round that leaves some is counted in ``unprocessed_rounds``)."""
+    table = store.table
+    response = await store._call("BatchGetItem", RequestItems={table: request})
+    unprocessed = response.get("UnprocessedKeys", {}).get(table, {}).get("Keys") or []
+    if unprocessed:
+        store.unprocessed_rounds += 1
+    return response.get("Responses", {}).get(table, []), unprocessed
+
+
+async def _get_chunk(store: DynamoDBStore, keys: Sequence[Any]) -> Items:
+    retry = store.retry
+    request = get_request(store, keys)
     items: Items = []
     attempt = 0
     while True:
         attempt += 1
         try:
-            response = await store._call("BatchGetItem", RequestItems={table: request})
+            found, unprocessed = await get_round(store, request)
         except Throttled:
             if attempt >= retry.max_attempts:
                 raise
             await asyncio.sleep(retry.delay(attempt))
             continue
-        items.extend(response.get("Responses", {}).get(table, []))
-        unprocessed = response.get("UnprocessedKeys", {}).get(table, {}).get("Keys")
+        items.extend(found)
         if not unprocessed:
             return items
-        store.unprocessed_rounds += 1
         if attempt >= retry.max_attempts:
             raise Throttled(
                 f"dynamodb: {len(unprocessed)} keys unprocessed after {attempt} attempts"

@@ -195,16 +195,9 @@ class DynamoDBStore:
 
     async def _batch_get_once(self, keys: Sequence[Any]) -> tuple[list[Record], list[Any]]:
         """One ``BatchGetItem`` of up to 100 keys: the records found, the keys left unprocessed."""
-        request = {
-            "Keys": [encode_key(self.schema, key) for key in keys],
-            "ConsistentRead": self.consistent_reads,
-        }
-        response = await self._call("BatchGetItem", RequestItems={self.table: request})
-        items = response.get("Responses", {}).get(self.table, [])
-        unprocessed = response.get("UnprocessedKeys", {}).get(self.table, {}).get("Keys") or []
-        if unprocessed:
-            self.unprocessed_rounds += 1
-        return [self._decode(i) for i in items], [decode_key(self.schema, k) for k in unprocessed]
+        request = dynamo_batch.get_request(self, keys)
+        found, unprocessed = await dynamo_batch.get_round(self, request)
+        return [self._decode(i) for i in found], [decode_key(self.schema, k) for k in unprocessed]
 
     async def query_index(self, index: str, value: Any, limit: int) -> Records:
         spec = self.schema.index(index)

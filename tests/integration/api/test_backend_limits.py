@@ -167,19 +167,12 @@ async def test_a_stalled_postgres_gets_its_pool_plus_max_waiting_and_no_more(
 async def test_a_stalled_dynamodb_gets_its_connections_plus_max_waiting_and_no_more(
     dynamo_link: CuttableLink, store_proxy: StoreProxyFactory, http: aiohttp.ClientSession
 ) -> None:
+    # gathered (coalesce_reads), the six reads would be one call: test_dynamo_coalesce.py
     proxy = await store_proxy(
-        "dynamodb",
-        write_to=("dynamodb",),
-        shadow_reads=0.0,
-        dynamo_url=dynamo_link.url,
-        dynamo={
-            "max_connections": 2,
-            "max_waiting": 1,
-            "timeout_seconds": 2,
-            "sdk_max_attempts": 1,
-            "coalesce_reads": False,
-        },
-    )  # fmt: skip  (gathered, the six reads would be one call: test_dynamo_coalesce.py)
+        "dynamodb", write_to=("dynamodb",), shadow_reads=0.0, dynamo_url=dynamo_link.url,
+        dynamo={"max_connections": 2, "max_waiting": 1, "timeout_seconds": 2,
+                "sdk_max_attempts": 1, "coalesce_reads": False},
+    )  # fmt: skip
     key = await created(http, proxy.url, 4)
     await six_while_stalled(dynamo_link, http, f"{proxy.url}/users/{key}")
 
