@@ -14,9 +14,9 @@ or a refused oversized body means the same thing on every port.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from dataclasses import dataclass
+from random import getrandbits
 
 from aiohttp import web
 
@@ -31,8 +31,12 @@ OTHER = "other"
 
 
 def request_id(request: web.BaseRequest) -> str:
-    """The client's ``X-Request-ID``, else a fresh random one."""
-    return request.headers.get("X-Request-ID") or os.urandom(16).hex()
+    """The client's ``X-Request-ID``, else a fresh random one: 128 bits of the process's
+    Mersenne Twister, seeded from the OS in each process (``serve``'s workers are processes of
+    their own) and reseeded in a forked child. An id names a request in logs and reports and
+    guards nothing, so it needs no ``os.urandom``: a ``getrandom`` system call per request,
+    ~3% of a store-mode worker's samples in py-spy."""
+    return request.headers.get("X-Request-ID") or f"{getrandbits(128):032x}"
 
 
 def requester_label(value: str | None, known: frozenset[str]) -> str:
