@@ -29,6 +29,7 @@ from proxy.store.fieldtypes import (
     canonical_json,
     canonical_json_text,
     render_datetime,
+    render_uuid,
 )
 from proxy.store.plain import attribute
 from proxy.store.schema import MAX_ITEM_BYTES as MAX_ITEM_BYTES  # DynamoDB's item limit
@@ -66,7 +67,7 @@ _SCALAR_TEXT: dict[str, Callable[[Any], str]] = {
     "float": _number_text,
     "datetime": render_datetime,
     "date": lambda value: value.isoformat(),
-    "uuid": str,
+    "uuid": render_uuid,
 }
 
 

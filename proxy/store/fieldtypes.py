@@ -293,7 +293,24 @@ def render_decimal(value: Decimal) -> DecimalText:
 
 
 def render_datetime(value: datetime) -> str:
-    return value.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+    """``2026-12-04T01:28:25.280953Z``: the instant in UTC, always with microseconds.
+
+    A canonical datetime is in UTC: orjson writes it ~4x faster than ``isoformat`` (0.4
+    against 1.9 µs here, twice per users record on every read), but drops a zero microsecond
+    part, so those and any other zone take the ``isoformat`` way. Tested against it."""
+    if value.tzinfo is UTC and value.microsecond:
+        return orjson.dumps(value, option=orjson.OPT_UTC_Z)[1:-1].decode()
+    if value.tzinfo is not None:
+        value = value.astimezone(UTC).replace(tzinfo=None)
+    return value.isoformat(timespec="microseconds") + "Z"
+
+
+def render_uuid(value: uuid.UUID) -> str:
+    """The hyphenated lower-case form; orjson's for a plain ``UUID`` (0.2 against 0.55 µs for
+    ``str``), ``str`` for a subclass, which orjson refuses (asyncpg's)."""
+    if type(value) is uuid.UUID:
+        return orjson.dumps(value)[1:-1].decode()
+    return str(value)
 
 
 def _identity(value: Any) -> Any:
@@ -308,7 +325,7 @@ SCALAR_RENDER: dict[str, Callable[[Any], Any]] = {
     "bool": _identity,
     "datetime": render_datetime,
     "date": date.isoformat,
-    "uuid": str,
+    "uuid": render_uuid,
 }
 
 

@@ -6,6 +6,9 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from asyncpg.pgproto.pgproto import UUID as AsyncpgUUID
+from hypothesis import given
+from hypothesis import strategies as st
 
 from proxy.store import exactjson
 from proxy.store.fieldtypes import (
@@ -14,6 +17,7 @@ from proxy.store.fieldtypes import (
     canonical_json,
     canonicaliser,
     render_datetime,
+    render_uuid,
     renderer,
 )
 
@@ -163,6 +167,34 @@ def test_datetime_is_utc_and_rendered_with_microseconds() -> None:
 
 def test_datetime_renders_four_digit_years() -> None:
     assert render_datetime(datetime(5, 1, 2, tzinfo=UTC)) == "0005-01-02T00:00:00.000000Z"
+
+
+def isoformat_z(value: datetime) -> str:
+    """The oracle: the instant in UTC by ``isoformat``, microseconds always written."""
+    if value.tzinfo is not None:
+        value = value.astimezone(UTC).replace(tzinfo=None)
+    return value.isoformat(timespec="microseconds") + "Z"
+
+
+@given(
+    st.datetimes(
+        min_value=datetime(1, 1, 2),
+        max_value=datetime(9999, 12, 30),
+        timezones=st.sampled_from([UTC, timezone(timedelta(hours=5, minutes=30)), None]),
+    )
+)
+def test_datetime_rendering_is_isoformats_in_utc(value: datetime) -> None:
+    """orjson writes the common case (UTC, microseconds set); isoformat is the judge."""
+    assert render_datetime(value) == isoformat_z(value)
+    assert render_datetime(value.replace(microsecond=0)) == isoformat_z(
+        value.replace(microsecond=0)
+    )
+
+
+@given(st.uuids())
+def test_uuid_rendering_is_strs_for_plain_and_asyncpg_uuids(value: uuid.UUID) -> None:
+    assert render_uuid(value) == str(value)
+    assert render_uuid(AsyncpgUUID(str(value))) == str(value)
 
 
 @pytest.mark.parametrize(
