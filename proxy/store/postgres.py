@@ -109,6 +109,8 @@ class PostgresStore:
         self._pool: asyncpg.Pool | None = None
         # Released connections kept for the next caller, newest last (see ``_release``).
         self._idle: deque[tuple[asyncpg.Connection, float]] = deque()
+        # Callers waiting while every connection is held, oldest first (see ``_wait``).
+        self._waiters: deque[asyncio.Future[asyncpg.Connection | None]] = deque()
 
     async def open(self) -> None:
         if self._pool is None:
@@ -120,6 +122,10 @@ class PostgresStore:
     async def close(self) -> None:
         pool, self._pool = self._pool, None
         idle, self._idle = self._idle, deque()
+        waiters, self._waiters = self._waiters, deque()
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_exception(StoreUnavailable(f"postgres store for {self.table!r} closed"))
         if pool is not None:
             for conn, _ in idle:  # asyncpg's close waits for every acquired connection
                 await pool.release(conn)
@@ -315,10 +321,11 @@ class PostgresStore:
             await self._release(conn)
 
     async def _acquire(self) -> asyncpg.Connection:
-        """A pooled connection. Only when every connection is in use is the wait bounded
-        by a timer: an ``asyncio.timeout`` on every read costs CPU for a wait that is
-        immediate while a connection is free (``_in_use`` counts this store's, the only user
-        of its pool). A connection the last caller left in the idle list comes first."""
+        """A pooled connection. A connection the last caller left in the idle list comes
+        first; while one is free in asyncpg's pool, asyncpg's acquire returns at once. Only
+        when every connection is held does a caller wait, in this store's own queue
+        (``_wait``): ``_in_use`` counts this store's connections and callers, the only users
+        of its pool."""
         pool = self._pool
         if pool is None:
             raise StoreUnavailable(f"postgres store for {self.table!r} is not open")
@@ -339,26 +346,64 @@ class PostgresStore:
                 await pool.release(conn)  # closed while idle: asyncpg replaces it
             if not bounded:
                 return await pool.acquire()
-            async with asyncio.timeout(self._acquire_timeout):
-                return await pool.acquire()
+            return await self._wait(pool)
         except BaseException:
             self._in_use -= 1
             raise
 
+    async def _wait(self, pool: asyncpg.Pool) -> asyncpg.Connection:
+        """Wait until a caller releases a connection, at most the acquire timeout.
+
+        The releaser hands a clean connection straight over, or, when it gave its connection
+        back to asyncpg (after an error, or a transaction left open), hands over ``None``: take
+        one from asyncpg's pool, where one is now free. Waiting in asyncpg's own acquire
+        instead cost an ``asyncio.timeout`` per wait and a shielded task per release; with
+        more clients than connections that was every request (py-spy, ``store_proxy.py``'s
+        shadow 0%: ~6% of a worker's samples)."""
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[asyncpg.Connection | None] = loop.create_future()
+        timer = loop.call_later(self._acquire_timeout, _expire, waiter, self._acquire_timeout)
+        self._waiters.append(waiter)
+        try:
+            conn = await waiter
+        except BaseException:
+            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                self._pass_on(waiter.result())  # handed over just as this caller was cancelled
+            raise
+        finally:
+            timer.cancel()
+        if conn is None:
+            return await pool.acquire()
+        return conn
+
+    def _pass_on(self, conn: asyncpg.Connection | None) -> None:
+        """Give a released connection (``None``: a free slot in asyncpg's pool) to the oldest
+        caller still waiting; a connection nobody waits for goes to the idle list."""
+        waiters = self._waiters
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():  # not timed out or cancelled
+                waiter.set_result(conn)
+                return
+        if conn is not None:
+            self._idle.append((conn, time.monotonic()))
+
     async def _release(self, conn: asyncpg.Connection, *, clean: bool = True) -> None:
         """Give a connection back. A clean one (its operation ended without an error and no
-        transaction is open) goes to the idle list for the next caller, unless a caller is
-        waiting in asyncpg's pool for it. asyncpg's own release shields a task and arms a
-        timeout for its reset: in store mode with no shadow it was ~9% of a worker's CPU
-        (py-spy, ``store_proxy.py``'s shadow 0%); a list append is nothing."""
+        transaction is open) goes to the oldest waiting caller, else to the idle list for the
+        next one. asyncpg's own release shields a task and arms a timeout for its reset: in
+        store mode with no shadow it was ~9% of a worker's CPU (py-spy, ``store_proxy.py``'s
+        shadow 0%); a list append is nothing. Any other goes back to asyncpg (its reset
+        rolls a transaction back), and a waiting caller takes the freed slot from there."""
         self._in_use -= 1
         pool = self._pool
         if pool is None:  # closed meanwhile: the pool terminated it
             conn.terminate()
             return
-        # _in_use counts held connections and waiting callers: at the pool's size, with this
-        # connection released, someone waits in asyncpg's acquire and only its release wakes them.
-        if clean and self._in_use < self._pool_max and _reusable(conn):
+        if clean and _reusable(conn):
+            if self._waiters:
+                self._pass_on(conn)
+                return
             now = time.monotonic()
             idle = self._idle
             idle.append((conn, now))
@@ -366,6 +411,8 @@ class PostgresStore:
                 await pool.release(idle.popleft()[0])
             return
         await pool.release(conn)  # resets it (a transaction left open is rolled back)
+        if self._waiters:
+            self._pass_on(None)
 
     def _key(self, key: Any) -> Any:
         return encode_value(self.schema.key_field, key)
@@ -373,6 +420,11 @@ class PostgresStore:
     def _decode(self, rows: Sequence[Mapping[str, Any]]) -> Records:
         names = self.schema.field_names
         return [decode_row(self.schema, row, names) for row in rows]
+
+
+def _expire(waiter: asyncio.Future[Any], seconds: float) -> None:
+    if not waiter.done():
+        waiter.set_exception(TimeoutError(f"no connection free within {seconds} s"))
 
 
 def _reusable(conn: asyncpg.Connection) -> bool:

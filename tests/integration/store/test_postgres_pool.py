@@ -3,8 +3,9 @@
 A clean connection goes back to the store's own idle list instead of through asyncpg's release
 (a shielded task and a reset timeout per request). These tests hold it to what asyncpg's
 release promised: a transaction left open never reaches the next caller, a connection the
-server closed is not handed out, a caller waiting for a connection is woken, and ``close``
-returns everything."""
+server closed is not handed out, a caller waiting for a connection is woken (handed the
+connection, in the order the callers came, or the slot asyncpg's release freed) or times out,
+and ``close`` returns everything and fails the callers still waiting."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import pytest
 
 from proxy import tasks
 from proxy.store import postgres
+from proxy.store.base import StoreTimeout, StoreUnavailable
 from proxy.store.postgres import PostgresStore
 from proxy.store.schema import Schema
 
@@ -160,3 +162,126 @@ async def test_a_connection_idle_too_long_goes_back_to_asyncpg(
     assert await pg_store.get(user["id"]) == user
     assert releases.calls == 1
     assert not pg_store._idle
+
+
+async def _until_waiting(store: PostgresStore, callers: int) -> None:
+    for _ in range(500):  # until the waiters are counted and queued
+        if len(store._waiters) == callers:
+            return
+        await asyncio.sleep(0.01)
+    assert len(store._waiters) == callers
+
+
+async def test_a_clean_release_hands_its_connection_to_the_oldest_waiter(
+    pg_store: PostgresStore, make_user: MakeUser, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No round through asyncpg's pool while callers wait: the connection goes hand to hand,
+    in the order the callers came."""
+    user = make_user()
+    await pg_store.put(user)
+    single = PostgresStore(PG_DSN, pg_store.table, pg_store.schema, max_size=1, connect_timeout=30)
+    async with single:
+        held = await single._acquire()
+        pid = await held.fetchval("SELECT pg_backend_pid()")
+        releases = CountedReleases(single, monkeypatch)
+        acquires = 0
+        original = asyncpg.Pool.acquire
+
+        def acquire(pool: asyncpg.Pool, **kwargs: Any) -> Any:
+            nonlocal acquires
+            acquires += 1
+            return original(pool, **kwargs)
+
+        monkeypatch.setattr(asyncpg.Pool, "acquire", acquire)
+        order: list[int] = []
+
+        async def read(n: int) -> None:
+            assert await single.get(user["id"]) == user
+            assert await _backend_pid(single) == pid
+            order.append(n)
+
+        readers = []
+        for n in range(3):
+            readers.append(tasks.spawn(read(n), name=f"reader {n}"))
+            await _until_waiting(single, n + 1)
+        await single._release(held)
+        await asyncio.wait_for(asyncio.gather(*readers), 10)
+        assert order == [0, 1, 2]
+        assert (releases.calls, acquires) == (0, 0)
+        assert single._in_use == 0
+        assert len(single._idle) == 1
+
+
+async def test_a_release_through_asyncpg_wakes_a_waiter_to_take_the_free_slot(
+    pg_store: PostgresStore, make_user: MakeUser
+) -> None:
+    user = make_user()
+    await pg_store.put(user)
+    single = PostgresStore(PG_DSN, pg_store.table, pg_store.schema, max_size=1, connect_timeout=30)
+    async with single:
+        held = await single._acquire()
+        await held.execute("BEGIN")
+        waiter = tasks.spawn(single.get(user["id"]), name="waiting reader")
+        await _until_waiting(single, 1)
+        await single._release(held)  # a transaction left open: asyncpg's reset rolls it back
+        assert await asyncio.wait_for(waiter, 10) == user
+        assert single._in_use == 0
+
+
+async def test_a_waiter_times_out_when_no_connection_comes_back(
+    pg_store: PostgresStore, make_user: MakeUser
+) -> None:
+    user = make_user()
+    await pg_store.put(user)
+    single = PostgresStore(PG_DSN, pg_store.table, pg_store.schema, max_size=1, connect_timeout=0.2)
+    async with single:
+        held = await single._acquire()
+        with pytest.raises(StoreTimeout, match="no connection free within"):
+            await single.get(user["id"])
+        assert single._in_use == 1  # the held connection only
+        await single._release(held)
+        assert await single.get(user["id"]) == user  # the timed-out waiter took nothing
+
+
+async def test_a_waiter_cancelled_as_it_is_handed_a_connection_passes_it_on(
+    pg_store: PostgresStore, make_user: MakeUser
+) -> None:
+    """Handed over and cancelled in the same loop turn: the connection must not be lost."""
+    user = make_user()
+    await pg_store.put(user)
+    single = PostgresStore(PG_DSN, pg_store.table, pg_store.schema, max_size=1, connect_timeout=30)
+    async with single:
+        held = await single._acquire()
+        first = tasks.spawn(single.get(user["id"]), name="cancelled reader")
+        await _until_waiting(single, 1)
+        second = tasks.spawn(single.get(user["id"]), name="next reader")
+        await _until_waiting(single, 2)
+        await single._release(held)  # hands it to the first ...
+        first.cancel()  # ... which is cancelled before it runs again
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        assert await asyncio.wait_for(second, 10) == user
+        assert single._in_use == 0
+        assert await asyncio.wait_for(single.get(user["id"]), 10) == user
+
+
+async def test_close_fails_the_callers_still_waiting(
+    pg_store: PostgresStore, make_user: MakeUser
+) -> None:
+    user = make_user()
+    await pg_store.put(user)
+    single = PostgresStore(PG_DSN, pg_store.table, pg_store.schema, max_size=1, connect_timeout=30)
+    await single.open()
+    held = await single._acquire()
+    waiter = tasks.spawn(single.get(user["id"]), name="waiting reader")
+    await _until_waiting(single, 1)
+    await single._release(held)  # handed over: the waiter reads, then the next one waits
+    assert await asyncio.wait_for(waiter, 10) == user
+    held = await single._acquire()
+    waiter = tasks.spawn(single.get(user["id"]), name="waiting reader")
+    await _until_waiting(single, 1)
+    closing = tasks.spawn(single.close(), name="close")
+    with pytest.raises(StoreUnavailable, match="closed"):
+        await asyncio.wait_for(waiter, 10)
+    await single._release(held)  # closed meanwhile: terminated
+    await asyncio.wait_for(closing, 30)
