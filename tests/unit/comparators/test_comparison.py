@@ -45,6 +45,24 @@ def test_fast_path_does_not_walk(monkeypatch: pytest.MonkeyPatch) -> None:
     assert compare(PRIMARY, ignored, rules(ignore=("at",))).outcome is Outcome.MATCH
 
 
+def test_equal_values_match_before_any_normaliser_runs() -> None:
+    """Equal bytes are equal values: the rules' normalisers need not see them."""
+    seen: list[object] = []
+
+    def watched(value: object) -> object:
+        seen.append(value)
+        return value
+
+    ruled = rules(ignore=("at",), unordered=("items",))
+    object.__setattr__(ruled, "normalisers", (*ruled.normalisers, watched))
+    reordered = dict(reversed(list(PRIMARY.items())))
+    assert compare(PRIMARY, reordered, ruled) is MATCH
+    assert seen == []
+    differing = {**PRIMARY, "email": "b@example.com"}
+    assert compare(PRIMARY, differing, ruled).outcome is Outcome.MISMATCH
+    assert len(seen) == 2  # both sides normalised once the bytes differ
+
+
 def test_store_types_meet_json() -> None:
     record = {
         "id": UUID(int=7),
