@@ -71,3 +71,13 @@ def decode_value(spec: FieldSpec, raw: Any) -> Any:
 def decode_row(schema: Schema, row: Mapping[str, Any], names: Iterable[str]) -> Record:
     fields = schema.fields
     return {name: decode_value(fields[name], row[name]) for name in names}
+
+
+def decode_row_keyed(schema: Schema, row: Mapping[str, Any], key: Any) -> Record:
+    """A whole record from a row read without its key column: ``key`` (canonical) is the
+    key the row was read by."""
+    fields, key_name = schema.fields, schema.key
+    return {
+        name: key if name == key_name else decode_value(spec, row[name])
+        for name, spec in fields.items()
+    }
