@@ -373,6 +373,7 @@ class PostgresStore:
                 if _reusable(conn):
                     return conn
                 await pool.release(conn)  # closed while idle: asyncpg replaces it
+                bounded = False  # and that slot is this caller's
             if not bounded:
                 return await pool.acquire()
             return await self._wait(pool)
@@ -390,8 +391,9 @@ class PostgresStore:
         more clients than connections that was every request (py-spy, ``store_proxy.py``'s
         shadow 0%: ~6% of a worker's samples)."""
         loop = asyncio.get_running_loop()
+        ends = loop.time() + self._acquire_timeout
         waiter: asyncio.Future[asyncpg.Connection | None] = loop.create_future()
-        timer = loop.call_later(self._acquire_timeout, _expire, waiter, self._acquire_timeout)
+        timer = loop.call_at(ends, _expire, waiter, self._acquire_timeout)
         self._waiters.append(waiter)
         try:
             conn = await waiter
@@ -401,8 +403,8 @@ class PostgresStore:
             raise
         finally:
             timer.cancel()
-        if conn is None:
-            return await pool.acquire()
+        if conn is None:  # free in asyncpg's pool now; bounded all the same, in case it is not
+            return await pool.acquire(timeout=max(ends - loop.time(), 0.001))
         return conn
 
     def _pass_on(self, conn: asyncpg.Connection | None) -> None:

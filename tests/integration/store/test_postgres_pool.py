@@ -285,3 +285,30 @@ async def test_close_fails_the_callers_still_waiting(
         await asyncio.wait_for(waiter, 10)
     await single._release(held)  # closed meanwhile: terminated
     await asyncio.wait_for(closing, 30)
+
+
+async def test_a_caller_that_returns_a_dead_idle_connection_takes_the_slot_it_freed(
+    pg_store: PostgresStore, make_user: MakeUser
+) -> None:
+    """Every connection counted as in use, but the idle one is dead: returning it to asyncpg
+    frees a slot, and this caller takes it rather than waiting for a release."""
+    user = make_user()
+    await pg_store.put(user)
+    pair = PostgresStore(PG_DSN, pg_store.table, pg_store.schema, max_size=2, connect_timeout=1)
+    async with pair:
+        held = await pair._acquire()
+        spare = await pair._acquire()
+        victim = await spare.fetchval("SELECT pg_backend_pid()")
+        await pair._release(spare)
+        assert len(pair._idle) == 1
+        assert await held.fetchval("SELECT pg_terminate_backend($1)", victim)
+        for _ in range(500):  # until asyncpg has seen the connection end
+            if not postgres._reusable(spare):
+                break
+            await asyncio.sleep(0.01)
+        pair._in_use += 1  # as if a caller were counted and on its way
+        try:
+            assert await asyncio.wait_for(pair.get(user["id"]), 10) == user
+        finally:
+            pair._in_use -= 1
+        await pair._release(held)
