@@ -10,6 +10,8 @@ and ``close`` returns everything and fails the callers still waiting."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
@@ -17,7 +19,7 @@ import pytest
 
 from proxy import tasks
 from proxy.store import postgres
-from proxy.store.base import StoreTimeout, StoreUnavailable
+from proxy.store.base import Record, StoreTimeout, StoreUnavailable
 from proxy.store.postgres import PostgresStore
 from proxy.store.schema import Schema
 
@@ -42,6 +44,44 @@ class CountedReleases:
         monkeypatch.setattr(asyncpg.Pool, "release", release)
 
 
+def one_connection(pg_store: PostgresStore, *, connect_timeout: float = 30) -> PostgresStore:
+    """A store of one connection over ``pg_store``'s table: a second caller must wait."""
+    return PostgresStore(
+        PG_DSN, pg_store.table, pg_store.schema, max_size=1, connect_timeout=connect_timeout
+    )
+
+
+async def stored_user(pg_store: PostgresStore, make_user: MakeUser) -> Record:
+    user = make_user()
+    await pg_store.put(user)
+    return user
+
+
+@asynccontextmanager
+async def one_held(
+    pg_store: PostgresStore, make_user: MakeUser, *, connect_timeout: float = 30
+) -> AsyncIterator[tuple[PostgresStore, asyncpg.Connection, Record]]:
+    """A one-connection store with its connection held, and a user stored to read."""
+    user = await stored_user(pg_store, make_user)
+    async with one_connection(pg_store, connect_timeout=connect_timeout) as single:
+        yield single, await single._acquire(), user
+
+
+async def _until_waiting(store: PostgresStore, callers: int) -> None:
+    for _ in range(500):  # until the waiters are counted and queued
+        if len(store._waiters) == callers:
+            return
+        await asyncio.sleep(0.01)
+    assert len(store._waiters) == callers
+
+
+async def queued_read(store: PostgresStore, key: Any, waiting: int) -> asyncio.Task[Any]:
+    """A read of ``key``, spawned and queued: ``waiting`` callers wait once it is."""
+    task = tasks.spawn(store.get(key), name=f"queued reader {waiting}")
+    await _until_waiting(store, waiting)
+    return task
+
+
 async def _backend_pid(store: PostgresStore) -> int:
     async with store._connection() as conn:
         pid: int = await conn.fetchval("SELECT pg_backend_pid()")
@@ -51,8 +91,7 @@ async def _backend_pid(store: PostgresStore) -> int:
 async def test_reads_reuse_a_connection_without_asyncpgs_release(
     pg_store: PostgresStore, make_user: MakeUser, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    user = make_user()
-    await pg_store.put(user)
+    user = await stored_user(pg_store, make_user)
     releases = CountedReleases(pg_store, monkeypatch)
     pids = {await _backend_pid(pg_store)}
     for _ in range(20):
@@ -98,8 +137,7 @@ async def test_a_failed_operation_gives_its_connection_to_asyncpg(
 async def test_a_connection_the_server_closed_while_idle_is_not_handed_out(
     pg_store: PostgresStore, make_user: MakeUser
 ) -> None:
-    user = make_user()
-    await pg_store.put(user)
+    user = await stored_user(pg_store, make_user)
     victim = await _backend_pid(pg_store)
     ((idle_conn, _),) = pg_store._idle
     other = PostgresStore(PG_DSN, pg_store.table, pg_store.schema)
@@ -112,26 +150,6 @@ async def test_a_connection_the_server_closed_while_idle_is_not_handed_out(
     assert not postgres._reusable(idle_conn)
     assert await pg_store.get(user["id"]) == user
     assert await _backend_pid(pg_store) != victim
-
-
-async def test_a_caller_waiting_for_a_connection_is_woken_by_a_release(
-    pg_store: PostgresStore, make_user: MakeUser
-) -> None:
-    user = make_user()
-    await pg_store.put(user)
-    single = PostgresStore(PG_DSN, pg_store.table, pg_store.schema, max_size=1, connect_timeout=30)
-    async with single:
-        held = await single._acquire()
-        waiter = tasks.spawn(single.get(user["id"]), name="waiting reader")
-        for _ in range(500):  # until the waiter is counted, waiting in asyncpg's acquire
-            if single._in_use == 2:
-                break
-            await asyncio.sleep(0.01)
-        assert single._in_use == 2
-        await single._release(held)
-        # Kept in the idle list, the connection would leave the waiter to its 30 s timeout.
-        assert not single._idle
-        assert await asyncio.wait_for(waiter, 10) == user
 
 
 async def test_close_returns_idle_connections(
@@ -155,8 +173,7 @@ async def test_close_returns_idle_connections(
 async def test_a_connection_idle_too_long_goes_back_to_asyncpg(
     pg_store: PostgresStore, make_user: MakeUser, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    user = make_user()
-    await pg_store.put(user)
+    user = await stored_user(pg_store, make_user)
     monkeypatch.setattr(postgres, "IDLE_KEEP_SECONDS", -1.0)
     releases = CountedReleases(pg_store, monkeypatch)
     assert await pg_store.get(user["id"]) == user
@@ -164,24 +181,12 @@ async def test_a_connection_idle_too_long_goes_back_to_asyncpg(
     assert not pg_store._idle
 
 
-async def _until_waiting(store: PostgresStore, callers: int) -> None:
-    for _ in range(500):  # until the waiters are counted and queued
-        if len(store._waiters) == callers:
-            return
-        await asyncio.sleep(0.01)
-    assert len(store._waiters) == callers
-
-
 async def test_a_clean_release_hands_its_connection_to_the_oldest_waiter(
     pg_store: PostgresStore, make_user: MakeUser, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """No round through asyncpg's pool while callers wait: the connection goes hand to hand,
     in the order the callers came."""
-    user = make_user()
-    await pg_store.put(user)
-    single = PostgresStore(PG_DSN, pg_store.table, pg_store.schema, max_size=1, connect_timeout=30)
-    async with single:
-        held = await single._acquire()
+    async with one_held(pg_store, make_user) as (single, held, user):
         pid = await held.fetchval("SELECT pg_backend_pid()")
         releases = CountedReleases(single, monkeypatch)
         acquires = 0
@@ -215,14 +220,9 @@ async def test_a_clean_release_hands_its_connection_to_the_oldest_waiter(
 async def test_a_release_through_asyncpg_wakes_a_waiter_to_take_the_free_slot(
     pg_store: PostgresStore, make_user: MakeUser
 ) -> None:
-    user = make_user()
-    await pg_store.put(user)
-    single = PostgresStore(PG_DSN, pg_store.table, pg_store.schema, max_size=1, connect_timeout=30)
-    async with single:
-        held = await single._acquire()
+    async with one_held(pg_store, make_user) as (single, held, user):
         await held.execute("BEGIN")
-        waiter = tasks.spawn(single.get(user["id"]), name="waiting reader")
-        await _until_waiting(single, 1)
+        waiter = await queued_read(single, user["id"], 1)
         await single._release(held)  # a transaction left open: asyncpg's reset rolls it back
         assert await asyncio.wait_for(waiter, 10) == user
         assert single._in_use == 0
@@ -231,11 +231,7 @@ async def test_a_release_through_asyncpg_wakes_a_waiter_to_take_the_free_slot(
 async def test_a_waiter_times_out_when_no_connection_comes_back(
     pg_store: PostgresStore, make_user: MakeUser
 ) -> None:
-    user = make_user()
-    await pg_store.put(user)
-    single = PostgresStore(PG_DSN, pg_store.table, pg_store.schema, max_size=1, connect_timeout=0.2)
-    async with single:
-        held = await single._acquire()
+    async with one_held(pg_store, make_user, connect_timeout=0.2) as (single, held, user):
         with pytest.raises(StoreTimeout, match="no connection free within"):
             await single.get(user["id"])
         assert single._in_use == 1  # the held connection only
@@ -247,15 +243,9 @@ async def test_a_waiter_cancelled_as_it_is_handed_a_connection_passes_it_on(
     pg_store: PostgresStore, make_user: MakeUser
 ) -> None:
     """Handed over and cancelled in the same loop turn: the connection must not be lost."""
-    user = make_user()
-    await pg_store.put(user)
-    single = PostgresStore(PG_DSN, pg_store.table, pg_store.schema, max_size=1, connect_timeout=30)
-    async with single:
-        held = await single._acquire()
-        first = tasks.spawn(single.get(user["id"]), name="cancelled reader")
-        await _until_waiting(single, 1)
-        second = tasks.spawn(single.get(user["id"]), name="next reader")
-        await _until_waiting(single, 2)
+    async with one_held(pg_store, make_user) as (single, held, user):
+        first = await queued_read(single, user["id"], 1)
+        second = await queued_read(single, user["id"], 2)
         await single._release(held)  # hands it to the first ...
         first.cancel()  # ... which is cancelled before it runs again
         with pytest.raises(asyncio.CancelledError):
@@ -268,9 +258,8 @@ async def test_a_waiter_cancelled_as_it_is_handed_a_connection_passes_it_on(
 async def test_close_fails_the_callers_still_waiting(
     pg_store: PostgresStore, make_user: MakeUser
 ) -> None:
-    user = make_user()
-    await pg_store.put(user)
-    single = PostgresStore(PG_DSN, pg_store.table, pg_store.schema, max_size=1, connect_timeout=30)
+    user = await stored_user(pg_store, make_user)
+    single = one_connection(pg_store)
     await single.open()
     held = await single._acquire()
     waiter = tasks.spawn(single.get(user["id"]), name="waiting reader")
@@ -292,8 +281,7 @@ async def test_a_caller_that_returns_a_dead_idle_connection_takes_the_slot_it_fr
 ) -> None:
     """Every connection counted as in use, but the idle one is dead: returning it to asyncpg
     frees a slot, and this caller takes it rather than waiting for a release."""
-    user = make_user()
-    await pg_store.put(user)
+    user = await stored_user(pg_store, make_user)
     pair = PostgresStore(PG_DSN, pg_store.table, pg_store.schema, max_size=2, connect_timeout=1)
     async with pair:
         held = await pair._acquire()
