@@ -53,6 +53,37 @@ async def test_a_lone_read_is_a_get_item(
     assert faulty.calls == {"GetItem": 2}
 
 
+async def test_a_lone_read_is_sent_from_its_callers_task_which_may_cancel_it(
+    ddb_store: DynamoDBStore, make_user: MakeUser, faulty: Any
+) -> None:
+    """No task of the coalescer's: the caller's own task sends the GetItem, so cancelling
+    the caller cancels the call, as it would an uncoalesced read."""
+    (u,) = await seeded(ddb_store, make_user, 1)
+    seen: list[asyncio.Task[Any] | None] = []
+    ended = asyncio.Event()
+
+    async def stall(client: Any, request: dict[str, Any]) -> Any:
+        seen.append(asyncio.current_task())
+        try:
+            await asyncio.Event().wait()
+        finally:
+            ended.set()
+
+    faulty.inject("GetItem", stall)
+    reader = asyncio.ensure_future(ddb_store.get(u["id"]))
+    for _ in range(500):
+        if seen:
+            break
+        await asyncio.sleep(0.01)
+    assert seen == [reader]
+    assert not ddb_store._reads._calls  # type: ignore[union-attr]
+    reader.cancel()
+    await asyncio.wait_for(ended.wait(), 10)
+    with pytest.raises(asyncio.CancelledError):
+        await reader
+    assert await ddb_store.get(u["id"]) == u  # the next read is not disturbed
+
+
 async def test_a_key_asked_twice_is_asked_once_and_both_callers_are_answered(
     ddb_store: DynamoDBStore, make_user: MakeUser, faulty: Any
 ) -> None:
