@@ -143,10 +143,6 @@ class ReadCoalescer:
             else:
                 _answer(waiters, record)
 
-        if len(batch) == 1:  # the common case at low shadow rates: no task for gather to make
-            ((key, waiters),) = batch.items()
-            await one(key, waiters)
-            return
         await asyncio.gather(*(one(key, waiters) for key, waiters in batch.items()))
 
 

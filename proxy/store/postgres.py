@@ -166,12 +166,13 @@ class PostgresStore:
 
     async def get(self, key: Any, fields: Sequence[str] | None = None) -> Record | None:
         schema = self.schema
-        implied = fields is None and self._implied_key
-        if implied:
+        implied = False
+        if fields is None and self._implied_key:
             try:
                 key = schema.key_field.canonical(key)  # the record's key; canonical: itself
+                implied = True
             except InvalidField:  # not a key of this type: asyncpg refuses it as before
-                implied = False
+                pass
         if implied:
             sql = self._get_rest
         else:
@@ -399,7 +400,9 @@ class PostgresStore:
             conn = await waiter
         except BaseException:
             if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
-                self._pass_on(waiter.result())  # handed over just as this caller was cancelled
+                handed = waiter.result()  # handed over just as this caller was cancelled
+                if not self._pass_on(handed) and handed is not None:
+                    self._idle.append((handed, time.monotonic()))
             raise
         finally:
             timer.cancel()
@@ -407,17 +410,16 @@ class PostgresStore:
             return await pool.acquire(timeout=max(ends - loop.time(), 0.001))
         return conn
 
-    def _pass_on(self, conn: asyncpg.Connection | None) -> None:
+    def _pass_on(self, conn: asyncpg.Connection | None) -> bool:
         """Give a released connection (``None``: a free slot in asyncpg's pool) to the oldest
-        caller still waiting; a connection nobody waits for goes to the idle list."""
+        caller still waiting; False when none is (all timed out or cancelled)."""
         waiters = self._waiters
         while waiters:
             waiter = waiters.popleft()
-            if not waiter.done():  # not timed out or cancelled
+            if not waiter.done():
                 waiter.set_result(conn)
-                return
-        if conn is not None:
-            self._idle.append((conn, time.monotonic()))
+                return True
+        return False
 
     async def _release(self, conn: asyncpg.Connection, *, clean: bool = True) -> None:
         """Give a connection back. A clean one (its operation ended without an error and no
@@ -432,8 +434,7 @@ class PostgresStore:
             conn.terminate()
             return
         if clean and _reusable(conn):
-            if self._waiters:
-                self._pass_on(conn)
+            if self._pass_on(conn):
                 return
             now = time.monotonic()
             idle = self._idle
@@ -442,8 +443,7 @@ class PostgresStore:
                 await pool.release(idle.popleft()[0])
             return
         await pool.release(conn)  # resets it (a transaction left open is rolled back)
-        if self._waiters:
-            self._pass_on(None)
+        self._pass_on(None)
 
     def _key(self, key: Any) -> Any:
         return encode_value(self.schema.key_field, key)
