@@ -13,9 +13,10 @@ What each caller sees stays what a ``GetItem`` of its own key would give it:
   read started, and a turn with one read sends that read as a ``GetItem``, from the caller's
   own task (as an uncoalesced read would: no task of the coalescer's, so ``close`` does not
   answer it; most reads at low shadow rates are such);
-- the record, or ``None`` when the key is absent;
+- the item as DynamoDB sent it (each caller decodes its own), or ``None`` when the key is
+  absent;
 - keys DynamoDB leaves unprocessed (throttling, or an answer over 16 MB) are read again one by
-  one with ``GetItem``, whose own answer (a record, or ``Throttled``) is the caller's;
+  one with ``GetItem``, whose own answer (an item, or ``Throttled``) is the caller's;
 - when the endpoint is unavailable, slow or throttling the whole call (``StoreUnavailable``),
   every caller in the batch gets that error, as each of their calls would have; any other
   failure of the batch (one key DynamoDB refuses, say) is not charged to the others: each key
@@ -31,17 +32,18 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, Generic, TypeVar
 
-from proxy.store.base import Record, StoreError, StoreUnavailable
+from proxy.store.base import StoreError, StoreUnavailable
 from proxy.tasks import cancel, spawn
 
 MAX_KEYS = 100  # BatchGetItem's limit
 
-GetOne = Callable[[Any], Awaitable[Record | None]]
-# One BatchGetItem: the records found, and the keys DynamoDB left unprocessed.
-GetMany = Callable[[Sequence[Any]], Awaitable[tuple[list[Record], list[Any]]]]
-Batch = dict[Any, list["asyncio.Future[Any]"]]  # a record, None or ALONE
+T = TypeVar("T")  # what a read answers with: the store's item as it came
+GetOne = Callable[[Any], Awaitable[T | None]]
+# One BatchGetItem: (key, item) of the items found, and the keys DynamoDB left unprocessed.
+GetMany = Callable[[Sequence[Any]], Awaitable[tuple[list[tuple[Any, T]], list[Any]]]]
+Batch = dict[Any, list["asyncio.Future[Any]"]]  # an item, None or ALONE
 
 
 class _Alone:
@@ -51,25 +53,19 @@ class _Alone:
 ALONE = _Alone()
 
 
-class ReadCoalescer:
+class ReadCoalescer(Generic[T]):
     def __init__(
-        self,
-        get_one: GetOne,
-        get_many: GetMany,
-        key_of: Callable[[Record], Any],
-        *,
-        max_keys: int = MAX_KEYS,
+        self, get_one: GetOne[T], get_many: GetMany[T], *, max_keys: int = MAX_KEYS
     ) -> None:
         self._get_one = get_one
         self._get_many = get_many
-        self._key_of = key_of
         self._max_keys = max_keys
         self._open: Batch | None = None  # the batch reads of this loop turn join
         self._calls: set[asyncio.Task[None]] = set()
         self.batches = 0  # BatchGetItem calls sent, for tests and benchmarks
         self.keys_batched = 0
 
-    async def get(self, key: Any) -> Record | None:
+    async def get(self, key: Any) -> T | None:
         loop = asyncio.get_running_loop()
         batch = self._open
         if batch is None or (len(batch) >= self._max_keys and key not in batch):
@@ -80,8 +76,8 @@ class ReadCoalescer:
         answer = await waiter
         if answer is ALONE:
             return await self._get_one(key)
-        record: Record | None = answer
-        return record
+        item: T | None = answer
+        return item
 
     async def close(self) -> None:
         """Cancel the calls in flight; their callers get ``StoreUnavailable``."""
@@ -111,15 +107,15 @@ class ReadCoalescer:
             self.batches += 1
             self.keys_batched += len(batch)
             try:
-                records, unprocessed = await self._get_many(list(batch))
+                found, unprocessed = await self._get_many(list(batch))
             except StoreUnavailable as e:
                 _fail(batch.values(), e)
                 return
             except StoreError:
                 await self._alone(batch)  # one key's fault is not the others'
                 return
-            for record in records:
-                _answer(batch.pop(self._key_of(record), ()), record)
+            for key, item in found:
+                _answer(batch.pop(key, ()), item)
             left = {key: batch.pop(key) for key in set(unprocessed) if key in batch}
             for waiters in batch.values():  # neither found nor unprocessed: absent
                 _answer(waiters, None)
@@ -135,25 +131,25 @@ class ReadCoalescer:
     async def _alone(self, batch: Batch) -> None:
         """Each key by its own ``GetItem``, at once; each caller gets its key's answer."""
 
-        async def one(key: Any, waiters: list[asyncio.Future[Record | None]]) -> None:
+        async def one(key: Any, waiters: list[asyncio.Future[Any]]) -> None:
             try:
-                record = await self._get_one(key)
+                item = await self._get_one(key)
             except Exception as e:
                 _fail((waiters,), e)
             else:
-                _answer(waiters, record)
+                _answer(waiters, item)
 
         await asyncio.gather(*(one(key, waiters) for key, waiters in batch.items()))
 
 
-def _waiting(waiters: list[asyncio.Future[Record | None]]) -> bool:
+def _waiting(waiters: list[asyncio.Future[Any]]) -> bool:
     return any(not w.done() for w in waiters)
 
 
-def _answer(waiters: Sequence[asyncio.Future[Record | None]], record: Record | None) -> None:
+def _answer(waiters: Sequence[asyncio.Future[Any]], item: Any) -> None:
     for waiter in waiters:
         if not waiter.done():
-            waiter.set_result(record)
+            waiter.set_result(item)
 
 
 def _fail(batches: Any, error: BaseException) -> None:

@@ -59,6 +59,7 @@ from proxy.store.base import (
 )
 from proxy.store.codec_dynamodb import (
     MAX_ITEM_BYTES,
+    ComparedDecoder,
     Item,
     decode_item,
     decode_key,
@@ -131,12 +132,8 @@ class DynamoDBStore:
             profile=profile,
         )
         self._client: Any = None  # the client (or the test wrapper around it) while open
-        key_name = schema.key
-        self._reads = (
-            ReadCoalescer(self._get_item, self._batch_get_once, lambda r: r[key_name])
-            if coalesce_reads
-            else None
-        )
+        self._reads = ReadCoalescer(self._get_raw, self._batch_get_once) if coalesce_reads else None
+        self._compared = ComparedDecoder(schema)
 
     @property
     def throttles(self) -> int:
@@ -176,28 +173,61 @@ class DynamoDBStore:
     # reads ------------------------------------------------------------------------------
 
     async def get(self, key: Any, fields: Sequence[str] | None = None) -> Record | None:
-        if fields is None and self._reads is not None:
-            return await self._reads.get(key)
-        return await self._get_item(key, fields)
+        item, names = await self._read(key, fields)
+        return None if item is None else decode_item(self.schema, item, names)
+
+    async def get_compared(self, key: Any, fields: Sequence[str] | None = None) -> Any:
+        """What a comparison reads of ``get(key, fields)``: ``schema.to_json(record,
+        fields=fields, drift=True)``, or None, decoded straight from DynamoDB's JSON
+        (``codec_dynamodb.ComparedDecoder``)."""
+        item, names = await self._read(key, fields)
+        if item is None:
+            return None
+        return self._compared.decode(item, names if fields is None else dict.fromkeys(fields))
+
+    async def _read(
+        self, key: Any, fields: Sequence[str] | None
+    ) -> tuple[Item | None, Sequence[str]]:
+        if fields is not None:
+            names = self.schema.check_fields(fields)
+            return await self._get_raw(key, names), names
+        if self._reads is not None:
+            return await self._reads.get(key), self.schema.field_names
+        return await self._get_raw(key), self.schema.field_names
 
     async def _get_item(self, key: Any, fields: Sequence[str] | None = None) -> Record | None:
+        """One ``GetItem``, never gathered (tests read by it as the oracle)."""
         names = self.schema.check_fields(fields) if fields is not None else self.schema.field_names
+        item = await self._get_raw(key, names if fields is not None else None)
+        return None if item is None else decode_item(self.schema, item, names)
+
+    async def _get_raw(self, key: Any, projection: Sequence[str] | None = None) -> Item | None:
         request: dict[str, Any] = {
             "TableName": self.table,
             "Key": encode_key(self.schema, key),
             "ConsistentRead": self.consistent_reads,
         }
-        if fields is not None:
-            request.update(_projection(names))
+        if projection is not None:
+            request.update(_projection(projection))
         response = await self._call("GetItem", **request)
-        item = response.get("Item")
-        return None if item is None else decode_item(self.schema, item, names)
+        item: Item | None = response.get("Item")
+        return item
 
-    async def _batch_get_once(self, keys: Sequence[Any]) -> tuple[list[Record], list[Any]]:
-        """One ``BatchGetItem`` of up to 100 keys: the records found, the keys left unprocessed."""
+    async def _batch_get_once(
+        self, keys: Sequence[Any]
+    ) -> tuple[list[tuple[Any, Item]], list[Any]]:
+        """One ``BatchGetItem`` of up to 100 keys: each item found with the key asked for it,
+        and the keys left unprocessed. An item is matched by its key attribute as it was
+        asked for, else (a number DynamoDB spelled its own way) by decoding it."""
         request = dynamo_batch.get_request(self, keys)
         found, unprocessed = await dynamo_batch.get_round(self, request)
-        return [self._decode(i) for i in found], [decode_key(self.schema, k) for k in unprocessed]
+        name = self.schema.key
+        asked = {_spelling(k[name]): key for k, key in zip(request["Keys"], keys, strict=True)}
+        keyed = []
+        for item in found:
+            key = asked.get(_spelling(item.get(name)))
+            keyed.append((decode_key(self.schema, item) if key is None else key, item))
+        return keyed, [decode_key(self.schema, k) for k in unprocessed]
 
     async def query_index(self, index: str, value: Any, limit: int) -> Records:
         spec = self.schema.index(index)
@@ -428,6 +458,14 @@ class DynamoDBStore:
             "ExpressionAttributeNames": names,
             "ExpressionAttributeValues": values,
         }
+
+
+def _spelling(av: Any) -> Any:
+    """A key's AttributeValue as a dict key (``("S", "...")``), None when it is not one."""
+    if not isinstance(av, dict) or len(av) != 1:
+        return None
+    ((tag, value),) = av.items()
+    return (tag, value) if isinstance(value, str) else None
 
 
 def _projection(names: Sequence[str]) -> dict[str, Any]:

@@ -63,8 +63,8 @@ JSON_NUMBER_MAX_INTEGER_DIGITS = 131072
 JSON_NUMBER_MAX_SCALE = 16383
 JSON_NUMBERS_MAX_DIGITS = 400 * 1024
 _DATE_MIN, _DATE_MAX = date(1, 1, 2), date(9999, 12, 30)
-_DATETIME_MIN = datetime(1, 1, 2, tzinfo=UTC)
-_DATETIME_LIMIT = datetime(9999, 12, 31, tzinfo=UTC)
+DATETIME_MIN = datetime(1, 1, 2, tzinfo=UTC)
+DATETIME_LIMIT = datetime(9999, 12, 31, tzinfo=UTC)
 
 _TYPE_RE = re.compile(r"^(?:(list|set)<\s*([a-z]+)\s*>|([a-z]+))$")
 _NUMBER_RE = re.compile(r"^-?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?$")
@@ -244,7 +244,7 @@ def _datetime(value: Any) -> datetime:
         parsed = parsed.astimezone(UTC)
     except OverflowError:
         raise InvalidField("datetime out of range", value) from None
-    if not _DATETIME_MIN <= parsed < _DATETIME_LIMIT:
+    if not DATETIME_MIN <= parsed < DATETIME_LIMIT:
         raise InvalidField("datetime out of range 0001-01-02..9999-12-30", value)
     return parsed
 

@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 
+from comparators.canonical import canonical
+from comparators.markers import Drifted
 from proxy.errors import ConfigError
 from proxy.settings import settings_from_mapping
 from proxy.store.base import Record, StoreError, StoreUnavailable, Throttled
@@ -199,3 +201,69 @@ def test_coalesce_reads_takes_a_boolean_only() -> None:
     backend["coalesce_reads"] = False
     settings = settings_from_mapping({"backends": {"ddb": backend}})
     assert settings.backends["ddb"].coalesce_reads is False  # type: ignore[union-attr]
+
+
+def compared(store: DynamoDBStore, record: Record | None, fields: list[str] | None = None) -> Any:
+    """The oracle of ``get_compared``: the record read, rendered as a comparison reads it."""
+    if record is None:
+        return None
+    return store.schema.to_json(record, fields=fields, drift=True)
+
+
+async def test_compared_reads_give_what_the_record_renders_as_alone_gathered_and_projected(
+    ddb_store: DynamoDBStore, make_user: MakeUser, faulty: Any
+) -> None:
+    users = await seeded(ddb_store, make_user, 4)
+    keys = [u["id"] for u in users] + [uuid.uuid4()]
+    want = [compared(ddb_store, u) for u in [*users, None]]
+    faulty.calls.clear()
+    assert await ddb_store.get_compared(keys[0]) == want[0]  # a lone read: GetItem
+    assert await ddb_store.get_compared(keys[-1]) is None
+    assert faulty.calls == {"GetItem": 2}
+    assert await asyncio.gather(*(ddb_store.get_compared(k) for k in keys)) == want
+    assert faulty.batch_sizes["BatchGetItem"] == [5]
+    fields = ["email", "roles", "email"]
+    got = await ddb_store.get_compared(keys[1], fields)
+    assert got == compared(ddb_store, users[1], fields) and list(got) == ["email", "roles"]
+
+
+async def test_a_drifted_item_is_marked_in_the_compared_read(
+    ddb_store: DynamoDBStore, make_user: MakeUser
+) -> None:
+    """Written by another tool: a set stored as a list, a datetime in another zone."""
+    (u,) = await seeded(ddb_store, make_user, 1)
+    key = {"id": {"S": str(u["id"])}}
+    await ddb_store._call(
+        "UpdateItem",
+        TableName=ddb_store.table,
+        Key=key,
+        UpdateExpression="SET #r = :r, #c = :c",
+        ExpressionAttributeNames={"#r": "roles", "#c": "created_at"},
+        ExpressionAttributeValues={
+            ":r": {"L": [{"S": "admin"}]},
+            ":c": {"S": "2024-01-01T13:00:00+01:00"},
+        },
+    )
+    got = await ddb_store.get_compared(u["id"])
+    assert isinstance(got["roles"], Drifted)
+    assert got["created_at"] == "2024-01-01T12:00:00.000000Z"
+    assert canonical(got) == canonical(compared(ddb_store, await ddb_store.get(u["id"])))
+
+
+async def test_an_item_whose_key_comes_back_spelled_otherwise_still_reaches_its_caller(
+    ddb_store: DynamoDBStore, make_user: MakeUser, faulty: Any
+) -> None:
+    """Gathered reads match items to callers by the key as it was asked; a key DynamoDB
+    spelled its own way is decoded instead, not taken for an absent one."""
+    users = await seeded(ddb_store, make_user, 3)
+
+    async def upper_keys(client: Any, request: dict[str, Any]) -> Any:
+        answer = await client.call("BatchGetItem", request)
+        for items in answer["Responses"].values():
+            for item in items:
+                item["id"] = {"S": item["id"]["S"].upper()}
+        return answer
+
+    faulty.inject("BatchGetItem", upper_keys)
+    got = await asyncio.gather(*(ddb_store.get(u["id"]) for u in users))
+    assert got == users
