@@ -36,6 +36,7 @@ from proxy.store.base import (
     StoreError,
     StoreTimeout,
 )
+from proxy.store.compared import without_drift
 from proxy.store.schema import json_bytes
 
 log = logging.getLogger("shadowproxy.resources")
@@ -124,9 +125,6 @@ class ResourceService:
     # Values to compare render type drift as a marker (``to_json(drift=True)``), so a value
     # stored in another type is a difference even where its raw value looks the same.
 
-    def _json(self, record: Record | None, fields: Sequence[str] | None = None) -> Any:
-        return None if record is None else self.schema.to_json(record, fields=fields, drift=True)
-
     def _items(self, records: Sequence[Record], fields: Sequence[str] | None = None) -> Any:
         return {"items": [self.schema.to_json(r, fields=fields, drift=True) for r in records]}
 
@@ -152,24 +150,21 @@ class ResourceService:
                 )  # fmt: skip
                 return cached
         store = self.parts.stores[flags.read_from]
-        record, seconds = await self._primary_read(flags, "get", info, store.get(key, fields))
-        # Rendered once: the body, and a sampled comparison (with drift marked).
-        value = None if record is None else self.schema.to_json(record, fields=fields)
-        body = None if value is None else json_bytes(value)
+        call = store.get_compared(key, fields)
+        compared, seconds = await self._primary_read(flags, "get", info, call)
+        # Decoded once, straight to the compared form: the body, and a sampled comparison.
+        body = None if compared is None else json_bytes(without_drift(compared))
         if body is not None and cache is not None:
             await cache.set(self.name, key_text, body, self.parts.settings.cache_ttl_seconds)
         self._shadow(
-            flags, "get", info, lambda: self.schema.with_drift(record, value), seconds,
+            flags, "get", info, lambda: compared, seconds,
             lambda s: self._read_one(s, key, fields),
             sample_key=lambda: key_text or self.parts.key_text(key),
         )  # fmt: skip
         return body
 
     async def _read_one(self, store: Store, key: Any, fields: Sequence[str] | None) -> Any:
-        compared = getattr(store, "get_compared", None)  # a store that renders it straight
-        if compared is not None:
-            return await compared(key, fields)
-        return self._json(await store.get(key, fields), fields)
+        return await store.get_compared(key, fields)
 
     async def lookup(
         self, index: str, value: Any, limit: int, info: RequestInfo
@@ -466,7 +461,7 @@ class ResourceService:
 
     async def _verify_write(self, primary: str, shadow: str, key: Any) -> None:
         async def read(store: Store) -> Any:
-            return self._json(await store.get(key))
+            return await store.get_compared(key)
 
         value, seconds = await self._timed(
             "primary", primary, "write_verify", read(self.parts.stores[primary])

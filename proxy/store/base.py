@@ -137,6 +137,11 @@ class Store(Protocol):
 
     async def get(self, key: Any, fields: Sequence[str] | None = None) -> Record | None: ...
 
+    async def get_compared(self, key: Any, fields: Sequence[str] | None = None) -> Any:
+        """``schema.to_json(get(key, fields), fields=fields, drift=True)``, or None: the
+        record as a comparison reads it, and (``compared.without_drift``) as a client does."""
+        ...
+
     async def query_index(self, index: str, value: Any, limit: int) -> Records: ...
 
     async def list(

@@ -21,9 +21,9 @@ from typing import Any
 
 import orjson
 
-from comparators.markers import Drifted
 from proxy.store import exactjson
 from proxy.store.base import InvalidRecord, Record
+from proxy.store.compared import SLOW, ComparedDecoder, FastSteps, plain_text
 from proxy.store.fieldtypes import (
     DATETIME_LIMIT,
     DATETIME_MIN,
@@ -180,68 +180,57 @@ def decode_key(schema: Schema, item: Mapping[str, AttributeValue]) -> Any:
     return decode_value(schema.key_field, item.get(schema.key))
 
 
-# --- straight to the compared form ----------------------------------------------------------
-#
-# A shadow read decodes the item only to render it again for the comparison. Most stored
-# texts are their canonical JSON already (a uuid in lower case, a datetime as we write it), so
-# those fields skip the canonical value in between. Each fast path answers only for a text it
-# can vouch for and otherwise says _SLOW: that field takes decode_value and the renderer,
-# which stay the definition (tests hold the two to the same answers).
+# --- straight to the compared form (``proxy.store.compared``) -------------------------------
 
-_SLOW: Any = object()
 _UUID_TEXT = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _DATETIME_TEXT = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z")
 _DATETIME_TEXTS = (render_datetime(DATETIME_MIN), render_datetime(DATETIME_LIMIT))
 _INT_TEXT = re.compile(r"-?[0-9]{1,18}")  # 18 digits always fit in 64 bits
 
 
-def _plain_text(value: Any) -> bool:
-    return isinstance(value, str) and value.isascii() and "\x00" not in value
-
-
 def _fast_string(av: AttributeValue) -> Any:
     text = av.get("S")
-    return text if _plain_text(text) else _SLOW
+    return text if plain_text(text) else SLOW
 
 
 def _fast_uuid(av: AttributeValue) -> Any:
     text = av.get("S")
-    return text if isinstance(text, str) and _UUID_TEXT.fullmatch(text) else _SLOW
+    return text if isinstance(text, str) and _UUID_TEXT.fullmatch(text) else SLOW
 
 
 def _fast_datetime(av: AttributeValue) -> Any:
     # Our own stored form, in range and a real instant, renders as itself.
     text = av.get("S")
     if not isinstance(text, str) or not _DATETIME_TEXT.fullmatch(text):
-        return _SLOW
+        return SLOW
     low, limit = _DATETIME_TEXTS
     if not low <= text < limit:
-        return _SLOW
+        return SLOW
     try:
         datetime.fromisoformat(text)
     except ValueError:
-        return _SLOW
+        return SLOW
     return text
 
 
 def _fast_int(av: AttributeValue) -> Any:
     text = av.get("N")
-    return int(text) if isinstance(text, str) and _INT_TEXT.fullmatch(text) else _SLOW
+    return int(text) if isinstance(text, str) and _INT_TEXT.fullmatch(text) else SLOW
 
 
 def _fast_bool(av: AttributeValue) -> Any:
     value = av.get("BOOL")
-    return value if value is True or value is False else _SLOW
+    return value if value is True or value is False else SLOW
 
 
 def _fast_string_set(av: AttributeValue) -> Any:
     texts = av.get("SS")
-    if not isinstance(texts, list) or not all(_plain_text(t) for t in texts):
-        return _SLOW
+    if not isinstance(texts, list) or not all(plain_text(t) for t in texts):
+        return SLOW
     return sorted(set(texts))
 
 
-_FAST: dict[tuple[str, str | None], Callable[[AttributeValue], Any]] = {
+FAST: FastSteps = {
     ("string", None): _fast_string,
     ("uuid", None): _fast_uuid,
     ("datetime", None): _fast_datetime,
@@ -251,41 +240,9 @@ _FAST: dict[tuple[str, str | None], Callable[[AttributeValue], Any]] = {
 }
 
 
-def compared_value(spec: FieldSpec, av: AttributeValue | None) -> Any:
-    """A field as ``Schema.to_json(..., drift=True)`` renders its decoded value."""
-    value = decode_value(spec, av)
-    if value is None:
-        return [] if spec.type.container == "set" else None
-    if isinstance(value, Malformed):
-        return Drifted(value.raw, value.reason)
-    return spec.render(value)
-
-
-class ComparedDecoder:
-    """Items of one schema straight to what a comparison reads:
-    ``decode(item, names)`` is ``schema.to_json(decode_item(schema, item, names),
-    fields=names, drift=True)``, without the canonical values in between where a field's
-    stored text allows (measured in docs/benchmarks.md)."""
-
-    def __init__(self, schema: Schema) -> None:
-        self._plan = {
-            name: (spec, _FAST.get((spec.type.base, spec.type.container)))
-            for name, spec in schema.fields.items()
-        }
-
-    def decode(self, item: Mapping[str, AttributeValue], names: Iterable[str]) -> dict[str, Any]:
-        plan = self._plan
-        out: dict[str, Any] = {}
-        for name in names:
-            spec, fast = plan[name]
-            av = item.get(name)
-            if fast is not None and av is not None:
-                value = fast(av)
-                if value is not _SLOW:
-                    out[name] = value
-                    continue
-            out[name] = compared_value(spec, av)
-        return out
+def compared_decoder(schema: Schema) -> ComparedDecoder:
+    """Items of ``schema`` straight to the compared form."""
+    return ComparedDecoder(schema, FAST, decode_value)
 
 
 # Sizes as DynamoDB counts them: attribute names and values in UTF-8 bytes, numbers about

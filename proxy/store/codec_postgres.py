@@ -9,12 +9,25 @@ reads as the empty set).
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from proxy.store import exactjson
 from proxy.store.base import InvalidRecord, Record
-from proxy.store.fieldtypes import FieldType, InvalidField, Malformed, canonical_json_text
+from proxy.store.compared import SLOW, ComparedDecoder, FastSteps, plain_text
+from proxy.store.fieldtypes import (
+    DATETIME_LIMIT,
+    DATETIME_MIN,
+    INT64_MAX,
+    INT64_MIN,
+    FieldType,
+    InvalidField,
+    Malformed,
+    canonical_json_text,
+    render_datetime,
+)
 from proxy.store.plain import plain
 from proxy.store.schema import FieldSpec, Schema
 
@@ -81,3 +94,50 @@ def decode_row_keyed(schema: Schema, row: Mapping[str, Any], key: Any) -> Record
         name: key if name == key_name else decode_value(spec, row[name])
         for name, spec in fields.items()
     }
+
+
+# --- straight to the compared form (``proxy.store.compared``) -------------------------------
+# asyncpg hands over typed values: a str, its own UUID subclass, a datetime in UTC, a list.
+
+
+def _fast_string(raw: Any) -> Any:
+    return raw if plain_text(raw) else SLOW
+
+
+def _fast_uuid(raw: Any) -> Any:
+    return str(raw) if isinstance(raw, uuid.UUID) else SLOW
+
+
+def _fast_datetime(raw: Any) -> Any:
+    if type(raw) is datetime and raw.tzinfo is UTC and DATETIME_MIN <= raw < DATETIME_LIMIT:
+        return render_datetime(raw)
+    return SLOW
+
+
+def _fast_int(raw: Any) -> Any:
+    return raw if type(raw) is int and INT64_MIN <= raw <= INT64_MAX else SLOW
+
+
+def _fast_bool(raw: Any) -> Any:
+    return raw if raw is True or raw is False else SLOW
+
+
+def _fast_string_set(raw: Any) -> Any:
+    if type(raw) is not list or not all(plain_text(t) for t in raw):
+        return SLOW
+    return sorted(set(raw))
+
+
+FAST: FastSteps = {
+    ("string", None): _fast_string,
+    ("uuid", None): _fast_uuid,
+    ("datetime", None): _fast_datetime,
+    ("int", None): _fast_int,
+    ("bool", None): _fast_bool,
+    ("string", "set"): _fast_string_set,
+}
+
+
+def compared_decoder(schema: Schema) -> ComparedDecoder:
+    """Rows of ``schema`` straight to the compared form."""
+    return ComparedDecoder(schema, FAST, decode_value)

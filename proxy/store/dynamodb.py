@@ -59,8 +59,8 @@ from proxy.store.base import (
 )
 from proxy.store.codec_dynamodb import (
     MAX_ITEM_BYTES,
-    ComparedDecoder,
     Item,
+    compared_decoder,
     decode_item,
     decode_key,
     encode_item,
@@ -133,7 +133,7 @@ class DynamoDBStore:
         )
         self._client: Any = None  # the client (or the test wrapper around it) while open
         self._reads = ReadCoalescer(self._get_raw, self._batch_get_once) if coalesce_reads else None
-        self._compared = ComparedDecoder(schema)
+        self._compared = compared_decoder(schema)
 
     @property
     def throttles(self) -> int:
@@ -179,7 +179,7 @@ class DynamoDBStore:
     async def get_compared(self, key: Any, fields: Sequence[str] | None = None) -> Any:
         """What a comparison reads of ``get(key, fields)``: ``schema.to_json(record,
         fields=fields, drift=True)``, or None, decoded straight from DynamoDB's JSON
-        (``codec_dynamodb.ComparedDecoder``)."""
+        (``proxy.store.compared``)."""
         item, names = await self._read(key, fields)
         if item is None:
             return None

@@ -365,7 +365,10 @@ def canonical_json_text(text: str | bytes) -> Any:
     One orjson parse and one walk when the text holds no number orjson cannot keep exactly
     (a fraction, an exponent, an integer beyond 64 bits): the walk ``canonical_json`` does
     anyway notices the first float, and only then is the text parsed again with exact
-    numbers. Raises ``exactjson.JSONDecodeError``."""
+    numbers. Raises ``exactjson.JSONDecodeError``, or ``InvalidField`` for a value that is
+    no text (a json field over a column of another type)."""
+    if not isinstance(text, str | bytes):
+        raise InvalidField("expected JSON text", text)
     try:
         value = orjson.loads(text)
     except orjson.JSONDecodeError:  # perhaps a number beyond a double's range (1e400)

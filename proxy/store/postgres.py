@@ -27,7 +27,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import asynccontextmanager, contextmanager, suppress
 from typing import Any, TypeAlias
 
 import asyncpg
@@ -50,12 +50,14 @@ from proxy.store.base import (
     StoreUnavailable,
 )
 from proxy.store.codec_postgres import (
+    compared_decoder,
     decode_row,
     decode_row_keyed,
     decode_value,
     encode_value,
     encode_values,
 )
+from proxy.store.compared import NO_KEY
 from proxy.store.fieldtypes import InvalidField
 from proxy.store.postgres_sql import Statements
 from proxy.store.schema import Schema, SchemaError
@@ -109,6 +111,7 @@ class PostgresStore:
         rest = tuple(name for name in schema.field_names if name != schema.key)
         self._implied_key = key_type.container is None and key_type.base in ("uuid", "int")
         self._get_rest = self._sql.get(rest) if self._implied_key and rest else self._get_all
+        self._compared = compared_decoder(schema)
         self._pool_args = {
             "min_size": min_size,
             "max_size": max_size,
@@ -165,16 +168,36 @@ class PostgresStore:
     # reads ------------------------------------------------------------------------------
 
     async def get(self, key: Any, fields: Sequence[str] | None = None) -> Record | None:
+        row, names, key = await self._get_row(key, fields)
+        if row is None:
+            return None
+        if key is not NO_KEY:
+            return decode_row_keyed(self.schema, row, key)
+        return decode_row(self.schema, row, names)
+
+    async def get_compared(self, key: Any, fields: Sequence[str] | None = None) -> Any:
+        """What a comparison reads of ``get(key, fields)``: ``schema.to_json(record,
+        fields=fields, drift=True)``, or None, decoded straight from the row
+        (``proxy.store.compared``)."""
+        row, names, key = await self._get_row(key, fields)
+        if row is None:
+            return None
+        return self._compared.decode(row, names if fields is None else dict.fromkeys(fields), key)
+
+    async def _get_row(
+        self, key: Any, fields: Sequence[str] | None
+    ) -> tuple[asyncpg.Record | None, Sequence[str], Any]:
+        """The row, the names it holds, and the canonical key when the row does not hold
+        it (a whole record by a uuid or bigint key), else ``NO_KEY``."""
         schema = self.schema
-        implied = False
+        implied = NO_KEY
         if fields is None and self._implied_key:
-            try:
-                key = schema.key_field.canonical(key)  # the record's key; canonical: itself
-                implied = True
-            except InvalidField:  # not a key of this type: asyncpg refuses it as before
-                pass
-        if implied:
-            sql = self._get_rest
+            # The record's key (canonical: itself); a key not of this type goes to asyncpg,
+            # which refuses it as before.
+            with suppress(InvalidField):
+                implied = schema.key_field.canonical(key)
+        if implied is not NO_KEY:
+            key, names, sql = implied, schema.field_names, self._get_rest
         else:
             names = schema.check_fields(fields) if fields is not None else schema.field_names
             sql = self._get_all if fields is None else self._sql.get(names)
@@ -189,11 +212,7 @@ class PostgresStore:
             await self._release(conn)
         except _TRANSLATED as e:
             raise _translated(e) from e
-        if row is None:
-            return None
-        if implied:
-            return decode_row_keyed(schema, row, key)
-        return decode_row(schema, row, names)
+        return row, names, implied
 
     async def query_index(self, index: str, value: Any, limit: int) -> Records:
         spec = self.schema.index(index)

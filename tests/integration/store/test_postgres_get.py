@@ -1,5 +1,6 @@
 """``PostgresStore.get`` of a whole record by a uuid key reads every column but the key and
-takes the key it was asked for; these hold it to what reading the key column gave."""
+takes the key it was asked for; these hold it to what reading the key column gave, and
+``get_compared`` to what rendering ``get``'s record gives."""
 
 from __future__ import annotations
 
@@ -7,7 +8,10 @@ import uuid
 
 import pytest
 
+from comparators.canonical import canonical
+from comparators.markers import Drifted
 from proxy.store.base import StoreError
+from proxy.store.compared import without_drift
 from proxy.store.postgres import PostgresStore
 
 from .conftest import MakeUser
@@ -49,3 +53,39 @@ async def test_a_projection_and_a_bad_key_take_the_reading_they_took_before(
     }
     with pytest.raises(StoreError, match="invalid input for query argument"):
         await pg_store.get("not a uuid")
+
+
+@pytest.mark.parametrize("fields", [None, ["email", "roles", "email"], ["id", "created_at"]])
+async def test_the_compared_read_gives_what_the_record_renders_as(
+    pg_store: PostgresStore, make_user: MakeUser, fields: list[str] | None
+) -> None:
+    schema = pg_store.schema
+    user = make_user()
+    await pg_store.put(user)
+    for key in (user["id"], str(user["id"]).upper()):
+        record = await pg_store.get(key, fields)
+        assert record is not None
+        want = schema.to_json(record, fields=fields, drift=True)
+        got = await pg_store.get_compared(key, fields)
+        assert got == want and list(got) == list(want)
+    assert await pg_store.get_compared(uuid.uuid4(), fields) is None
+    with pytest.raises(StoreError, match="invalid input for query argument"):
+        await pg_store.get_compared("not a uuid", fields)
+
+
+async def test_a_drifted_row_is_marked_in_the_compared_read(
+    pg_store: PostgresStore, make_user: MakeUser
+) -> None:
+    """A row another tool wrote: a role array with a NULL element."""
+    user = make_user()
+    await pg_store.put(user)
+    async with pg_store._connection() as conn:
+        await conn.execute(
+            f"UPDATE \"{pg_store.table}\" SET roles = ARRAY['admin', NULL] WHERE id = $1",
+            user["id"],
+        )
+    got = await pg_store.get_compared(user["id"])
+    assert isinstance(got["roles"], Drifted)
+    record = await pg_store.get(user["id"])
+    assert canonical(got) == canonical(pg_store.schema.to_json(record, drift=True))
+    assert without_drift(got)["roles"] == ["admin", None]

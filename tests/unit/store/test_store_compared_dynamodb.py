@@ -15,14 +15,14 @@ from hypothesis import strategies as st
 
 from comparators.canonical import canonical
 from comparators.markers import Drifted
-from proxy.store.codec_dynamodb import ComparedDecoder, decode_item, encode_value
+from proxy.store.codec_dynamodb import compared_decoder, decode_item, encode_value
 from proxy.store.fieldtypes import render_datetime
 from proxy.store.schema import ResourceConfig, Schema
 
 from .conftest import RESOURCE
 
 SCHEMA = Schema(ResourceConfig.model_validate(RESOURCE))
-DECODER = ComparedDecoder(SCHEMA)
+DECODER = compared_decoder(SCHEMA)
 
 
 def shape(value: Any) -> Any:
