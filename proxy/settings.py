@@ -277,6 +277,10 @@ class ShadowConfig(_Model):
     # its mismatch rate from the judged sample. None: no bound.
     compare_cpu_share: float | None = Field(0.05, ge=0, le=1)
     compare_cpu_burst_seconds: float = Field(0.1, ge=0, le=60)
+    # Store reads' shadow jobs are held this long and then started together, so reads by key
+    # arriving a few milliseconds apart share one BatchGetItem (proxy.experiment.shadow).
+    # 0: each starts at once. HTTP shadows are never held.
+    gather_seconds: float = Field(0.005, ge=0, le=1)
 
 
 class ResourceFlags(_Model):

@@ -81,6 +81,7 @@ def shared_parts(
             queue_size=settings.shadow.queue_size,
             concurrency=settings.shadow.concurrency,
             metrics=metrics,
+            gather_seconds=settings.shadow.gather_seconds,
         ),
         sink=sink,
         publisher=Publisher(

@@ -314,7 +314,7 @@ class ResourceService:
                 read, rules, reread_primary=reread_primary,
             )  # fmt: skip
 
-        self._runner.submit(self.name, operation, job)
+        self._runner.submit(self.name, operation, job, gather=True)
 
     async def _experiment(
         self,
