@@ -23,7 +23,7 @@ import orjson
 
 from proxy.store import exactjson
 from proxy.store.base import InvalidRecord, Record
-from proxy.store.compared import SLOW, ComparedDecoder, FastSteps, plain_text
+from proxy.store.compared import SLOW, ComparedDecoder, FastSteps, plain_text, plain_texts
 from proxy.store.fieldtypes import (
     DATETIME_LIMIT,
     DATETIME_MIN,
@@ -224,10 +224,8 @@ def _fast_bool(av: AttributeValue) -> Any:
 
 
 def _fast_string_set(av: AttributeValue) -> Any:
-    texts = av.get("SS")
-    if not isinstance(texts, list) or not all(plain_text(t) for t in texts):
-        return SLOW
-    return sorted(set(texts))
+    texts: Any = av.get("SS")
+    return sorted(set(texts)) if plain_texts(texts) else SLOW
 
 
 FAST: FastSteps = {

@@ -16,7 +16,7 @@ from typing import Any
 
 from proxy.store import exactjson
 from proxy.store.base import InvalidRecord, Record
-from proxy.store.compared import SLOW, ComparedDecoder, FastSteps, plain_text
+from proxy.store.compared import SLOW, ComparedDecoder, FastSteps, plain_text, plain_texts
 from proxy.store.fieldtypes import (
     DATETIME_LIMIT,
     DATETIME_MIN,
@@ -123,9 +123,7 @@ def _fast_bool(raw: Any) -> Any:
 
 
 def _fast_string_set(raw: Any) -> Any:
-    if type(raw) is not list or not all(plain_text(t) for t in raw):
-        return SLOW
-    return sorted(set(raw))
+    return sorted(set(raw)) if plain_texts(raw) else SLOW
 
 
 FAST: FastSteps = {
