@@ -180,6 +180,13 @@ def faults() -> type[Faults]:
     return Faults
 
 
+async def written_by_another_tool(store: PostgresStore, key: Any, assignments: str) -> None:
+    """Overwrite columns of one row behind the store's back (``assignments``: SQL ``SET``
+    text), as a tool that does not know the schema might."""
+    async with store._connection() as conn:
+        await conn.execute(f'UPDATE "{store.table}" SET {assignments} WHERE id = $1', key)
+
+
 @asynccontextmanager
 async def open_postgres(schema: Schema, table: str) -> AsyncIterator[PostgresStore]:
     """A PostgreSQL store on a fresh table, dropped on exit."""

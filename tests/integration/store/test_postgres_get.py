@@ -14,7 +14,7 @@ from proxy.store.base import StoreError
 from proxy.store.compared import without_drift
 from proxy.store.postgres import PostgresStore
 
-from .conftest import MakeUser
+from .conftest import MakeUser, written_by_another_tool
 
 
 async def test_a_whole_record_by_key_does_not_select_the_key(
@@ -79,11 +79,7 @@ async def test_a_drifted_row_is_marked_in_the_compared_read(
     """A row another tool wrote: a role array with a NULL element."""
     user = make_user()
     await pg_store.put(user)
-    async with pg_store._connection() as conn:
-        await conn.execute(
-            f"UPDATE \"{pg_store.table}\" SET roles = ARRAY['admin', NULL] WHERE id = $1",
-            user["id"],
-        )
+    await written_by_another_tool(pg_store, user["id"], "roles = ARRAY['admin', NULL]")
     got = await pg_store.get_compared(user["id"])
     assert isinstance(got["roles"], Drifted)
     record = await pg_store.get(user["id"])

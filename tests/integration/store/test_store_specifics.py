@@ -17,7 +17,7 @@ from proxy.store.postgres import PostgresStore
 from proxy.store.retry import RetryPolicy
 from proxy.store.schema import ResourceConfig, Schema
 
-from .conftest import MakeUser
+from .conftest import MakeUser, written_by_another_tool
 
 pytestmark = pytest.mark.integration
 
@@ -117,11 +117,7 @@ async def test_postgres_nan_reads_as_malformed(
 ) -> None:
     user = make_user()
     await pg_store.put(user)
-    async with pg_store._connection() as conn:
-        await conn.execute(
-            f"UPDATE \"{pg_store.table}\" SET balance = 'NaN', score = 'Infinity' WHERE id = $1",
-            user["id"],
-        )
+    await written_by_another_tool(pg_store, user["id"], "balance = 'NaN', score = 'Infinity'")
     got = await pg_store.get(user["id"])
     assert got is not None
     assert (got["balance"], got["score"]) == (Malformed("NaN"), Malformed("inf"))
