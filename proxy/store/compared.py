@@ -37,8 +37,8 @@ def plain_text(value: Any) -> bool:
 
 
 def plain_texts(values: Any) -> bool:
-    """A list of strings, each a :func:`plain_text`: checked on their concatenation, one C
-    call each instead of a call per string (``join`` refuses anything but strings)."""
+    """A list of strings, each a :func:`plain_text`, checked on their concatenation: one
+    ``join`` (which refuses anything but strings) and two C checks, not a call per string."""
     if type(values) is not list:
         return False
     try:

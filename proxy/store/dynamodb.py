@@ -195,12 +195,6 @@ class DynamoDBStore:
             return await self._reads.get(key), self.schema.field_names
         return await self._get_raw(key), self.schema.field_names
 
-    async def _get_item(self, key: Any, fields: Sequence[str] | None = None) -> Record | None:
-        """One ``GetItem``, never gathered (tests read by it as the oracle)."""
-        names = self.schema.check_fields(fields) if fields is not None else self.schema.field_names
-        item = await self._get_raw(key, names if fields is not None else None)
-        return None if item is None else decode_item(self.schema, item, names)
-
     async def _get_raw(self, key: Any, projection: Sequence[str] | None = None) -> Item | None:
         request: dict[str, Any] = {
             "TableName": self.table,

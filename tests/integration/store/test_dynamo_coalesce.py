@@ -14,6 +14,7 @@ from comparators.markers import Drifted
 from proxy.errors import ConfigError
 from proxy.settings import settings_from_mapping
 from proxy.store.base import Record, StoreError, StoreUnavailable, Throttled
+from proxy.store.codec_dynamodb import decode_item
 from proxy.store.dynamodb import DynamoDBStore
 
 from .conftest import MakeUser
@@ -29,7 +30,9 @@ async def seeded(store: DynamoDBStore, make_user: MakeUser, n: int) -> list[Reco
 
 async def one_by_one(store: DynamoDBStore, keys: list[Any]) -> list[Record | None]:
     """The oracle: each key by its own GetItem, in turn."""
-    return [await store._get_item(key) for key in keys]
+    items = [await store._get_raw(key) for key in keys]
+    names = store.schema.field_names
+    return [None if i is None else decode_item(store.schema, i, names) for i in items]
 
 
 async def test_reads_in_one_turn_are_one_batch_and_each_caller_gets_its_own(
