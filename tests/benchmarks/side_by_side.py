@@ -2,11 +2,12 @@
 
 On a shared VM the machine's speed drifts by a quarter between runs a minute apart, so two
 runs of ``http_proxy.py``, one per revision, cannot show a change of a few percent. Here both
-revisions run at the same time, each ``shadowproxy serve --workers 1`` behind the same nginx
-upstream, each under its own paced wrk at the same rate: whatever the machine does, it does to
-both. What is compared is the CPU time each proxy process used per request (``/proc``), not
-its throughput, and next to it each one's p99 latency at that rate (wrk's ``--latency``): the
-two share the machine, so a stall one of them has and the other has not shows.
+revisions run at the same time, each ``shadowproxy serve --workers 1`` (or ``--workers N``)
+behind the same nginx upstream, each under its own paced wrk at the same rate: whatever the
+machine does, it does to both. What is compared is the CPU time each proxy (its processes)
+used per request (``/proc``), not its throughput, and next to it each one's p99 latency at
+that rate (wrk's ``--latency``): the two share the machine, so a stall one of them has and
+the other has not shows.
 
 - ``--base REV`` (default ``HEAD``) is checked out into a temporary git worktree and run with
   this virtualenv, ``PYTHONPATH`` pointing at the worktree. "this tree" is the working tree,
@@ -78,6 +79,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--duration", type=int, default=10, help="seconds per round (10)")
     p.add_argument("--rounds", type=int, default=4, help="counted rounds (4)")
     p.add_argument("--connections", type=int, default=16, help="wrk connections each (16)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="worker processes of each proxy (1); 2 or more run prometheus-client's "
+        "multiprocess mode, as `serve --workers` does",
+    )
     args = p.parse_args(argv)
     if args.rate is None:  # both proxies must fit in one core, at the highest rate that does
         args.rate = STORE_RATES.get(args.phase, 700.0)
@@ -146,12 +154,16 @@ class Round:
 Systems = dict[str, tuple[int, str]]  # "this"/"base" -> (proxy pid, URL to load)
 
 
-def start_proxy(config: Path, path: Path, admin: int, procs: Processes, name: str) -> int:
-    """``shadowproxy serve --workers 1`` of the tree at ``path``, pinned to ``SUT_CPU``."""
+def start_proxy(
+    config: Path, path: Path, admin: int, procs: Processes, name: str, workers: int
+) -> int:
+    """``shadowproxy serve --workers N`` of the tree at ``path``, pinned to ``SUT_CPU``."""
     os.environ["PYTHONPATH"] = str(path)
     try:
         ports = hp.Ports(0, 0, 0, 0, 0, admin)  # start_shadowproxy waits on the admin port
-        return hp.start_shadowproxy(config, 1, ports, procs, SUT_CPU, f"shadowproxy-{name}").pid
+        return hp.start_shadowproxy(
+            config, workers, ports, procs, SUT_CPU, f"shadowproxy-{name}"
+        ).pid
     finally:
         del os.environ["PYTHONPATH"]
 
@@ -173,7 +185,7 @@ def http_systems(
         config = hp.proxy_config(
             folder, mine, shadow=args.phase != "proxy", mismatch=args.phase == "proxy-mismatch"
         )
-        pid = start_proxy(config, path, admin, procs, name)
+        pid = start_proxy(config, path, admin, procs, name, args.workers)
         systems[name] = (pid, f"http://127.0.0.1:{listen}{hp.REQUEST_PATH}")
     return systems
 
@@ -209,7 +221,7 @@ def store_systems(
         raw = sp.phase_config(mine, args.phase.removeprefix("store-"))
         config.write_text(yaml.safe_dump(raw, sort_keys=False))
         sp.check_isolated(config)
-        pid = start_proxy(config, path, admin, procs, name)
+        pid = start_proxy(config, path, admin, procs, name, args.workers)
         systems[name] = (pid, f"http://127.0.0.1:{listen}/users/{key}")
     return systems
 
