@@ -23,7 +23,7 @@ import orjson
 
 from proxy.store import exactjson
 from proxy.store.base import InvalidRecord, Record
-from proxy.store.compared import SLOW, ComparedDecoder, FastSteps, plain_text, plain_texts
+from proxy.store.compared import SLOW, FastSteps, plain_text, plain_texts
 from proxy.store.fieldtypes import (
     DATETIME_LIMIT,
     DATETIME_MIN,
@@ -228,7 +228,8 @@ def _fast_string_set(av: AttributeValue) -> Any:
     return sorted(set(texts)) if plain_texts(texts) else SLOW
 
 
-FAST: FastSteps = {
+# The fast steps of ``ComparedDecoder(schema, COMPARED_STEPS, decode_value)``.
+COMPARED_STEPS: FastSteps = {
     ("string", None): _fast_string,
     ("uuid", None): _fast_uuid,
     ("datetime", None): _fast_datetime,
@@ -236,11 +237,6 @@ FAST: FastSteps = {
     ("bool", None): _fast_bool,
     ("string", "set"): _fast_string_set,
 }
-
-
-def compared_decoder(schema: Schema) -> ComparedDecoder:
-    """Items of ``schema`` straight to the compared form."""
-    return ComparedDecoder(schema, FAST, decode_value)
 
 
 # Sizes as DynamoDB counts them: attribute names and values in UTF-8 bytes, numbers about

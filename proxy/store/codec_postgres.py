@@ -16,7 +16,7 @@ from typing import Any
 
 from proxy.store import exactjson
 from proxy.store.base import InvalidRecord, Record
-from proxy.store.compared import SLOW, ComparedDecoder, FastSteps, plain_text, plain_texts
+from proxy.store.compared import SLOW, FastSteps, plain_text, plain_texts
 from proxy.store.fieldtypes import (
     DATETIME_LIMIT,
     DATETIME_MIN,
@@ -126,7 +126,8 @@ def _fast_string_set(raw: Any) -> Any:
     return sorted(set(raw)) if plain_texts(raw) else SLOW
 
 
-FAST: FastSteps = {
+# The fast steps of ``ComparedDecoder(schema, COMPARED_STEPS, decode_value)``.
+COMPARED_STEPS: FastSteps = {
     ("string", None): _fast_string,
     ("uuid", None): _fast_uuid,
     ("datetime", None): _fast_datetime,
@@ -134,8 +135,3 @@ FAST: FastSteps = {
     ("bool", None): _fast_bool,
     ("string", "set"): _fast_string_set,
 }
-
-
-def compared_decoder(schema: Schema) -> ComparedDecoder:
-    """Rows of ``schema`` straight to the compared form."""
-    return ComparedDecoder(schema, FAST, decode_value)

@@ -5,8 +5,8 @@ canonical JSON (``Schema.to_json``): two passes, each building values. Most stor
 their canonical JSON already, or one cheap step from it (a lower-case uuid text, a datetime in
 UTC, a plain string), so a :class:`ComparedDecoder` answers those fields in one step and sends
 every other through the codec's ``decode_value`` and the field's renderer, which stay the
-definition. Each store's codec says which of its stored forms have such a step (its ``FAST``
-table); each step answers only for a value it can vouch for and otherwise returns
+definition. Each store's codec says which of its stored forms have such a step (its
+``COMPARED_STEPS``); each step answers only for a value it can vouch for and otherwise returns
 :data:`SLOW`. Tests hold every decoder to ``to_json(decode(...), drift=True)`` as the oracle.
 
 A users record, in process: 15-18 µs decoded and rendered, 7-9 µs straight

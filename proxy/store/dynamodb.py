@@ -58,16 +58,18 @@ from proxy.store.base import (
     Throttled,
 )
 from proxy.store.codec_dynamodb import (
+    COMPARED_STEPS,
     MAX_ITEM_BYTES,
     Item,
-    compared_decoder,
     decode_item,
     decode_key,
+    decode_value,
     encode_item,
     encode_key,
     encode_value,
     item_size,
 )
+from proxy.store.compared import ComparedDecoder
 from proxy.store.dynamo_coalesce import ReadCoalescer
 from proxy.store.dynamo_errors import DynamoError, error_code, translate
 from proxy.store.dynamo_http import DynamoHttpClient
@@ -133,7 +135,7 @@ class DynamoDBStore:
         )
         self._client: Any = None  # the client (or the test wrapper around it) while open
         self._reads = ReadCoalescer(self._get_raw, self._batch_get_once) if coalesce_reads else None
-        self._compared = compared_decoder(schema)
+        self._compared = ComparedDecoder(schema, COMPARED_STEPS, decode_value)
 
     @property
     def throttles(self) -> int:

@@ -50,14 +50,14 @@ from proxy.store.base import (
     StoreUnavailable,
 )
 from proxy.store.codec_postgres import (
-    compared_decoder,
+    COMPARED_STEPS,
     decode_row,
     decode_row_keyed,
     decode_value,
     encode_value,
     encode_values,
 )
-from proxy.store.compared import NO_KEY
+from proxy.store.compared import NO_KEY, ComparedDecoder
 from proxy.store.fieldtypes import InvalidField
 from proxy.store.postgres_sql import Statements
 from proxy.store.schema import Schema, SchemaError
@@ -111,7 +111,7 @@ class PostgresStore:
         rest = tuple(name for name in schema.field_names if name != schema.key)
         self._implied_key = key_type.container is None and key_type.base in ("uuid", "int")
         self._get_rest = self._sql.get(rest) if self._implied_key and rest else self._get_all
-        self._compared = compared_decoder(schema)
+        self._compared = ComparedDecoder(schema, COMPARED_STEPS, decode_value)
         self._pool_args = {
             "min_size": min_size,
             "max_size": max_size,

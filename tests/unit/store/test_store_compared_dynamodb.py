@@ -15,14 +15,15 @@ from hypothesis import strategies as st
 
 from comparators.canonical import canonical
 from comparators.markers import Drifted
-from proxy.store.codec_dynamodb import compared_decoder, decode_item, encode_value
+from proxy.store.codec_dynamodb import COMPARED_STEPS, decode_item, decode_value, encode_value
+from proxy.store.compared import ComparedDecoder
 from proxy.store.fieldtypes import render_datetime
 from proxy.store.schema import ResourceConfig, Schema
 
 from .conftest import RESOURCE
 
 SCHEMA = Schema(ResourceConfig.model_validate(RESOURCE))
-DECODER = compared_decoder(SCHEMA)
+DECODER = ComparedDecoder(SCHEMA, COMPARED_STEPS, decode_value)
 
 
 def shape(value: Any) -> Any:

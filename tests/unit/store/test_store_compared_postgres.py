@@ -15,15 +15,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from comparators.canonical import canonical
-from proxy.store.codec_postgres import compared_decoder, decode_row, decode_row_keyed
-from proxy.store.compared import without_drift
+from proxy.store.codec_postgres import COMPARED_STEPS, decode_row, decode_row_keyed, decode_value
+from proxy.store.compared import ComparedDecoder, without_drift
 from proxy.store.schema import ResourceConfig, Schema
 
 from .conftest import RESOURCE
 from .test_store_compared_dynamodb import shape
 
 SCHEMA = Schema(ResourceConfig.model_validate(RESOURCE))
-DECODER = compared_decoder(SCHEMA)
+DECODER = ComparedDecoder(SCHEMA, COMPARED_STEPS, decode_value)
 NAMES = list(SCHEMA.field_names)
 
 
