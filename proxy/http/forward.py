@@ -30,10 +30,19 @@ from proxy.errors import (
 from proxy.experiment.noise import NoiseLearner
 from proxy.experiment.publish import Experiment, Publisher
 from proxy.experiment.shadow import ShadowRunner
+from proxy.http.answer import Whole, whole_answer
 from proxy.http.routes import HttpRoute, Sides
 from proxy.http.routing import Router
 from proxy.http.target import Target, parse_target
-from proxy.http.upstream import HttpUpstream, backend_error_kind, end_to_end, end_to_end_raw
+from proxy.http.upstream import (
+    HttpUpstream,
+    RawHeader,
+    backend_error_kind,
+    end_to_end,
+    end_to_end_items,
+    headers_of,
+    lowered,
+)
 from proxy.metrics import Metrics
 from proxy.ratelimit.limiter import RateLimiter
 from proxy.request import RequestAccounting, read_capped, request_id
@@ -180,23 +189,25 @@ async def _primary(
         _backend_failed(ctx, route, request.method, backend.name, e, sampled)
         raise BadGateway(f"primary backend {backend.name} failed: {type(e).__name__}") from e
     try:
-        out_headers = end_to_end_raw(upstream.raw_headers)
-        out_headers["X-Request-ID"] = rid
+        items = end_to_end_items(upstream.raw_headers)
         length = upstream.content_length
         response: web.StreamResponse
         if upstream.complete:  # the usual small answer: all here already, nothing to wait for
             payload = await upstream.read()
-            response = _whole(upstream.status, upstream.reason, out_headers, payload)
+            response = _whole(request, upstream, items, rid, payload)
             captured: bytes | None = payload
         else:
             async with asyncio.timeout_at(upstream.deadline):
                 if request.method == "HEAD" or (length is not None and length <= SMALL_BODY):
                     payload = await upstream.read()
-                    response = _whole(upstream.status, upstream.reason, out_headers, payload)
+                    response = _whole(request, upstream, items, rid, payload)
                     captured = payload
                 else:
                     response, captured = await _stream(
-                        request, upstream, out_headers, ctx.compare_body_cap if sampled else -1
+                        request,
+                        upstream,
+                        _headers(items, rid),
+                        ctx.compare_body_cap if sampled else -1,
                     )
     except (TimeoutError, h1.BackendError) as e:
         _backend_failed(ctx, route, request.method, backend.name, e, sampled)
@@ -214,13 +225,28 @@ async def _primary(
     if sampled:
         if captured is not None and len(captured) > ctx.compare_body_cap:
             captured = None
-        snapshot = HttpSnapshot(upstream.status, _lowered(out_headers), captured)
+        snapshot = HttpSnapshot(upstream.status, lowered(items, rid), captured)
     return response, snapshot, seconds
 
 
-def _whole(status: int, reason: str | None, headers: CIMultiDict[str], body: bytes) -> web.Response:
+def _whole(
+    request: web.BaseRequest, upstream: h1.Response, items: list[RawHeader], rid: str, body: bytes
+) -> web.StreamResponse:
+    data = whole_answer(request, upstream.status, upstream.reason, items, rid, body)
+    if data is not None:
+        return Whole(upstream.status, upstream.reason, data)
     # Bytes bodies keep the primary's Content-Type and Content-Length (also for HEAD).
-    return web.Response(status=status, reason=reason, headers=headers, body=body)
+    return web.Response(
+        status=upstream.status, reason=upstream.reason, headers=_headers(items, rid), body=body
+    )
+
+
+def _headers(items: list[RawHeader], rid: str) -> CIMultiDict[str]:
+    """The answer's headers for aiohttp to write: the backend's end-to-end ones, decoded as
+    ``headers_of`` decodes them, and the request id."""
+    headers = headers_of(items)
+    headers["X-Request-ID"] = rid
+    return headers
 
 
 async def _stream(
@@ -249,10 +275,6 @@ async def _stream(
         raise
     await response.write_eof()
     return response, (b"".join(kept) if kept is not None else None)
-
-
-def _lowered(headers: CIMultiDict[str]) -> tuple[tuple[str, str], ...]:
-    return tuple((k.lower(), v) for k, v in headers.items())
 
 
 def _backend_failed(
@@ -354,7 +376,7 @@ async def _fetch(
                     payload = await h1.read_capped(upstream, ctx.compare_body_cap)
         finally:
             upstream.release()
-        headers = _lowered(end_to_end_raw(upstream.raw_headers))
+        headers = lowered(end_to_end_items(upstream.raw_headers))
         snapshot = HttpSnapshot(upstream.status, headers, payload)
     except (TimeoutError, h1.BackendError) as e:
         kind = backend_error_kind(e)

@@ -45,20 +45,53 @@ def end_to_end(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> CIMultiDict
     return CIMultiDict((k, v) for k, v in headers.items() if k.lower() not in drop)
 
 
-def end_to_end_raw(raw: list[tuple[bytes, bytes]]) -> CIMultiDict[str]:
-    """``end_to_end`` straight from a backend's raw header bytes: one copy, not two.
-    Decoded like aiohttp's server decodes (UTF-8, surrogateescape) so the bytes survive."""
-    drop = HOP_BY_HOP
-    out: CIMultiDict[str] = CIMultiDict()
-    for name_b, value_b in raw:
-        name = name_b.decode("latin-1")
+HOP_BY_HOP_BYTES = frozenset(name.encode() for name in HOP_BY_HOP)
+
+# A backend's header as (lower-case name, name, value), all the bytes it sent.
+RawHeader = tuple[bytes, bytes, bytes]
+
+
+def end_to_end_items(raw: list[tuple[bytes, bytes]]) -> list[RawHeader]:
+    """A backend's end-to-end headers in its order and bytes: hop-by-hop headers dropped,
+    and those its Connection header names, wherever they stand."""
+    drop = HOP_BY_HOP_BYTES
+    kept: list[RawHeader] = []
+    for name, value in raw:
         lower = name.lower()
-        if lower == "connection":
-            drop = drop | {t.strip().lower() for t in value_b.decode("latin-1").split(",")}
-        out.add(name, value_b.decode("utf-8", "surrogateescape"))
-    for name in [n for n in out if n.lower() in drop]:
-        out.popall(name, None)
-    return out
+        if lower in drop:
+            if lower == b"connection":
+                drop = drop | {t.strip().lower() for t in value.split(b",")}
+            continue
+        kept.append((lower, name, value))
+    if drop is not HOP_BY_HOP_BYTES:  # a Connection header named more: it may stand after them
+        kept = [item for item in kept if item[0] not in drop]
+    return kept
+
+
+def headers_of(items: list[RawHeader]) -> CIMultiDict[str]:
+    """Decoded like aiohttp's server decodes (UTF-8, surrogateescape), so the bytes survive
+    when aiohttp writes them out again."""
+    return CIMultiDict(
+        (name.decode("latin-1"), value.decode("utf-8", "surrogateescape"))
+        for _, name, value in items
+    )
+
+
+def lowered(items: list[RawHeader], request_id: str | None = None) -> tuple[tuple[str, str], ...]:
+    """The headers a comparison sees: lower-case names, values decoded as ``headers_of``
+    decodes them. With ``request_id``, the proxy's ``X-Request-ID`` as the client gets it: in
+    the place of the backend's first one (its others dropped), else last."""
+    out = [
+        (lower.decode("latin-1"), value.decode("utf-8", "surrogateescape"))
+        for lower, _, value in items
+    ]
+    if request_id is None:
+        return tuple(out)
+    at = next((i for i, (name, _) in enumerate(out) if name == "x-request-id"), None)
+    if at is None:
+        return (*out, ("x-request-id", request_id))
+    out[at] = ("x-request-id", request_id)
+    return tuple(item for i, item in enumerate(out) if i <= at or item[0] != "x-request-id")
 
 
 class HttpUpstream:

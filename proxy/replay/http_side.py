@@ -14,7 +14,7 @@ from comparators import Comparison, HttpSnapshot, Redactor, Rules, compare_http,
 from comparators.model import Outcome
 from proxy import __version__, h1
 from proxy.http.routes import rule_spec
-from proxy.http.upstream import HttpUpstream, end_to_end_raw
+from proxy.http.upstream import HttpUpstream, end_to_end_items, lowered
 from proxy.replay.answers import comparable, http_answer, snapshot_of
 from proxy.replay.model import Case, Request, Result, Verdict
 from proxy.settings import HttpBackend, Route, Settings
@@ -140,8 +140,7 @@ class HttpSide:
                 response.release()
         except (TimeoutError, h1.BackendError) as e:
             return e
-        lowered = tuple((k.lower(), v) for k, v in end_to_end_raw(response.raw_headers).items())
-        return HttpSnapshot(response.status, lowered, body)
+        return HttpSnapshot(response.status, lowered(end_to_end_items(response.raw_headers)), body)
 
 
 def _combined(
