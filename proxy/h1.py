@@ -475,17 +475,21 @@ def _expire(waiter: asyncio.Future[None]) -> None:
         waiter.set_exception(TimeoutError())
 
 
-def request_head(
-    method: str, target: str, host: str, headers: CIMultiDict[str], body: bytes | None
-) -> bytes:
-    """The request line and headers, as bytes. Header values arrive decoded with
-    surrogateescape (aiohttp's server) and go out as the bytes they came in as."""
-    parts = [f"{method} {target} HTTP/1.1\r\nHost: {host}\r\n"]
-    parts += [f"{k}: {v}\r\n" for k, v in headers.items()]
-    if body is not None or method in ("POST", "PUT", "PATCH"):
-        parts.append(f"Content-Length: {len(body or b'')}\r\n")
-    parts.append("\r\n")
-    text = "".join(parts)
-    if text.count("\n") != len(parts) + 1 or "\r" in target or " " in target:
-        raise ProtocolError("a line break or space inside a header or the target: refused")
+def header_lines(headers: CIMultiDict[str]) -> bytes:
+    """``Name: value`` lines, as bytes. Header values arrive decoded with surrogateescape
+    (aiohttp's server) and go out as the bytes they came in as."""
+    text = "".join([f"{k}: {v}\r\n" for k, v in headers.items()])
+    if text.count("\n") != len(headers) or text.count("\r") != len(headers):
+        raise ProtocolError("a line break inside a header: refused")
     return text.encode("utf-8", "surrogateescape")
+
+
+def request_head(method: str, target: str, host: str, lines: bytes, body: bytes | None) -> bytes:
+    """The request line, ``Host``, the header ``lines`` (``header_lines``) and the body's
+    length, as bytes."""
+    if "\r" in target or "\n" in target or " " in target:
+        raise ProtocolError("a line break or space inside the target: refused")
+    start = f"{method} {target} HTTP/1.1\r\nHost: {host}\r\n".encode("utf-8", "surrogateescape")
+    if body is not None or method in ("POST", "PUT", "PATCH"):
+        return start + lines + b"Content-Length: %d\r\n\r\n" % len(body or b"")
+    return start + lines + b"\r\n"

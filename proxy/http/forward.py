@@ -18,6 +18,7 @@ from proxy import h1
 from proxy.errors import (
     RETRY_SOON,
     BadGateway,
+    BadRequest,
     ExpectationFailed,
     GatewayTimeout,
     HTTPProblem,
@@ -35,10 +36,10 @@ from proxy.http.routes import HttpRoute, Sides
 from proxy.http.routing import Router
 from proxy.http.target import Target, parse_target
 from proxy.http.upstream import (
+    HOP_BY_HOP_BYTES,
     HttpUpstream,
     RawHeader,
     backend_error_kind,
-    end_to_end,
     end_to_end_items,
     headers_of,
     lowered,
@@ -91,17 +92,46 @@ async def read_request_body(request: web.Request, limit: int) -> bytes | None:
     return await read_capped(request, limit)
 
 
-def upstream_headers(request: web.Request, rid: str) -> CIMultiDict[str]:
-    headers = end_to_end(request.headers)
-    headers.popall("Host", None)
-    headers.popall("Content-Length", None)
-    peer = request.remote or ""
-    prior = headers.get("X-Forwarded-For")
-    headers["X-Forwarded-For"] = f"{prior}, {peer}" if prior else peer
-    headers["X-Forwarded-Proto"] = request.scheme
-    headers["X-Forwarded-Host"] = request.host
-    headers["X-Request-ID"] = rid
-    return headers
+# What a backend never gets from the client: hop-by-hop headers, and those the proxy sets.
+NOT_FORWARDED = HOP_BY_HOP_BYTES | {b"host", b"content-length"}
+
+
+def upstream_headers(request: web.BaseRequest, rid: str) -> bytes:
+    """The header lines every backend gets (``h1.header_lines``' form), built once from the
+    client's own header bytes: its end-to-end headers less ``Host`` and ``Content-Length``,
+    then ``X-Forwarded-For`` (the client's first one, the peer added), ``-Proto``, ``-Host``
+    and ``X-Request-ID``, each in the place of the client's first one, else last."""
+    items = end_to_end_items(request.raw_headers, NOT_FORWARDED)
+    peer = (request.remote or "").encode()
+    prior = next((value for lower, _, value in items if lower == b"x-forwarded-for"), None)
+    forwarded = (
+        (b"x-forwarded-for", b"X-Forwarded-For", prior + b", " + peer if prior else peer),
+        (b"x-forwarded-proto", b"X-Forwarded-Proto", request.scheme.encode()),
+        (b"x-forwarded-host", b"X-Forwarded-Host", _raw(request.host)),
+        (b"x-request-id", b"X-Request-ID", _raw(rid)),
+    )
+    for set_ in forwarded:
+        _replace(items, set_)
+    lines = b"".join([name + b": " + value + b"\r\n" for _, name, value in items])
+    if lines.count(b"\n") != len(items) or lines.count(b"\r") != len(items):
+        raise BadRequest("a line break inside a header: refused")
+    return lines
+
+
+def _raw(text: str) -> bytes:
+    return text.encode("utf-8", "surrogateescape")  # aiohttp decoded it so
+
+
+def _replace(items: list[RawHeader], item: RawHeader) -> None:
+    """``item`` in the place of the first header of its name, the others dropped (a
+    multidict's ``md[name] = value``); appended when there is none."""
+    lower = item[0]
+    at = next((i for i, kept in enumerate(items) if kept[0] == lower), None)
+    if at is None:
+        items.append(item)
+        return
+    items[at] = item
+    items[at + 1 :] = [kept for kept in items[at + 1 :] if kept[0] != lower]
 
 
 async def handle(ctx: ForwardContext, request: web.Request) -> web.StreamResponse:
@@ -168,7 +198,7 @@ async def _primary(
     backend: HttpUpstream,
     request: web.Request,
     target: Target,
-    headers: CIMultiDict[str],
+    headers: bytes,
     body: bytes | None,
     rid: str,
     sampled: bool,
@@ -296,7 +326,7 @@ class Copied:
 
     method: str
     raw_path: str
-    headers: CIMultiDict[str]
+    headers: bytes  # upstream_headers
     body: bytes | None
     request_id: str
     requester: str | None

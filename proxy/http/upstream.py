@@ -7,8 +7,9 @@ import asyncio
 import logging
 import random
 import ssl
+from collections.abc import Sequence
 
-from multidict import CIMultiDict, CIMultiDictProxy
+from multidict import CIMultiDict
 from yarl import URL
 
 from proxy import h1
@@ -36,25 +37,18 @@ HOP_BY_HOP = frozenset(
 )
 
 
-def end_to_end(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> CIMultiDict[str]:
-    """Copy without hop-by-hop headers, including those the Connection header names."""
-    drop = HOP_BY_HOP
-    connection = headers.get("Connection")
-    if connection:
-        drop = drop | {t.strip().lower() for t in connection.split(",")}
-    return CIMultiDict((k, v) for k, v in headers.items() if k.lower() not in drop)
-
-
 HOP_BY_HOP_BYTES = frozenset(name.encode() for name in HOP_BY_HOP)
 
 # A backend's header as (lower-case name, name, value), all the bytes it sent.
 RawHeader = tuple[bytes, bytes, bytes]
 
 
-def end_to_end_items(raw: list[tuple[bytes, bytes]]) -> list[RawHeader]:
-    """A backend's end-to-end headers in its order and bytes: hop-by-hop headers dropped,
-    and those its Connection header names, wherever they stand."""
-    drop = HOP_BY_HOP_BYTES
+def end_to_end_items(
+    raw: Sequence[tuple[bytes, bytes]], drop: frozenset[bytes] = HOP_BY_HOP_BYTES
+) -> list[RawHeader]:
+    """End-to-end headers in their order and bytes: hop-by-hop headers (``drop``, lower-case)
+    dropped, and those the Connection header names, wherever they stand."""
+    base = drop
     kept: list[RawHeader] = []
     for name, value in raw:
         lower = name.lower()
@@ -63,7 +57,7 @@ def end_to_end_items(raw: list[tuple[bytes, bytes]]) -> list[RawHeader]:
                 drop = drop | {t.strip().lower() for t in value.split(b",")}
             continue
         kept.append((lower, name, value))
-    if drop is not HOP_BY_HOP_BYTES:  # a Connection header named more: it may stand after them
+    if drop is not base:  # a Connection header named more: they may stand before it
         kept = [item for item in kept if item[0] not in drop]
     return kept
 
@@ -128,13 +122,14 @@ class HttpUpstream:
         self,
         method: str,
         raw_path_qs: str,
-        headers: CIMultiDict[str],
+        headers: CIMultiDict[str] | bytes,
         body: bytes | None,
         *,
         timeout: float | None = None,
     ) -> h1.Response:
         """Send and return the response with its body unread; the caller releases it and
-        bounds the body read (``deadline()``).
+        bounds the body read (``deadline()``). ``headers``: a multidict, or its
+        ``h1.header_lines`` already (the forwarder builds them once for every backend).
 
         Idempotent requests are retried on connection failures (refused, or a kept-alive
         connection the backend had closed) with exponential backoff and full jitter, within
@@ -145,8 +140,9 @@ class HttpUpstream:
         total = timeout if timeout is not None else self.config.timeout_seconds
         loop = asyncio.get_running_loop()
         deadline = loop.time() + total
+        lines = headers if isinstance(headers, bytes) else h1.header_lines(headers)
         head = h1.request_head(
-            method, self._base_path + raw_path_qs, self._host_header, headers, body
+            method, self._base_path + raw_path_qs, self._host_header, lines, body
         )
         attempts = 1 + (self.config.retries if method in IDEMPOTENT else 0)
         stale_retry = method in IDEMPOTENT

@@ -67,7 +67,7 @@ def answers_then_stalls(answer: bytes, seconds: float) -> Serve:
 
 
 def head(method: str = "GET") -> bytes:
-    return h1.request_head(method, "/x", "h", CIMultiDict(), None)
+    return h1.request_head(method, "/x", "h", b"", None)
 
 
 async def test_connections_are_reused(raw_server: RawServer) -> None:
@@ -143,15 +143,23 @@ async def test_refused_is_connect_failed() -> None:
 
 @pytest.mark.parametrize(
     ("target", "headers"),
-    [("/x\r\nEvil: 1", {}), ("/x y", {}), ("/x", {"X-A": "1\r\nEvil: 1"}), ("/x", {"X\nB": "1"})],
+    [
+        ("/x\r\nEvil: 1", {}),
+        ("/x y", {}),
+        ("/x\nEvil: 1", {}),
+        ("/x", {"X-A": "1\r\nEvil: 1"}),
+        ("/x", {"X\nB": "1"}),
+        ("/x", {"X-A": "1\rB"}),
+    ],
 )
 def test_line_breaks_never_reach_the_wire(target: str, headers: dict[str, str]) -> None:
     with pytest.raises(h1.ProtocolError):
-        h1.request_head("GET", target, "h", CIMultiDict(headers), None)
+        h1.request_head("GET", target, "h", h1.header_lines(CIMultiDict(headers)), None)
 
 
 def test_request_head_bytes() -> None:
-    got = h1.request_head("POST", "/a?b=1", "up:80", CIMultiDict({"X-Bin": "caf\udce9"}), b"{}")
+    lines = h1.header_lines(CIMultiDict({"X-Bin": "caf\udce9"}))
+    got = h1.request_head("POST", "/a?b=1", "up:80", lines, b"{}")
     assert got == (
         b"POST /a?b=1 HTTP/1.1\r\nHost: up:80\r\nX-Bin: caf\xe9\r\nContent-Length: 2\r\n\r\n"
     )

@@ -5,10 +5,8 @@ seconds). And the headers a comparison sees are those the old multidict copy gav
 
 from __future__ import annotations
 
-import asyncio
 import re
 import socket
-import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,6 +20,8 @@ from multidict import CIMultiDict
 from proxy.http import wire
 from proxy.http.answer import Whole, whole_answer
 from proxy.http.upstream import HOP_BY_HOP, end_to_end_items, headers_of, lowered
+
+from .conftest import ThreadedServer
 
 NAMES = [
     b"Content-Type", b"content-type", b"Content-Length", b"Date", b"Server", b"server",
@@ -87,30 +87,12 @@ def old_headers(raw: list[tuple[bytes, bytes]], rid: str | None) -> CIMultiDict[
     return out
 
 
-class Server:
-    """aiohttp's low-level server in a thread; a request's path names the case and the way."""
+class Server(ThreadedServer):
+    """A request's path names the case and the way."""
 
     def __init__(self) -> None:
         self.cases: dict[str, dict[str, Any]] = {}
-        self.loop = asyncio.new_event_loop()
-        self.port = 0
-        ready = threading.Event()
-        self.thread = threading.Thread(target=self._run, args=(ready,), daemon=True)
-        self.thread.start()
-        assert ready.wait(10)
-
-    def _run(self, ready: threading.Event) -> None:
-        asyncio.set_event_loop(self.loop)
-        self.loop.run_until_complete(self._start())
-        ready.set()
-        self.loop.run_forever()
-
-    async def _start(self) -> None:
-        self.runner = web.ServerRunner(web.Server(self.handle), handle_signals=False)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = self.runner.addresses[0][1]
+        super().__init__(self.handle)
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         if request.path == "/ping":
@@ -129,12 +111,6 @@ class Server:
         return web.Response(
             status=case["status"], reason=case["reason"], headers=headers, body=body
         )
-
-    def close(self) -> None:
-        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-        self.loop.close()
 
 
 @pytest.fixture(scope="module")
