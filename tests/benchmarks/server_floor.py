@@ -7,6 +7,9 @@ the coroutine would measure a floor no proxy reaches):
 
 - ``aiohttp``: aiohttp's low-level ``web.Server``, set up as ``shadowproxy serve`` sets up the
   drop-in port (``proxy.client_timeouts``' watched site and tracked handler, uvloop).
+- ``aiohttp-bytes``: the same, the handler answering with ``proxy.http.answer``'s ``Whole``
+  (the bytes ``whole_answer`` builds from the backend's header bytes), as the forwarder
+  answers a whole backend answer.
 - ``httptools``: an asyncio protocol on llhttp (``httptools``, as uvicorn's httptools
   protocol), one task per request, uvloop: the floor of a lean server on the same loop.
 - ``granian``: granian's RSGI interface (its HTTP/1 server in Rust, the handler on asyncio).
@@ -65,6 +68,27 @@ async def main():
 uvloop.run(main())
 """
 
+AIOHTTP_BYTES = """
+import asyncio, sys, uvloop
+from aiohttp import web
+from proxy.client_timeouts import ClientTimeouts, WatchedSite, tracked
+from proxy.http.answer import Whole, whole_answer
+from proxy.http.upstream import end_to_end_items
+BODY = {body!r}
+RAW = [(b"Content-Type", b"application/json"), (b"Content-Length", str(len(BODY)).encode())]
+async def handler(request):
+    items = end_to_end_items(RAW)
+    return Whole(200, "OK", whole_answer(request, 200, "OK", items, "rid", BODY))
+async def main():
+    runner = web.ServerRunner(web.Server(tracked(handler), access_log=None), handle_signals=False)
+    await runner.setup()
+    site = WatchedSite(runner, "127.0.0.1", {port}, timeouts=ClientTimeouts(10, 30, 75),
+                       on_cut=lambda phase: None)
+    await site.start()
+    await asyncio.Event().wait()
+uvloop.run(main())
+"""
+
 HTTPTOOLS = """
 import asyncio, httptools, uvloop
 BODY = {body!r}
@@ -109,6 +133,9 @@ async def app(scope, proto):
 """
 
 
+SCRIPTS = {"aiohttp": AIOHTTP, "aiohttp-bytes": AIOHTTP_BYTES, "httptools": HTTPTOOLS}
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--duration", type=int, default=8, help="seconds per run (8)")
@@ -128,7 +155,7 @@ def start(name: str, port: int, tmp: Path, procs: Processes) -> subprocess.Popen
         cmd += ["--workers", "1", "--host", "127.0.0.1", "--port", str(port)]
         cmd += ["--working-dir", str(tmp), "--no-ws", "--http", "1", "rsgi_app:app"]
     else:
-        code = (AIOHTTP if name == "aiohttp" else HTTPTOOLS).format(body=BODY, port=port)
+        code = SCRIPTS[name].format(body=BODY, port=port)
         script = tmp / f"serve_{name}.py"  # not aiohttp.py: it would shadow aiohttp
         script.write_text(code)
         cmd = [*pin, sys.executable, str(script)]
@@ -162,11 +189,11 @@ def measure(url: str, pid: int, args: argparse.Namespace) -> tuple[float, float]
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    names = ["aiohttp", "httptools"]
+    names = ["aiohttp", "aiohttp-bytes", "httptools"]
     if importlib.util.find_spec("granian") is not None:
         names.append("granian")
     else:
-        print("granian is not installed: measuring aiohttp and httptools only")
+        print("granian is not installed: measuring aiohttp, aiohttp-bytes and httptools only")
     tmp = Path(tempfile.mkdtemp(prefix="shadowproxy-floor-"))
     procs = Processes(tmp)
     results: dict[str, list[tuple[float, float]]] = {n: [] for n in names}
