@@ -39,7 +39,8 @@ HOP_BY_HOP = frozenset(
 
 HOP_BY_HOP_BYTES = frozenset(name.encode() for name in HOP_BY_HOP)
 
-# A backend's header as (lower-case name, name, value), all the bytes it sent.
+# A header as (lower-case name, name, value), in the bytes it came in (a backend's answer's or
+# a client's request's).
 RawHeader = tuple[bytes, bytes, bytes]
 
 
@@ -47,7 +48,7 @@ def end_to_end_items(
     raw: Sequence[tuple[bytes, bytes]], drop: frozenset[bytes] = HOP_BY_HOP_BYTES
 ) -> list[RawHeader]:
     """End-to-end headers in their order and bytes: hop-by-hop headers (``drop``, lower-case)
-    dropped, and those the Connection header names, wherever they stand."""
+    dropped, and those any Connection header names, wherever they stand."""
     base = drop
     kept: list[RawHeader] = []
     for name, value in raw:
