@@ -70,8 +70,9 @@ class Comparison:
 class HttpSnapshot:
     """What one side answered, as far as comparison needs it.
 
-    ``headers`` are (lower-cased name, value) pairs in arrival order; ``body`` is ``None`` when
-    it was larger than the comparison cap (the comparison is then ``skipped``).
+    ``headers`` are (lower-cased name, value) pairs in arrival order (the proxy keeps only those
+    a comparison reads: the rules' header names and the content type); ``body`` is ``None``
+    when it was larger than the comparison cap (the comparison is then ``skipped``).
     """
 
     status: int

@@ -38,6 +38,8 @@ class HttpRoute:
     # A second instance of ``primary`` (the configured one), learned as noise (docs/noise.md).
     primary: str = ""
     noise: NoiseConfig | None = None
+    # The answer headers a comparison reads (``compared_headers``): the rules' and the type.
+    compared: frozenset[bytes] = frozenset({b"content-type"})
 
     def noise_upstream(self, sides: Sides) -> HttpUpstream | None:
         """The noise twin to ask along with this shadow call, or None: no noise configured,
@@ -115,4 +117,5 @@ def build_route(
         rules=rules,
         primary=route.primary,
         noise=route.noise,
+        compared=frozenset({b"content-type", *(name.encode() for name in rules.headers)}),
     )

@@ -72,6 +72,18 @@ def headers_of(items: list[RawHeader]) -> CIMultiDict[str]:
     )
 
 
+def compared_headers(
+    items: list[RawHeader], names: frozenset[bytes], request_id: str | None = None
+) -> tuple[tuple[str, str], ...]:
+    """``lowered`` of only the headers named in ``names`` (lower-case), the ones a comparison
+    reads (``comparators.http``: the rules' header names, and the type): the others are not
+    decoded at all."""
+    kept = [item for item in items if item[0] in names]
+    if request_id is not None and b"x-request-id" not in names:
+        request_id = None
+    return lowered(kept, request_id)
+
+
 def lowered(items: list[RawHeader], request_id: str | None = None) -> tuple[tuple[str, str], ...]:
     """The headers a comparison sees: lower-case names, values decoded as ``headers_of``
     decodes them. With ``request_id``, the proxy's ``X-Request-ID`` as the client gets it: in

@@ -19,7 +19,13 @@ from multidict import CIMultiDict
 
 from proxy.http import wire
 from proxy.http.answer import Whole, whole_answer
-from proxy.http.upstream import HOP_BY_HOP, end_to_end_items, headers_of, lowered
+from proxy.http.upstream import (
+    HOP_BY_HOP,
+    compared_headers,
+    end_to_end_items,
+    headers_of,
+    lowered,
+)
 
 from .conftest import ThreadedServer
 
@@ -178,12 +184,16 @@ def test_a_whole_answer_reads_as_aiohttps_response(server: Server) -> None:
 @given(
     headers=st.lists(st.tuples(st.sampled_from(NAMES), VALUES), max_size=10),
     rid=st.one_of(st.none(), st.sampled_from(["r-1", "caf\udce9"])),
+    names=st.frozensets(st.sampled_from([n.lower() for n in NAMES])),
 )
 def test_the_compared_headers_are_the_old_copys(
-    headers: list[tuple[bytes, bytes]], rid: str | None
+    headers: list[tuple[bytes, bytes]], rid: str | None, names: frozenset[bytes]
 ) -> None:
     want = tuple((k.lower(), v) for k, v in old_headers(headers, rid).items())
     assert lowered(end_to_end_items(headers), rid) == want
+    wanted = {name.decode() for name in names}
+    got = compared_headers(end_to_end_items(headers), names, rid)
+    assert got == tuple(item for item in want if item[0] in wanted)
     if rid is None:
         assert list(headers_of(end_to_end_items(headers)).items()) == list(
             old_headers(headers, None).items()

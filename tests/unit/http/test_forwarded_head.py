@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from proxy import h1
+from proxy.errors import BadRequest
 from proxy.http.forward import upstream_headers
 from proxy.http.upstream import HOP_BY_HOP
 
@@ -98,7 +99,9 @@ def requests(draw: st.DrawFn) -> bytes:
     body = draw(st.sampled_from([b"", b"{}"]))
     if body:
         lines.append(f"Content-Length: {len(body)}")
-    return "\r\n".join([*lines, "Connection: close", "", ""]).encode() + body
+    if lines[0].endswith("1.1"):  # HTTP/1.0 closes unless asked to keep the connection
+        lines.append("Connection: close")
+    return "\r\n".join([*lines, "", ""]).encode() + body
 
 
 def test_the_forwarded_head_is_the_old_copys(server: Server) -> None:
@@ -140,3 +143,28 @@ def test_the_head_goes_out_as_the_lines_came(server: Server) -> None:
         b"X-Forwarded-For: 10.0.0.1, 127.0.0.1\r\nX-Forwarded-Proto: http\r\n"
         b"X-Forwarded-Host: h\r\nX-Request-ID: fresh-id\r\nContent-Length: 2\r\n\r\n"
     )
+
+
+class Parsed:
+    """What ``upstream_headers`` reads of a request, for bytes no parser would hand over."""
+
+    remote = "127.0.0.1"
+    scheme = "http"
+    host = "h"
+
+    def __init__(self, raw: list[tuple[bytes, bytes]]) -> None:
+        self.raw_headers = raw
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        [(b"X-A", b"1\r\nEvil: 1")],
+        [(b"X-A", b"1\rB")],
+        [(b"X-A", b"1\nB")],
+        [(b"Connection", b"X-B"), (b"X-B", b"2"), (b"X-A", b"1\r\nEvil: 1")],
+    ],
+)
+def test_a_line_break_in_a_header_never_reaches_a_backend(raw: list[tuple[bytes, bytes]]) -> None:
+    with pytest.raises(BadRequest):
+        upstream_headers(Parsed(raw), "rid")  # type: ignore[arg-type]
