@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -95,67 +94,13 @@ async def read_request_body(request: web.Request, limit: int) -> bytes | None:
 
 # What a backend never gets from the client: hop-by-hop headers, and those the proxy sets.
 NOT_FORWARDED = HOP_BY_HOP_BYTES | {b"host", b"content-length"}
-# The headers the proxy sets, in the order it appends those the client did not send.
-_SET = (
-    (b"x-forwarded-for", b"X-Forwarded-For: "),
-    (b"x-forwarded-proto", b"X-Forwarded-Proto: "),
-    (b"x-forwarded-host", b"X-Forwarded-Host: "),
-    (b"x-request-id", b"X-Request-ID: "),
-)
-_SLOT = {lower: slot for slot, (lower, _) in enumerate(_SET)}
 
 
 def upstream_headers(request: web.BaseRequest, rid: str) -> bytes:
     """The header lines every backend gets (``h1.header_lines``' form), built once from the
     client's own header bytes: its end-to-end headers less ``Host`` and ``Content-Length``,
     then ``X-Forwarded-For`` (the client's first one, the peer added), ``-Proto``, ``-Host``
-    and ``X-Request-ID``, each in the place of the client's first one, else last.
-
-    One pass over the client's headers; a Connection header that names a header the client
-    sent (it may stand before it) sends the request to ``_named_dropped``."""
-    raw = request.raw_headers
-    lines: list[bytes] = []
-    at = [-1, -1, -1, -1]  # where each set header goes in ``lines``
-    prior = b""
-    for name, value in raw:
-        lower = name.lower()
-        if lower in NOT_FORWARDED:
-            if lower == b"connection" and _names_a_sent_header(value, raw):
-                return _named_dropped(request, rid)
-            continue
-        slot = _SLOT.get(lower)
-        if slot is None:
-            lines.append(name + b": " + value + b"\r\n")
-        elif at[slot] < 0:
-            at[slot] = len(lines)
-            lines.append(b"")
-            if slot == 0:
-                prior = value
-    peer = (request.remote or "").encode()
-    values = (
-        prior + b", " + peer if prior else peer,
-        request.scheme.encode(),
-        _raw(request.host),
-        _raw(rid),
-    )
-    for slot, value in enumerate(values):
-        line = _SET[slot][1] + value + b"\r\n"
-        if at[slot] < 0:
-            lines.append(line)
-        else:
-            lines[at[slot]] = line
-    return _checked(b"".join(lines), len(lines))
-
-
-def _names_a_sent_header(connection: bytes, raw: Sequence[tuple[bytes, bytes]]) -> bool:
-    """Does this Connection header name a header the client sent that is not dropped anyway?
-    (``close`` names none, unless a client sent a header of that name.)"""
-    named = {token.strip().lower() for token in connection.split(b",")} - NOT_FORWARDED
-    return bool(named) and any(name.lower() in named for name, _ in raw)
-
-
-def _named_dropped(request: web.BaseRequest, rid: str) -> bytes:
-    """``upstream_headers`` when a Connection header names end-to-end headers too."""
+    and ``X-Request-ID``, each in the place of the client's first one, else last."""
     items = end_to_end_items(request.raw_headers, NOT_FORWARDED)
     peer = (request.remote or "").encode()
     prior = next((value for lower, _, value in items if lower == b"x-forwarded-for"), None)
@@ -168,11 +113,7 @@ def _named_dropped(request: web.BaseRequest, rid: str) -> bytes:
     for set_ in forwarded:
         _replace(items, set_)
     lines = b"".join([name + b": " + value + b"\r\n" for _, name, value in items])
-    return _checked(lines, len(items))
-
-
-def _checked(lines: bytes, count: int) -> bytes:
-    if lines.count(b"\n") != count or lines.count(b"\r") != count:
+    if lines.count(b"\n") != len(items) or lines.count(b"\r") != len(items):
         raise BadRequest("a line break inside a header: refused")
     return lines
 
