@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 import zlib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aiohttp import web
 
@@ -39,7 +39,11 @@ class HttpRoute:
     primary: str = ""
     noise: NoiseConfig | None = None
     # The answer headers a comparison reads (``compared_headers``): the rules' and the type.
-    compared: frozenset[bytes] = frozenset({b"content-type"})
+    compared: frozenset[bytes] = field(init=False)
+
+    def __post_init__(self) -> None:
+        names = frozenset({b"content-type", *(name.encode() for name in self.rules.headers)})
+        object.__setattr__(self, "compared", names)
 
     def noise_upstream(self, sides: Sides) -> HttpUpstream | None:
         """The noise twin to ask along with this shadow call, or None: no noise configured,
@@ -117,5 +121,4 @@ def build_route(
         rules=rules,
         primary=route.primary,
         noise=route.noise,
-        compared=frozenset({b"content-type", *(name.encode() for name in rules.headers)}),
     )

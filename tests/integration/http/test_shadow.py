@@ -139,6 +139,59 @@ async def test_ignore_rules_turn_noise_into_matches(
     assert outcomes(proxy) == {"match": 5}
 
 
+async def test_only_the_configured_headers_are_compared(
+    upstream_factory: UpstreamFactory, proxy_factory: ProxyFactory, client: aiohttp.ClientSession
+) -> None:
+    """``compare.headers`` names what of the answers' headers is compared: a difference there
+    is a mismatch naming the header, one in any other header is not looked at."""
+
+    def answering(version: str, other: str) -> Any:
+        async def handler(request: web.Request) -> web.Response:
+            headers = {"X-Version": version, "X-Other": other}
+            if request.path == "/same":
+                headers["X-Version"] = "1"
+            return web.json_response({"id": 1}, headers=headers)
+
+        return handler
+
+    proxy = await proxy_factory(
+        await upstream_factory(answering("1", "a")),
+        await upstream_factory(answering("2", "b")),
+        route={"compare": {"headers": ["X-Version"]}},
+    )
+    for path in ("/same", "/differs"):
+        async with client.get(proxy.url + path) as r:
+            assert r.headers["X-Version"] == "1" and r.headers["X-Other"] == "a"
+    await proxy.wait_for(lambda: total(proxy) == 2)
+    assert outcomes(proxy) == {"match": 1, "mismatch": 1}
+    field = "shadowproxy_mismatch_fields_total"
+    assert proxy.value(field, route="r", field="headers.x-version") == 1
+
+
+async def test_a_json_answer_is_told_by_its_content_type(
+    upstream_factory: UpstreamFactory, proxy_factory: ProxyFactory, client: aiohttp.ClientSession
+) -> None:
+    """A body that does not look like JSON (a top-level string) is parsed as JSON when the
+    answer says so: the same string spelled two ways is a match, not a mismatch. Also when
+    the type is not a compared header (the default compares it)."""
+
+    def answering(body: bytes) -> Any:
+        async def handler(request: web.Request) -> web.Response:
+            return web.Response(body=body, content_type="application/json")
+
+        return handler
+
+    proxy = await proxy_factory(
+        await upstream_factory(answering(b'"caf\\u00e9"')),
+        await upstream_factory(answering('"café"'.encode())),
+        route={"compare": {"headers": []}},
+    )
+    async with client.get(proxy.url + "/x") as r:
+        await r.read()
+    await proxy.wait_for(lambda: total(proxy) == 1)
+    assert outcomes(proxy) == {"match": 1}
+
+
 @pytest.mark.parametrize("failure", ["down", "slow", "error500"])
 async def test_broken_shadow_never_changes_the_client_response(
     failure: str,
