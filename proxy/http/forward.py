@@ -43,6 +43,7 @@ from proxy.http.upstream import (
     compared_headers,
     end_to_end_items,
     headers_of,
+    set_header,
 )
 from proxy.metrics import Metrics
 from proxy.ratelimit.limiter import RateLimiter
@@ -110,8 +111,8 @@ def upstream_headers(request: web.BaseRequest, rid: str) -> bytes:
         (b"x-forwarded-host", b"X-Forwarded-Host", _raw(request.host)),
         (b"x-request-id", b"X-Request-ID", _raw(rid)),
     )
-    for set_ in forwarded:
-        _replace(items, set_)
+    for item in forwarded:
+        set_header(items, item)
     lines = b"".join([name + b": " + value + b"\r\n" for _, name, value in items])
     if lines.count(b"\n") != len(items) or lines.count(b"\r") != len(items):
         raise BadRequest("a line break inside a header: refused")
@@ -120,18 +121,6 @@ def upstream_headers(request: web.BaseRequest, rid: str) -> bytes:
 
 def _raw(text: str) -> bytes:
     return text.encode("utf-8", "surrogateescape")  # aiohttp decoded it so
-
-
-def _replace(items: list[RawHeader], item: RawHeader) -> None:
-    """``item`` in the place of the first header of its name, the others dropped (a
-    multidict's ``md[name] = value``); appended when there is none."""
-    lower = item[0]
-    at = next((i for i, kept in enumerate(items) if kept[0] == lower), None)
-    if at is None:
-        items.append(item)
-        return
-    items[at] = item
-    items[at + 1 :] = [kept for kept in items[at + 1 :] if kept[0] != lower]
 
 
 async def handle(ctx: ForwardContext, request: web.Request) -> web.StreamResponse:

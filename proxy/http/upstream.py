@@ -86,19 +86,28 @@ def compared_headers(
 
 def lowered(items: list[RawHeader], request_id: str | None = None) -> tuple[tuple[str, str], ...]:
     """The headers a comparison sees: lower-case names, values decoded as ``headers_of``
-    decodes them. With ``request_id``, the proxy's ``X-Request-ID`` as the client gets it: in
-    the place of the backend's first one (its others dropped), else last."""
-    out = [
+    decodes them. With ``request_id``, the proxy's ``X-Request-ID`` as the client gets it
+    (``set_header``)."""
+    if request_id is not None:
+        items = list(items)
+        rid = request_id.encode("utf-8", "surrogateescape")
+        set_header(items, (b"x-request-id", b"X-Request-ID", rid))
+    return tuple(
         (lower.decode("latin-1"), value.decode("utf-8", "surrogateescape"))
         for lower, _, value in items
-    ]
-    if request_id is None:
-        return tuple(out)
-    at = next((i for i, (name, _) in enumerate(out) if name == "x-request-id"), None)
+    )
+
+
+def set_header(items: list[RawHeader], item: RawHeader) -> None:
+    """``item`` in the place of the first header of its name, the others of that name dropped
+    (a multidict's ``md[name] = value``); appended when there is none."""
+    lower = item[0]
+    at = next((i for i, kept in enumerate(items) if kept[0] == lower), None)
     if at is None:
-        return (*out, ("x-request-id", request_id))
-    out[at] = ("x-request-id", request_id)
-    return tuple(item for i, item in enumerate(out) if i <= at or item[0] != "x-request-id")
+        items.append(item)
+        return
+    items[at] = item
+    items[at + 1 :] = [kept for kept in items[at + 1 :] if kept[0] != lower]
 
 
 class HttpUpstream:
