@@ -9,7 +9,8 @@ serialises them back, and the forwarder had already decoded the backend's bytes 
 multidict of its own for it. Here the backend's header bytes go out as they came, less the
 hop-by-hop ones, with what aiohttp's ``Response`` would have added, added the same way:
 
-- ``X-Request-ID`` in the place of the backend's first one (its others dropped), else last;
+- the forwarder's ``X-Request-ID`` is one of the headers handed over already
+  (``upstream.with_request_id``, where aiohttp's multidict put it);
 - then ``Content-Length`` when the backend sent none, ``Content-Type:
   application/octet-stream`` when it sent no type for a body, ``Date`` and ``Server`` when it
   sent none, and ``Connection: close`` when the connection closes after the answer.
@@ -46,10 +47,10 @@ def whole_answer(
     status: int,
     reason: str,
     items: list[RawHeader],
-    request_id: str,
     body: bytes,
 ) -> list[bytes] | None:
-    """The answer's bytes to write, in order; None when aiohttp's ``Response`` must build it."""
+    """The answer's bytes to write, in order; None when aiohttp's ``Response`` must build it.
+    ``items``: the end-to-end headers, the request id among them."""
     if (
         request.version != HttpVersion11
         or request.method in ("HEAD", "CONNECT")
@@ -61,14 +62,7 @@ def whole_answer(
         return None
     lines: list[bytes] = []  # "name: value", line ends added at the end
     length = has_type = has_date = has_server = False
-    rid = b"X-Request-ID: " + request_id.encode("utf-8", "surrogateescape")
-    rid_written = False
     for lower, name, value in items:
-        if lower == b"x-request-id":
-            if not rid_written:
-                lines.append(rid)
-                rid_written = True
-            continue
         if lower == b"content-length":
             if length or value != str(len(body)).encode():
                 return None
@@ -80,8 +74,6 @@ def whole_answer(
         elif lower == b"server":
             has_server = True
         lines.append(name + b": " + value)
-    if not rid_written:
-        lines.append(rid)
     if _FORBIDDEN.search(b"\t".join(lines)):
         return None
     if not length:

@@ -44,6 +44,7 @@ from proxy.http.upstream import (
     end_to_end_items,
     headers_of,
     set_header,
+    with_request_id,
 )
 from proxy.metrics import Metrics
 from proxy.ratelimit.limiter import RateLimiter
@@ -208,24 +209,24 @@ async def _primary(
         _backend_failed(ctx, route, request.method, backend.name, e, sampled)
         raise BadGateway(f"primary backend {backend.name} failed: {type(e).__name__}") from e
     try:
-        items = end_to_end_items(upstream.raw_headers)
+        items = with_request_id(end_to_end_items(upstream.raw_headers), rid)
         length = upstream.content_length
         response: web.StreamResponse
         if upstream.complete:  # the usual small answer: all here already, nothing to wait for
             payload = await upstream.read()
-            response = _whole(request, upstream, items, rid, payload)
+            response = _whole(request, upstream, items, payload)
             captured: bytes | None = payload
         else:
             async with asyncio.timeout_at(upstream.deadline):
                 if request.method == "HEAD" or (length is not None and length <= SMALL_BODY):
                     payload = await upstream.read()
-                    response = _whole(request, upstream, items, rid, payload)
+                    response = _whole(request, upstream, items, payload)
                     captured = payload
                 else:
                     response, captured = await _stream(
                         request,
                         upstream,
-                        _headers(items, rid),
+                        headers_of(items),
                         ctx.compare_body_cap if sampled else -1,
                     )
     except (TimeoutError, h1.BackendError) as e:
@@ -244,30 +245,20 @@ async def _primary(
     if sampled:
         if captured is not None and len(captured) > ctx.compare_body_cap:
             captured = None
-        snapshot = HttpSnapshot(
-            upstream.status, compared_headers(items, route.compared, rid), captured
-        )
+        snapshot = HttpSnapshot(upstream.status, compared_headers(items, route.compared), captured)
     return response, snapshot, seconds
 
 
 def _whole(
-    request: web.BaseRequest, upstream: h1.Response, items: list[RawHeader], rid: str, body: bytes
+    request: web.BaseRequest, upstream: h1.Response, items: list[RawHeader], body: bytes
 ) -> web.StreamResponse:
-    data = whole_answer(request, upstream.status, upstream.reason, items, rid, body)
+    data = whole_answer(request, upstream.status, upstream.reason, items, body)
     if data is not None:
         return Whole(upstream.status, upstream.reason, data)
     # Bytes bodies keep the primary's Content-Type and Content-Length (also for HEAD).
     return web.Response(
-        status=upstream.status, reason=upstream.reason, headers=_headers(items, rid), body=body
+        status=upstream.status, reason=upstream.reason, headers=headers_of(items), body=body
     )
-
-
-def _headers(items: list[RawHeader], rid: str) -> CIMultiDict[str]:
-    """The answer's headers for aiohttp to write: the backend's end-to-end ones, decoded as
-    ``headers_of`` decodes them, and the request id."""
-    headers = headers_of(items)
-    headers["X-Request-ID"] = rid
-    return headers
 
 
 async def _stream(

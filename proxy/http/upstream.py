@@ -73,29 +73,28 @@ def headers_of(items: list[RawHeader]) -> CIMultiDict[str]:
 
 
 def compared_headers(
-    items: list[RawHeader], names: frozenset[bytes], request_id: str | None = None
+    items: list[RawHeader], names: frozenset[bytes]
 ) -> tuple[tuple[str, str], ...]:
     """``lowered`` of only the headers named in ``names`` (lower-case), the ones a comparison
     reads (``comparators.http``: the rules' header names, and the type): the others are not
     decoded at all."""
-    kept = [item for item in items if item[0] in names]
-    if request_id is not None and b"x-request-id" not in names:
-        request_id = None
-    return lowered(kept, request_id)
+    return lowered([item for item in items if item[0] in names])
 
 
-def lowered(items: list[RawHeader], request_id: str | None = None) -> tuple[tuple[str, str], ...]:
+def lowered(items: list[RawHeader]) -> tuple[tuple[str, str], ...]:
     """The headers a comparison sees: lower-case names, values decoded as ``headers_of``
-    decodes them. With ``request_id``, the proxy's ``X-Request-ID`` as the client gets it
-    (``set_header``)."""
-    if request_id is not None:
-        items = list(items)
-        rid = request_id.encode("utf-8", "surrogateescape")
-        set_header(items, (b"x-request-id", b"X-Request-ID", rid))
+    decodes them."""
     return tuple(
         (lower.decode("latin-1"), value.decode("utf-8", "surrogateescape"))
         for lower, _, value in items
     )
+
+
+def with_request_id(items: list[RawHeader], request_id: str) -> list[RawHeader]:
+    """``items`` with the proxy's ``X-Request-ID`` as the client gets it (``set_header``)."""
+    rid = request_id.encode("utf-8", "surrogateescape")  # aiohttp decoded it so
+    set_header(items, (b"x-request-id", b"X-Request-ID", rid))
+    return items
 
 
 def set_header(items: list[RawHeader], item: RawHeader) -> None:
@@ -144,14 +143,14 @@ class HttpUpstream:
         self,
         method: str,
         raw_path_qs: str,
-        headers: CIMultiDict[str] | bytes,
+        headers: bytes,
         body: bytes | None,
         *,
         timeout: float | None = None,
     ) -> h1.Response:
         """Send and return the response with its body unread; the caller releases it and
-        bounds the body read (``deadline()``). ``headers``: a multidict, or its
-        ``h1.header_lines`` already (the forwarder builds them once for every backend).
+        bounds the body read (``deadline()``). ``headers``: the header lines
+        (``h1.header_lines``; the forwarder builds them once for every backend).
 
         Idempotent requests are retried on connection failures (refused, or a kept-alive
         connection the backend had closed) with exponential backoff and full jitter, within
@@ -162,9 +161,8 @@ class HttpUpstream:
         total = timeout if timeout is not None else self.config.timeout_seconds
         loop = asyncio.get_running_loop()
         deadline = loop.time() + total
-        lines = headers if isinstance(headers, bytes) else h1.header_lines(headers)
         head = h1.request_head(
-            method, self._base_path + raw_path_qs, self._host_header, lines, body
+            method, self._base_path + raw_path_qs, self._host_header, headers, body
         )
         attempts = 1 + (self.config.retries if method in IDEMPOTENT else 0)
         stale_retry = method in IDEMPOTENT

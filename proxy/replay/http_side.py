@@ -132,7 +132,8 @@ class HttpSide:
             headers[self._requester_header] = request.requester
         upstream = self._upstreams[backend]
         try:
-            response = await upstream.send(request.method, request.path, headers, None)
+            lines = h1.header_lines(headers)
+            response = await upstream.send(request.method, request.path, lines, None)
             try:
                 async with asyncio.timeout_at(response.deadline):
                     body = await h1.read_capped(response, self._cap)

@@ -82,12 +82,12 @@ import asyncio, sys, uvloop
 from aiohttp import web
 from proxy.client_timeouts import ClientTimeouts, WatchedSite, tracked
 from proxy.http.answer import Whole, whole_answer
-from proxy.http.upstream import end_to_end_items
+from proxy.http.upstream import end_to_end_items, with_request_id
 BODY = {body!r}
 RAW = [(b"Content-Type", b"application/json"), (b"Content-Length", str(len(BODY)).encode())]
 async def handler(request):
-    items = end_to_end_items(RAW)
-    return Whole(200, "OK", whole_answer(request, 200, "OK", items, "rid", BODY))
+    items = with_request_id(end_to_end_items(RAW), "rid")
+    return Whole(200, "OK", whole_answer(request, 200, "OK", items, BODY))
 """
     + AIOHTTP_SERVE
 )

@@ -186,7 +186,7 @@ async def test_stale_kept_alive_connection_is_retried_for_idempotent_only(
     try:
         for method, expected in (("GET", "ok"), ("GET", "ok"), ("POST", "disconnected")):
             try:
-                response = await upstream.send(method, "/x", CIMultiDict(), None)
+                response = await upstream.send(method, "/x", b"", None)
             except h1.Disconnected:
                 outcome = "disconnected"
             else:

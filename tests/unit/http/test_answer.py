@@ -25,6 +25,7 @@ from proxy.http.upstream import (
     end_to_end_items,
     headers_of,
     lowered,
+    with_request_id,
 )
 
 from .conftest import ThreadedServer
@@ -108,7 +109,8 @@ class Server(ThreadedServer):
         items = end_to_end_items(case["headers"])
         body = b"" if request.method == "HEAD" else case["body"]
         if way == "new":
-            data = whole_answer(request, case["status"], case["reason"], items, case["rid"], body)
+            fast = with_request_id(list(items), case["rid"])
+            data = whole_answer(request, case["status"], case["reason"], fast, body)
             case["fast"] = data is not None
             if data is not None:
                 return Whole(case["status"], case["reason"], data)
@@ -190,9 +192,12 @@ def test_the_compared_headers_are_the_old_copys(
     headers: list[tuple[bytes, bytes]], rid: str | None, names: frozenset[bytes]
 ) -> None:
     want = tuple((k.lower(), v) for k, v in old_headers(headers, rid).items())
-    assert lowered(end_to_end_items(headers), rid) == want
+    items = end_to_end_items(headers)
+    if rid is not None:
+        with_request_id(items, rid)
+    assert lowered(items) == want
     wanted = {name.decode() for name in names}
-    got = compared_headers(end_to_end_items(headers), names, rid)
+    got = compared_headers(items, names)
     assert got == tuple(item for item in want if item[0] in wanted)
     if rid is None:
         assert list(headers_of(end_to_end_items(headers)).items()) == list(
@@ -209,8 +214,9 @@ def test_a_fast_answer_needs_the_bodys_own_length() -> None:
         method = "GET"
         keep_alive = True
 
-    items = end_to_end_items([(b"Content-Length", b"3")])
-    assert whole_answer(Request(), 200, "OK", items, "r", b"{}") is None  # type: ignore[arg-type]
-    items = end_to_end_items([(b"Content-Length", b"2")])
-    data = whole_answer(Request(), 200, "OK", items, "r", b"{}")  # type: ignore[arg-type]
+    request: Any = Request()
+    items = with_request_id(end_to_end_items([(b"Content-Length", b"3")]), "r")
+    assert whole_answer(request, 200, "OK", items, b"{}") is None
+    items = with_request_id(end_to_end_items([(b"Content-Length", b"2")]), "r")
+    data = whole_answer(request, 200, "OK", items, b"{}")
     assert data is not None and data[0].startswith(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n")
